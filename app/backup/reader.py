@@ -1,0 +1,59 @@
+"""Reading one file into chunks, and noticing when it changes while it is read."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.backup.writer import ChunkWriter
+from app.repo.chunker import Chunker
+from app.sources.files import Entry
+
+READ_ATTEMPTS = 3
+SMALL_FILE = 1 << 20
+
+#: Called with the bytes just read; progress bars hang off it.
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class ReadResult:
+    chunks: list[str]
+    bytes_read: int
+    warning: str | None = None
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def read_file(path: str, entry: Entry, chunker: Chunker, writer: ChunkWriter, progress: ProgressFn) -> ReadResult:
+    """Chunk and store the file at `path`; a file that keeps changing is stored as last read, with a
+    warning. OSError (gone, unreadable) propagates for the caller's policy."""
+    total = 0
+    for attempt in range(READ_ATTEMPTS):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            before = os.fstat(fd)
+            chunks: list[str] = []
+            if before.st_size <= SMALL_FILE:
+                data = handle.read()
+                pieces = chunker.cut(data)
+            else:
+                pieces = (c.data for c in chunker.stream(handle))
+            read = 0
+            for piece in pieces:
+                chunks.append(writer.store(piece))
+                read += len(piece)
+                progress(len(piece))
+            after = os.fstat(fd)
+        total += read
+        entry.size, entry.mtime_ns, entry.ctime_ns = before.st_size, before.st_mtime_ns, before.st_ctime_ns
+        if _signature(before) == _signature(after) and read == before.st_size:
+            return ReadResult(chunks, total)
+    return ReadResult(
+        chunks,
+        total,
+        f"changed while being read ({READ_ATTEMPTS} attempts); the stored copy may mix old and new content",
+    )

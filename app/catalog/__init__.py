@@ -1,0 +1,6 @@
+"""The catalog: an index of what storage holds, the job ledger and the audit trail (SQLAlchemy 2).
+
+Nouns: source (what is backed up), backup (one run, with its counters), pack and chunk (the index of
+storage, rebuildable from it), job (a unit of work and its state), lock (a lease that keeps two jobs
+off one source), audit entry (append-only, hash-chained). Storage stays the source of truth.
+"""

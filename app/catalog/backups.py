@@ -1,0 +1,60 @@
+"""Backup rows: creation, completion, lookup by id or by `latest`."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import clock
+from app.catalog.models import Backup, Source
+from app.errors import BackupNotFoundError
+
+BACKUP_TYPES = ("full", "incremental", "differential", "archive")
+#: Types that read every file, so a differential can use them as its base.
+FULL_TYPES = ("full", "archive")
+USABLE_STATES = ("complete", "partial")
+
+
+def new_backup_id() -> str:
+    return clock.now().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def latest_backup(session: Session, source_id: int, types: Sequence[str] = BACKUP_TYPES) -> Backup | None:
+    """The newest restorable backup of the source among `types`."""
+    return session.scalar(
+        select(Backup)
+        .where(Backup.source_id == source_id, Backup.type.in_(types), Backup.state.in_(USABLE_STATES))
+        .order_by(Backup.started_at.desc(), Backup.id.desc())
+        .limit(1)
+    )
+
+
+def list_backups(session: Session, source_id: int | None = None) -> list[tuple[Backup, str]]:
+    query = select(Backup, Source.name).join(Source, Backup.source_id == Source.id)
+    if source_id is not None:
+        query = query.where(Backup.source_id == source_id)
+    return [(b, name) for b, name in session.execute(query.order_by(Backup.started_at, Backup.id))]
+
+
+def get_backup(session: Session, backup_id: str) -> Backup:
+    backup = session.get(Backup, backup_id)
+    if backup is None:
+        raise BackupNotFoundError(
+            f"no backup {backup_id!r} in the catalog", hint="list backups with `equisplit-dr backup list`"
+        )
+    return backup
+
+
+def resolve(session: Session, selector: str, source_id: int | None) -> Backup:
+    """A backup id, or `latest` of a source."""
+    if selector == "latest":
+        if source_id is None:
+            raise BackupNotFoundError("`latest` needs a source", hint="add --source NAME")
+        backup = latest_backup(session, source_id)
+        if backup is None:
+            raise BackupNotFoundError("the source has no restorable backup yet", hint="run a backup first")
+        return backup
+    return get_backup(session, selector)

@@ -1,0 +1,98 @@
+"""Engines and sessions for the catalog, on SQLite (embedded default) or PostgreSQL (psycopg 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.errors import CatalogError, ConfigurationError
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for a bare `postgresql://` URL."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the catalog URL; a malformed URL raises ConfigurationError naming DATABASE_URL."""
+    url = normalise_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigurationError(
+            "DATABASE_URL is not a database URL",
+            hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB",
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise ConfigurationError(
+            f"DATABASE_URL names an unsupported database ({parsed.get_backend_name()})",
+            hint="use SQLite or PostgreSQL",
+        )
+    return create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session whose work commits on success and rolls back on error."""
+    with factory() as session, session.begin():
+        yield session
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the catalog schema to `revision` with Alembic."""
+    from alembic import command
+
+    command.upgrade(alembic_config(engine), revision)
+
+
+def alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    import migrations
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.attributes["engine"] = engine
+    return config
+
+
+def require_migrated(engine: Engine) -> None:
+    """Raise CatalogError if the catalog is unreachable or has no schema yet."""
+    try:
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names())
+    except OperationalError as exc:
+        raise CatalogError(
+            f"the catalog database cannot be reached ({exc.orig.__class__.__name__})",
+            hint="check DATABASE_URL and that the database is up",
+        ) from None
+    if "backups" not in tables:
+        raise CatalogError("the catalog has no schema yet", hint="run `equisplit-dr init`")

@@ -1,0 +1,78 @@
+"""Leases in the catalog that keep two jobs off one source, across processes and hosts."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import clock
+from app.catalog.db import transaction
+from app.catalog.models import Lock
+from app.errors import LockedError
+
+
+def new_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """A holder on this host whose process is gone can never release its lease."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def acquire(factory: sessionmaker[Session], name: str, holder: str, ttl: timedelta) -> None:
+    """Take the lease `name` or raise LockedError naming who holds it."""
+    now = clock.now()
+    try:
+        with transaction(factory) as session:
+            session.add(Lock(name=name, holder=holder, acquired_at=now, expires_at=now + ttl))
+        return
+    except IntegrityError:
+        pass
+    with transaction(factory) as session:
+        current = session.scalar(select(Lock).where(Lock.name == name))
+        if current is None:
+            session.add(Lock(name=name, holder=holder, acquired_at=now, expires_at=now + ttl))
+            return
+        if clock.as_utc(current.expires_at) > now and not _holder_is_dead(current.holder):
+            raise LockedError(
+                f"{name} is held by {current.holder} since {clock.iso(current.acquired_at)}",
+                hint="wait for that job to finish; a lease whose holder died expires by itself",
+            )
+        taken = session.execute(
+            update(Lock)
+            .where(Lock.name == name, Lock.holder == current.holder)
+            .values(holder=holder, acquired_at=now, expires_at=now + ttl)
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            raise LockedError(f"{name} was taken by another job just now", hint="try again later")
+
+
+def renew(factory: sessionmaker[Session], name: str, holder: str, ttl: timedelta) -> bool:
+    """Extend the lease; False if it is no longer ours."""
+    with transaction(factory) as session:
+        result = session.execute(
+            update(Lock).where(Lock.name == name, Lock.holder == holder).values(expires_at=clock.now() + ttl)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def release(factory: sessionmaker[Session], name: str, holder: str) -> None:
+    with transaction(factory) as session:
+        session.execute(delete(Lock).where(Lock.name == name, Lock.holder == holder))

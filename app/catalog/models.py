@@ -1,0 +1,111 @@
+"""Typed SQLAlchemy models of the catalog. Migrations in migrations/ create exactly these tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Source(Base):
+    __tablename__ = "sources"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # files | postgres
+    path: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+
+class Backup(Base):
+    __tablename__ = "backups"
+    __table_args__ = (Index("ix_backups_source_started", "source_id", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"))
+    type: Mapped[str] = mapped_column(String(16))  # full | incremental | differential | archive
+    parent_id: Mapped[str | None] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16))  # running | complete | partial | failed | interrupted
+    host: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    files_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    files_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_new: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_stored: Mapped[int] = mapped_column(BigInteger, default=0)
+    chunk_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    new_chunk_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    pack_count: Mapped[int] = mapped_column(Integer, default=0)
+    storage_class: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    errors: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Pack(Base):
+    __tablename__ = "packs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    backup_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (Index("ix_chunks_pack", "pack_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pack_id: Mapped[str] = mapped_column(ForeignKey("packs.id"))
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(Integer)
+    raw_length: Mapped[int] = mapped_column(Integer)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_created", "state", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # backup | restore | rebuild | ...
+    state: Mapped[str] = mapped_column(String(16))  # pending | running | succeeded | failed | cancelled
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id"))
+    backup_id: Mapped[str | None] = mapped_column(String(40))
+    worker: Mapped[str | None] = mapped_column(String(255))
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+
+
+class Lock(Base):
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    object: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

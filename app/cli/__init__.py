@@ -1,0 +1,1 @@
+"""The `equisplit-dr` command: thin Typer commands over the Python API, with rich output and --json."""

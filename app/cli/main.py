@@ -1,0 +1,244 @@
+"""Entry point of the `equisplit-dr` command. Every command maps domain errors to their exit codes."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from app.cli.render import backups_table, console, err_console, human, print_json, progress_bar
+from app.errors import EquisplitError, MasterKeyError
+from app.settings import load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Encrypted, deduplicating backup and DR.")
+source_app = typer.Typer(no_args_is_help=True, help="Register and list backup sources.")
+backup_app = typer.Typer(no_args_is_help=True, help="Run, list and inspect backups.")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage the repository's keys.")
+catalog_app = typer.Typer(no_args_is_help=True, help="Maintain the catalog.")
+app.add_typer(source_app, name="source")
+app.add_typer(backup_app, name="backup")
+app.add_typer(keys_app, name="keys")
+app.add_typer(catalog_app, name="catalog")
+
+F = TypeVar("F", bound=Callable[..., Any])
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Source name.")]
+
+
+def handles_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EquisplitError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            if exc.detail:
+                err_console.print(f"  detail: {exc.detail}", highlight=False)
+            if exc.hint:
+                err_console.print(f"  hint: {exc.hint}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _system() -> Any:
+    from app.system import BackupSystem
+
+    return BackupSystem(load_settings())
+
+
+@app.command()
+@handles_errors
+def init() -> None:
+    """Create the repository and migrate the catalog (idempotent)."""
+    with _system() as system:
+        report = system.init()
+        console.print(("created" if report.created_repository else "opened existing") +
+                      f" repository {report.repository_id} at {system.context.storage.location}")
+        console.print(f"catalog at {system.settings.catalog_url.split('@')[-1]}")
+        if report.generated_key_file:
+            err_console.print(f"[yellow]generated a master key in {report.generated_key_file}: keep a copy "
+                              "somewhere safe and apart from the backups; without it nothing can be restored[/]")
+
+
+@source_app.command("add")
+@handles_errors
+def source_add(name: str, path: Annotated[Path, typer.Option("--path", help="Directory to back up.")]) -> None:
+    """Register a directory as a backup source."""
+    with _system() as system:
+        info = system.add_source(name, path)
+        console.print(f"source {info['name']} -> {info['path']}")
+
+
+@source_app.command("list")
+@handles_errors
+def source_list(as_json: JsonOpt = False) -> None:
+    with _system() as system:
+        rows = system.list_sources()
+    if as_json:
+        print_json(rows)
+    else:
+        for r in rows:
+            console.print(f"{r['name']}\t{r['kind']}\t{r['path']}")
+
+
+@backup_app.command("run")
+@handles_errors
+def backup_run(
+    source: SourceOpt = None,
+    type_: Annotated[str, typer.Option("--type", "-t", help="full|incremental|differential|archive")] = "incremental",
+    as_json: JsonOpt = False,
+) -> None:
+    """Back up a source now."""
+    with _system() as system, progress_bar("backup", not as_json) as progress:
+        result = system.create_backup(source, type_, progress)
+        info = system.show_backup(result.id)
+    if as_json:
+        print_json(info)
+        return
+    console.print(f"backup {result.id} of {result.source}: {result.type}, {result.state}; "
+                  f"{result.stats['files']} files, read {human(result.stats['bytes_read'])}, "
+                  f"new {human(result.stats['bytes_new'])}, stored {human(result.stats['bytes_stored'])}")
+    for e in result.errors:
+        err_console.print(f"[yellow]not backed up:[/] {e['path']}: {e['error']}", highlight=False)
+    for w in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {w['path']}: {w['warning']}", highlight=False)
+
+
+@backup_app.command("list")
+@handles_errors
+def backup_list(source: SourceOpt = None, as_json: JsonOpt = False) -> None:
+    with _system() as system:
+        rows = system.list_backups(source)
+    if as_json:
+        print_json(rows)
+    else:
+        console.print(backups_table(rows))
+
+
+@backup_app.command("show")
+@handles_errors
+def backup_show(
+    backup_id: str, source: SourceOpt = None, as_json: JsonOpt = False,
+    files: Annotated[bool, typer.Option("--files", help="List the backup's files.")] = False,
+) -> None:
+    """Show one backup (an id, or `latest` with --source)."""
+    with _system() as system:
+        info = system.show_backup(backup_id, source, files=files)
+    if as_json:
+        print_json(info)
+        return
+    for key, value in info.items():
+        if key != "entries":
+            console.print(f"{key:>14}: {value}", highlight=False)
+    for e in info.get("entries", []):
+        console.print(f"{e['type']:>8} {human(e['size']) if e['type'] == 'file' else '':>10}  {e['path']}",
+                      highlight=False)
+
+
+@app.command()
+@handles_errors
+def restore(
+    backup_id: str,
+    target: Annotated[Path, typer.Option("--target", help="Directory to restore into.")],
+    source: SourceOpt = None,
+    path: Annotated[list[str] | None, typer.Option("--path", help="Restore only this path (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and report; write nothing.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow a non-empty target.")] = False,
+    keep_partial: Annotated[bool, typer.Option("--keep-partial", help="Keep half-written files on error.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore a backup (an id, or `latest` with --source) into a directory."""
+    with _system() as system, progress_bar("restore", not as_json and not dry_run) as progress:
+        plan = system.restore(backup_id, target, source=source, paths=path, dry_run=dry_run,
+                              overwrite=overwrite, keep_partial=keep_partial, progress=progress)
+    summary = {"backup": plan.backup_id, "source": plan.source, "target": str(target), "dry_run": dry_run,
+               "files": plan.files, "dirs": plan.dirs, "symlinks": plan.symlinks, "bytes": plan.bytes,
+               "packs": plan.packs}
+    if as_json:
+        print_json(summary)
+    else:
+        verb = "would restore" if dry_run else "restored"
+        console.print(f"{verb} {plan.files} files ({human(plan.bytes)}), {plan.dirs} directories, "
+                      f"{plan.symlinks} symlinks from backup {plan.backup_id} into {target}")
+
+
+@keys_app.command("rotate")
+@handles_errors
+def keys_rotate(
+    new_key_file: Annotated[Path | None, typer.Option(
+        "--new-key-file", help="File holding the new master key (64 hex). Default: generate one.")] = None,
+    keep_data_key: Annotated[bool, typer.Option("--keep-data-key", help="Do not start a new data key.")] = False,
+) -> None:
+    """Wrap the repository's keys under a new master key; old backups stay restorable."""
+    from app.repo.keys import MasterKey
+
+    settings = load_settings()
+    generated: Path | None = None
+    if new_key_file is not None:
+        new = MasterKey.from_file(new_key_file)
+    elif os.environ.get("BACKUP_NEW_ENCRYPTION_KEY"):
+        new = MasterKey.from_hex(os.environ["BACKUP_NEW_ENCRYPTION_KEY"], origin="BACKUP_NEW_ENCRYPTION_KEY")
+    elif settings.backup_encryption_key is None and settings.backup_encryption_key_file is None:
+        new = MasterKey.generate()
+        generated = settings.default_key_file.with_name("master.key.next")
+        generated.unlink(missing_ok=True)
+        new.write_file(generated)
+    else:
+        raise MasterKeyError("no new master key given",
+                             hint="pass --new-key-file FILE or set BACKUP_NEW_ENCRYPTION_KEY")
+    with _system() as system:
+        key_id = system.rotate_keys(new, new_data_key=not keep_data_key)
+    if generated is not None:
+        os.replace(generated, settings.default_key_file)
+        console.print(f"new master key written to {settings.default_key_file}")
+    else:
+        console.print("keys re-wrapped: set BACKUP_ENCRYPTION_KEY (or _FILE) to the new key everywhere now")
+    console.print(f"current data key {key_id}")
+
+
+@catalog_app.command("rebuild")
+@handles_errors
+def catalog_rebuild(as_json: JsonOpt = False) -> None:
+    """Rebuild the chunk index and backup list from storage alone."""
+    with _system() as system:
+        report = system.rebuild_catalog()
+    data = {"packs": report.packs, "chunks": report.chunks, "backups": report.backups,
+            "sources_created": report.sources_created, "unreadable": report.unreadable}
+    if as_json:
+        print_json(data)
+    else:
+        console.print(f"indexed {report.packs} packs ({report.chunks} chunks) and {report.backups} backups")
+        for item in report.unreadable:
+            err_console.print(f"[yellow]unreadable:[/] {item}", highlight=False)
+    if report.unreadable:
+        raise typer.Exit(5)
+
+
+@app.command()
+@handles_errors
+def demo(
+    home: Annotated[Path | None, typer.Option(help="Data directory for the demo (default: ./.demo).")] = None,
+) -> None:
+    """Back up a generated tree, change it, back it up again, restore, and prove the restore is equal."""
+    from app.cli.demo import run_demo
+
+    if not run_demo(home or Path(".demo")):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Output helpers for the CLI: JSON, tables, sizes and a progress bar with MB/s."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+# Wide when piped, so tables stay readable in logs and CI output.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+err_console = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+def backups_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(show_lines=False)
+    for col in ("id", "source", "type", "state", "started", "files", "size", "read", "new", "stored", "dedup"):
+        table.add_column(col, justify="right" if col in ("files", "size", "read", "new", "stored", "dedup") else "left")
+    for r in rows:
+        table.add_row(
+            r["id"], r["source"], r["type"], r["state"], (r["started_at"] or "")[:19].replace("T", " "),
+            str(r["files"]), human(r["bytes_total"]), human(r["bytes_read"]), human(r["bytes_new"]),
+            human(r["bytes_stored"]), f"{r['dedup_ratio']}x" if r["dedup_ratio"] else "-",
+        )
+    return table
+
+
+@contextmanager
+def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A callback (done, total) drawing a bar with MB/s on stderr, or None when disabled."""
+    if not enabled or not err_console.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+        console=err_console, transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update

@@ -1,0 +1,55 @@
+"""What a process needs to work on one repository: settings, catalog, storage and keys, opened lazily."""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.catalog.db import make_engine, require_migrated, session_factory
+from app.repo.keys import MasterKey, load_master_key
+from app.repo.repository import Repository
+from app.settings import Settings
+from app.storage import Storage, open_storage
+
+
+class Context:
+    """One per process (or per test); thread-safe after construction."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        #: Serialises catalog writes from upload threads; SQLite allows one writer at a time.
+        self.catalog_write_lock = threading.Lock()
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.catalog_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        require_migrated(self.engine)
+        return session_factory(self.engine)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return open_storage(self.settings.storage_url)
+
+    def master_key(self) -> MasterKey:
+        secret = self.settings.backup_encryption_key
+        return load_master_key(
+            secret.get_secret_value() if secret is not None else None,
+            self.settings.backup_encryption_key_file,
+            self.settings.default_key_file,
+        )
+
+    @cached_property
+    def repository(self) -> Repository:
+        return Repository.open(self.storage, self.master_key())
+
+    def close(self) -> None:
+        if "storage" in self.__dict__:
+            self.storage.close()
+        if "engine" in self.__dict__:
+            self.engine.dispose()

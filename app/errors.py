@@ -1,0 +1,109 @@
+"""One hierarchy of domain errors: each says what went wrong, why, and what to do, never a secret.
+
+Every error carries a message, an optional detail and hint, and the exit code the CLI returns.
+"""
+
+from __future__ import annotations
+
+
+class EquisplitError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, detail: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.hint = hint
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.detail:
+            parts.append(f"detail: {self.detail}")
+        if self.hint:
+            parts.append(f"hint: {self.hint}")
+        return "\n".join(parts)
+
+
+class ConfigurationError(EquisplitError):
+    """A setting is missing or malformed."""
+
+    exit_code = 2
+
+
+class MasterKeyError(EquisplitError):
+    """The master key is missing, malformed or wrong."""
+
+    exit_code = 3
+
+
+class WrongKeyError(MasterKeyError):
+    """The master key does not open the repository's keyring."""
+
+
+class StorageError(EquisplitError):
+    """Storage could not be reached or refused an operation."""
+
+    exit_code = 4
+
+
+class ObjectNotFoundError(StorageError):
+    """An object the repository needs is missing from storage."""
+
+    def __init__(self, kind: str, name: str, where: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"object {kind}/{name} is missing from storage {where}",
+            hint=hint or "run `equisplit-dr catalog rebuild` if the catalog is stale, "
+            "or restore the object from a replica",
+        )
+        self.kind = kind
+        self.name = name
+
+
+class IntegrityError(EquisplitError):
+    """Stored data failed authentication or does not match what was expected."""
+
+    exit_code = 5
+
+
+class RepositoryError(EquisplitError):
+    """The repository is missing, not initialised, or of an unknown format."""
+
+    exit_code = 6
+
+
+class CatalogError(EquisplitError):
+    """The catalog is unreachable, not migrated, or inconsistent."""
+
+    exit_code = 7
+
+
+class SourceError(EquisplitError):
+    """A backup source is unknown, missing or unreadable."""
+
+    exit_code = 8
+
+
+class BackupNotFoundError(EquisplitError):
+    """No backup matches the id or selector given."""
+
+    exit_code = 9
+
+
+class LockedError(EquisplitError):
+    """Another job holds the lock this one needs."""
+
+    exit_code = 10
+
+
+class RestoreTargetError(EquisplitError):
+    """The restore target is unsafe to write into."""
+
+    exit_code = 11
+
+
+class BackupFailedError(EquisplitError):
+    """A backup could not complete."""
+
+    exit_code = 12

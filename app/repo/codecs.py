@@ -1,0 +1,72 @@
+"""Compression codecs by id (docs/FORMAT.md section 3). Compressors are per thread: zstd's are not
+safe to share."""
+
+from __future__ import annotations
+
+import threading
+from enum import IntEnum
+
+import zstandard
+
+from app.errors import IntegrityError
+
+#: A chunk is stored raw unless its first SAMPLE_SIZE bytes shrink by at least this fraction at level 1.
+SAMPLE_SIZE = 64 * 1024
+MIN_SAVING = 0.03
+
+
+class Codec(IntEnum):
+    RAW = 0
+    ZSTD = 1
+
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level)
+    return cache[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    dctx: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if dctx is None:
+        dctx = _local.decompressor = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def encode(data: bytes | memoryview, level: int | None, *, probe: bool = True) -> bytes:
+    """`codec || body`: zstd at `level`, or raw when `level` is None or compression does not pay."""
+    if level is not None:
+        if probe and len(data) > SAMPLE_SIZE * 2:
+            sample = _compressor(1).compress(data[:SAMPLE_SIZE])
+            if len(sample) > SAMPLE_SIZE * (1 - MIN_SAVING):
+                return bytes([Codec.RAW]) + bytes(data)
+        body = _compressor(level).compress(data)
+        if len(body) < len(data):
+            return bytes([Codec.ZSTD]) + body
+    return bytes([Codec.RAW]) + bytes(data)
+
+
+def decode(payload: bytes, what: str, max_size: int | None = None) -> bytes:
+    """The plaintext of `codec || body`; an unknown codec or a bad frame names `what`."""
+    if not payload:
+        raise IntegrityError(f"{what}: empty payload")
+    codec, body = payload[0], payload[1:]
+    if codec == Codec.RAW:
+        return body
+    if codec == Codec.ZSTD:
+        try:
+            if max_size is not None:
+                return _decompressor().decompress(body, max_output_size=max_size)
+            return _decompressor().decompress(body)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"{what}: zstd frame is corrupt ({exc})") from None
+    raise IntegrityError(
+        f"{what}: unknown codec id {codec}",
+        hint="this repository was written by a newer equisplit-dr; upgrade to read it",
+    )

@@ -1,0 +1,82 @@
+"""Seal and open envelopes (docs/FORMAT.md section 3): AES-256-GCM, random nonce, the header and the
+object id bound as associated data."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from app.errors import IntegrityError
+from app.repo.format import (
+    AAD_HEADER,
+    ENVELOPE_HEADER,
+    ENVELOPE_OVERHEAD,
+    FORMAT_VERSION,
+    KEY_ID_SIZE,
+    MAGIC,
+    NONCE_SIZE,
+    ObjectType,
+)
+
+_HEADER = struct.Struct(f"<4sBB{KEY_ID_SIZE}s{NONCE_SIZE}s")
+
+
+class DataKey:
+    """One data key and its id; the key bytes never leave this object except wrapped."""
+
+    __slots__ = ("_aead", "key_id")
+
+    def __init__(self, key_id: bytes, key: bytes) -> None:
+        if len(key_id) != KEY_ID_SIZE or len(key) != 32:
+            raise ValueError("a data key is 32 bytes with a 16-byte id")
+        self.key_id = key_id
+        self._aead = AESGCM(key)
+
+    def __repr__(self) -> str:
+        return f"DataKey(key_id={self.key_id.hex()})"
+
+    def seal(self, object_type: ObjectType, object_id: str, payload: bytes) -> bytes:
+        """The envelope of `payload` for the object `object_id` of `object_type`."""
+        nonce = os.urandom(NONCE_SIZE)
+        header = _HEADER.pack(MAGIC, FORMAT_VERSION, int(object_type), self.key_id, nonce)
+        aad = header[:AAD_HEADER] + object_id.encode("ascii")
+        return header + self._aead.encrypt(nonce, payload, aad)
+
+    def open(self, envelope: bytes, object_type: ObjectType, object_id: str) -> bytes:
+        """The payload; IntegrityError if the envelope was altered, moved, retyped or is not ours."""
+        check_header(envelope, object_type, object_id)
+        nonce = envelope[AAD_HEADER:ENVELOPE_HEADER]
+        aad = envelope[:AAD_HEADER] + object_id.encode("ascii")
+        try:
+            return self._aead.decrypt(nonce, envelope[ENVELOPE_HEADER:], aad)
+        except InvalidTag:
+            raise IntegrityError(
+                f"{object_type.name.lower()} {object_id} failed authentication: "
+                "its bytes were altered, or it was moved or renamed",
+                hint="run `equisplit-dr verify`, and restore the object from a replica",
+            ) from None
+
+
+def check_header(envelope: bytes, object_type: ObjectType, object_id: str) -> None:
+    """Raise IntegrityError naming the object if the envelope's header is not what is expected."""
+    what = f"{object_type.name.lower()} {object_id}"
+    if len(envelope) < ENVELOPE_OVERHEAD:
+        raise IntegrityError(f"{what} is truncated ({len(envelope)} bytes)")
+    magic, version, type_id, _key_id, _nonce = _HEADER.unpack_from(envelope)
+    if magic != MAGIC:
+        raise IntegrityError(f"{what} is not an equisplit-dr object (bad magic)")
+    if version != FORMAT_VERSION:
+        raise IntegrityError(
+            f"{what} has format version {version}; this build reads version {FORMAT_VERSION}",
+            hint="upgrade equisplit-dr",
+        )
+    if type_id != int(object_type):
+        raise IntegrityError(f"{what} has object type {type_id}, expected {int(object_type)}")
+
+
+def envelope_key_id(envelope: bytes) -> bytes:
+    """The key id named in an envelope's header."""
+    return bytes(envelope[6 : 6 + KEY_ID_SIZE])

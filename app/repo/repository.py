@@ -1,0 +1,178 @@
+"""Open or create a repository in storage, and read and write its objects (docs/FORMAT.md)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from app.errors import IntegrityError, ObjectNotFoundError, RepositoryError
+from app.repo import codecs
+from app.repo.chunker import Chunker, ChunkerParams, ChunkIds
+from app.repo.crypto import envelope_key_id
+from app.repo.format import FORMAT_VERSION, PACK_TRAILER, Kind, ObjectType
+from app.repo.keys import Keyring, MasterKey
+from app.repo.pack import PackBuilder, PackEntry, parse_index, parse_trailer
+from app.storage import ObjectInfo, PutOptions, Storage
+
+DEFAULT_PACK_TARGET = 16 * 1024 * 1024
+KEYRING_NAME = "keyring"
+KEYRING_NEXT = "keyring.next"
+
+
+class Repository:
+    """An opened repository: storage plus the keys and config to read and write it."""
+
+    def __init__(self, storage: Storage, keyring: Keyring, config: dict[str, Any]) -> None:
+        self.storage = storage
+        self.keyring = keyring
+        self.config = config
+        self.id = keyring.repository_id
+        self.chunker_params = ChunkerParams.from_json(config["chunker"])
+        self.pack_target_size = int(config.get("pack_target_size", DEFAULT_PACK_TARGET))
+        self.chunk_ids = ChunkIds(keyring.id_key)
+
+    # Creating and opening -----------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        storage: Storage,
+        master: MasterKey,
+        *,
+        chunker: ChunkerParams | None = None,
+        pack_target_size: int = DEFAULT_PACK_TARGET,
+    ) -> Repository:
+        """Create a repository; refuse if storage already holds one."""
+        if storage.stat(Kind.KEYS, KEYRING_NAME) is not None or storage.stat(Kind.CONFIG, "config"):
+            raise RepositoryError(
+                f"storage {storage.location} already holds a repository",
+                hint="use it as it is, or point BACKUP_STORAGE_URL at an empty location",
+            )
+        repository_id = secrets.token_hex(16)
+        keyring = Keyring.create(repository_id)
+        config = {
+            "version": FORMAT_VERSION,
+            "repository_id": repository_id,
+            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "chunker": (chunker or ChunkerParams()).to_json(),
+            "chunk_id": "blake3-keyed-256",
+            "pack_target_size": pack_target_size,
+        }
+        storage.put(Kind.KEYS, KEYRING_NAME, keyring.seal(master))
+        sealed = keyring.current.seal(ObjectType.CONFIG, "config", codecs.encode(json.dumps(config).encode(), None))
+        storage.put(Kind.CONFIG, "config", sealed)
+        return cls(storage, keyring, config)
+
+    @classmethod
+    def open(cls, storage: Storage, master: MasterKey) -> Repository:
+        """Open with `master`; WrongKeyError before anything else is read if it is the wrong key."""
+        try:
+            blob = storage.get(Kind.KEYS, KEYRING_NAME)
+        except ObjectNotFoundError:
+            raise RepositoryError(
+                f"no repository at {storage.location} (keys/keyring is missing)",
+                hint="run `equisplit-dr init` to create one, or fix BACKUP_STORAGE_URL",
+            ) from None
+        keyring = Keyring.open(blob, master)
+        sealed = storage.get(Kind.CONFIG, "config")
+
+        key = keyring.key(envelope_key_id(sealed), "config")
+        config = json.loads(codecs.decode(key.open(sealed, ObjectType.CONFIG, "config"), "config"))
+        if int(config.get("version", 0)) != FORMAT_VERSION:
+            raise RepositoryError(
+                f"repository format version {config.get('version')} is not supported "
+                f"(this build reads version {FORMAT_VERSION})",
+                hint="upgrade equisplit-dr",
+            )
+        return cls(storage, keyring, config)
+
+    def rotate_master_key(self, new_master: MasterKey, *, new_data_key: bool = False) -> None:
+        """Re-wrap the keyring under `new_master` (docs/FORMAT.md section 2); old objects stay readable."""
+        if new_data_key:
+            self.keyring.add_data_key()
+        self.storage.put(Kind.KEYS, KEYRING_NEXT, self.keyring.seal(new_master))
+        Keyring.open(self.storage.get(Kind.KEYS, KEYRING_NEXT), new_master)  # read back before switching
+        self.storage.put(Kind.KEYS, KEYRING_NAME, self.keyring.seal(new_master))
+        self.storage.delete(Kind.KEYS, KEYRING_NEXT)
+
+    # Chunks and packs -----------------------------------------------------------------------------
+
+    def new_chunker(self) -> Chunker:
+        return Chunker(self.chunker_params, self.keyring.chunker_seed)
+
+    def seal_chunk(self, chunk_id: str, data: bytes | memoryview, level: int | None) -> bytes:
+        return self.keyring.current.seal(ObjectType.CHUNK, chunk_id, codecs.encode(data, level))
+
+    def open_chunk(self, chunk_id: str, blob: bytes, *, raw_length: int | None = None) -> bytes:
+        """The plaintext of a chunk blob, checked against its id."""
+
+        key = self.keyring.key(envelope_key_id(blob), f"chunk {chunk_id}")
+        data = codecs.decode(key.open(blob, ObjectType.CHUNK, chunk_id), f"chunk {chunk_id}", raw_length)
+        if self.chunk_ids.of(data) != chunk_id:
+            raise IntegrityError(f"chunk {chunk_id} does not hash to its id")
+        return data
+
+    def finish_pack(self, pack_id: str, builder: PackBuilder) -> bytes:
+        index = self.keyring.current.seal(
+            ObjectType.PACK_INDEX, pack_id, codecs.encode(builder.index_plaintext(), 3, probe=False)
+        )
+        return builder.finish(index)
+
+    def put_pack(self, pack_id: str, data: bytes, storage_class: str | None = None) -> None:
+        self.storage.put(Kind.PACKS, pack_id, data, PutOptions(storage_class=storage_class))
+
+    def read_blob(self, pack_id: str, offset: int, length: int) -> bytes:
+        return self.storage.get(Kind.PACKS, pack_id, offset, length)
+
+    def read_pack_index(self, pack_id: str, size: int | None = None) -> list[PackEntry]:
+        """The entries of a pack, read from its tail alone."""
+        if size is None:
+            info = self.storage.stat(Kind.PACKS, pack_id)
+            if info is None:
+                raise ObjectNotFoundError(Kind.PACKS, pack_id, self.storage.location)
+            size = info.size
+        if size < PACK_TRAILER:
+            raise IntegrityError(f"pack {pack_id} is truncated ({size} bytes)")
+        index_len = parse_trailer(self.storage.get(Kind.PACKS, pack_id, size - PACK_TRAILER), pack_id)
+        start = size - PACK_TRAILER - index_len
+        if start < 0:
+            raise IntegrityError(f"pack {pack_id}: index length {index_len} exceeds the pack")
+        sealed = self.storage.get(Kind.PACKS, pack_id, start, index_len)
+
+        key = self.keyring.key(envelope_key_id(sealed), f"pack {pack_id}")
+        plain = codecs.decode(key.open(sealed, ObjectType.PACK_INDEX, pack_id), f"pack {pack_id} index")
+        return parse_index(plain, pack_id)
+
+    def list_packs(self) -> Iterator[ObjectInfo]:
+        return self.storage.list(Kind.PACKS)
+
+    # Manifests ------------------------------------------------------------------------------------
+
+    def write_manifest(self, backup_id: str, manifest: dict[str, Any]) -> int:
+        """Seal and store a manifest; returns its stored size."""
+        payload = codecs.encode(json.dumps(manifest, separators=(",", ":")).encode(), 3, probe=False)
+        sealed = self.keyring.current.seal(ObjectType.MANIFEST, backup_id, payload)
+        self.storage.put(Kind.MANIFESTS, backup_id, sealed)
+        return len(sealed)
+
+    def read_manifest(self, backup_id: str) -> dict[str, Any]:
+        try:
+            sealed = self.storage.get(Kind.MANIFESTS, backup_id)
+        except ObjectNotFoundError:
+            raise ObjectNotFoundError(
+                Kind.MANIFESTS,
+                backup_id,
+                self.storage.location,
+                hint="the backup was never completed, or its manifest was deleted",
+            ) from None
+
+        key = self.keyring.key(envelope_key_id(sealed), f"manifest {backup_id}")
+        plain = codecs.decode(key.open(sealed, ObjectType.MANIFEST, backup_id), f"manifest {backup_id}")
+        doc: dict[str, Any] = json.loads(plain)
+        return doc
+
+    def list_manifests(self) -> list[str]:
+        return sorted(info.name for info in self.storage.list(Kind.MANIFESTS))

@@ -1,0 +1,266 @@
+"""Restore a backup (or some of its paths) into a directory, reading packs in parallel."""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.catalog import audit, chunks
+from app.catalog.backups import resolve
+from app.catalog.db import transaction
+from app.catalog.models import Backup
+from app.context import Context
+from app.errors import EquisplitError, IntegrityError, ObjectNotFoundError, RestoreTargetError
+from app.restore.target import PARTIAL_SUFFIX, check_target, normalise_selection, safe_path, selected
+
+#: Blobs closer than this in one pack are fetched with one ranged read.
+COALESCE_GAP = 1 << 20
+MAX_READ = 32 << 20
+
+
+@dataclass
+class RestorePlan:
+    backup_id: str
+    source: str
+    files: int
+    dirs: int
+    symlinks: int
+    bytes: int
+    packs: int
+    missing_chunks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _FileState:
+    path: Path
+    partial: Path
+    entry: dict[str, Any]
+    remaining: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _select(manifest: dict[str, Any], paths: list[str] | None) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = manifest["entries"]
+    if paths is None:
+        return entries
+    chosen = [e for e in entries if selected(e["path"], paths)]
+    found = {e["path"] for e in chosen}
+    missing = [p for p in paths if p not in found and not any(f.startswith(p + "/") for f in found)]
+    if missing:
+        raise RestoreTargetError(f"the backup holds no path {missing[0]!r}",
+                                 hint="list its files with `equisplit-dr backup show ID --files`")
+    # parents of selected entries keep their metadata too
+    parents = {"/".join(e["path"].split("/")[:i]) for e in chosen for i in range(1, e["path"].count("/") + 1)}
+    return [e for e in entries if e["path"] in parents and e["type"] == "dir"] + chosen
+
+
+class Restorer:
+    def __init__(self, ctx: Context, backup: Backup, source: str, manifest: dict[str, Any]) -> None:
+        self.ctx, self.backup, self.source, self.manifest = ctx, backup, source, manifest
+        self.repo = ctx.repository
+
+    def plan(self, entries: list[dict[str, Any]]) -> tuple[RestorePlan, dict[str, chunks.ChunkLocation]]:
+        wanted = {c for e in entries if e["type"] == "file" for c in e["chunks"]}
+        with self.ctx.sessions() as session:
+            where = chunks.locate(session, wanted)
+        plan = RestorePlan(
+            self.backup.id, self.source,
+            files=sum(1 for e in entries if e["type"] == "file"),
+            dirs=sum(1 for e in entries if e["type"] == "dir"),
+            symlinks=sum(1 for e in entries if e["type"] == "symlink"),
+            bytes=sum(e.get("size", 0) for e in entries if e["type"] == "file"),
+            packs=len({loc.pack_id for loc in where.values()}),
+            missing_chunks=sorted(wanted - where.keys()),
+        )
+        return plan, where
+
+    def run(self, target: Path, entries: list[dict[str, Any]], where: dict[str, chunks.ChunkLocation],
+            progress: Callable[[int, int], None] | None, keep_partial: bool, threads: int) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        files: list[_FileState] = []
+        by_pack: dict[str, list[tuple[str, int, _FileState]]] = defaultdict(list)
+        for e in sorted(entries, key=lambda e: e["path"]):
+            dest = safe_path(target, e["path"])
+            if e["type"] == "dir":
+                dest.mkdir(parents=True, exist_ok=True)
+            elif e["type"] == "file":
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                state = _FileState(dest, dest.with_name(dest.name + PARTIAL_SUFFIX), e, len(e["chunks"]))
+                files.append(state)
+                with open(state.partial, "wb") as handle:
+                    handle.truncate(e["size"])
+                offset = 0
+                sizes = []
+                for cid in e["chunks"]:
+                    loc = where[cid]
+                    by_pack[loc.pack_id].append((cid, offset, state))
+                    offset += loc.raw_length
+                    sizes.append(loc.raw_length)
+        done = [0]
+        total = sum(f.entry["size"] for f in files)
+        done_lock = threading.Lock()
+
+        def finish_file(state: _FileState) -> None:
+            os.replace(state.partial, state.path)
+            _apply_metadata(state.path, state.entry)
+
+        def restore_pack(pack_id: str) -> None:
+            items = sorted(by_pack[pack_id], key=lambda item: where[item[0]].offset)
+            for start, end, group in _coalesce(items, where):
+                data = self.repo.read_blob(pack_id, start, end - start)
+                for cid, file_offset, state in group:
+                    loc = where[cid]
+                    blob = data[loc.offset - start : loc.offset - start + loc.length]
+                    try:
+                        plain = self.repo.open_chunk(cid, blob, raw_length=loc.raw_length)
+                    except IntegrityError as exc:
+                        raise IntegrityError(
+                            f"cannot restore {state.entry['path']}: chunk {cid} in pack {pack_id} is corrupt",
+                            detail=exc.message,
+                            hint="restore from a replica (another region), or run `equisplit-dr verify`",
+                        ) from None
+                    fd = os.open(state.partial, os.O_WRONLY)
+                    try:
+                        os.pwrite(fd, plain, file_offset)
+                    finally:
+                        os.close(fd)
+                    with state.lock:
+                        state.remaining -= 1
+                        complete = state.remaining == 0
+                    if complete:
+                        finish_file(state)
+                    with done_lock:
+                        done[0] += len(plain)
+                        if progress:
+                            progress(done[0], total)
+
+        try:
+            for state in files:
+                if state.remaining == 0:
+                    finish_file(state)
+            with ThreadPoolExecutor(threads, thread_name_prefix="restore") as pool:
+                futures = [pool.submit(restore_pack, pid) for pid in by_pack]
+                first_error: BaseException | None = None
+                for future in futures:
+                    exc = future.exception()
+                    if exc is not None and first_error is None:
+                        first_error = exc
+                        for other in futures:
+                            other.cancel()
+                if first_error is not None:
+                    raise first_error
+        except BaseException:
+            if not keep_partial:
+                for state in files:
+                    state.partial.unlink(missing_ok=True)
+            raise
+        for e in entries:
+            if e["type"] == "symlink":
+                dest = safe_path(target, e["path"])
+                if dest.is_symlink() or dest.exists():
+                    dest.unlink()
+                os.symlink(e["target"], dest)
+                _apply_metadata(dest, e)
+        for e in sorted((e for e in entries if e["type"] == "dir"), key=lambda e: e["path"].count("/"), reverse=True):
+            _apply_metadata(safe_path(target, e["path"]), e)
+
+
+def _coalesce(items: list[tuple[str, int, _FileState]], where: dict[str, chunks.ChunkLocation]):  # type: ignore[no-untyped-def]
+    """Group blobs that sit close together in a pack into single ranged reads."""
+    group: list[tuple[str, int, _FileState]] = []
+    start = end = 0
+    for item in items:
+        loc = where[item[0]]
+        if group and (loc.offset - end > COALESCE_GAP or loc.offset + loc.length - start > MAX_READ):
+            yield start, end, group
+            group = []
+        if not group:
+            start = loc.offset
+        group.append(item)
+        end = max(end, loc.offset + loc.length)
+    if group:
+        yield start, end, group
+
+
+def _apply_metadata(path: Path, entry: dict[str, Any]) -> None:
+    is_link = entry["type"] == "symlink"
+    if os.geteuid() == 0:
+        try:
+            os.chown(path, entry.get("uid", 0), entry.get("gid", 0), follow_symlinks=False)
+        except OSError:
+            pass
+    if not is_link:
+        os.chmod(path, entry["mode"])
+        for name, value in entry.get("xattrs", {}).items():
+            try:
+                os.setxattr(path, name, base64.b64decode(value), follow_symlinks=False)
+            except OSError:
+                pass
+    os.utime(path, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=not is_link)
+
+
+def restore_backup(
+    ctx: Context,
+    selector: str,
+    target: Path,
+    *,
+    source: str | None = None,
+    paths: list[str] | None = None,
+    dry_run: bool = False,
+    overwrite: bool = False,
+    keep_partial: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    actor: str | None = None,
+) -> RestorePlan:
+    """Restore `selector` (a backup id or `latest` of `source`) into `target`; refuse unsafe targets first."""
+    from app.catalog.sources import get_source
+
+    with ctx.sessions() as session:
+        source_id = get_source(session, source).id if source else None
+        backup = resolve(session, selector, source_id)
+        from app.catalog.models import Source
+
+        src = session.get(Source, backup.source_id)
+        source_name = src.name if src else "?"
+    if backup.state not in ("complete", "partial"):
+        raise RestoreTargetError(f"backup {backup.id} is {backup.state}, not restorable",
+                                 hint="pick a complete backup from `equisplit-dr backup list`")
+    target = target.expanduser().resolve()
+    wanted = normalise_selection(paths)
+    if not dry_run:
+        check_target(target, overwrite=overwrite)
+    manifest = ctx.repository.read_manifest(backup.id)
+    entries = _select(manifest, wanted)
+    restorer = Restorer(ctx, backup, source_name, manifest)
+    plan, where = restorer.plan(entries)
+    if plan.missing_chunks:
+        raise ObjectNotFoundError(
+            "chunk", plan.missing_chunks[0], "the catalog's chunk index",
+            hint=f"{len(plan.missing_chunks)} chunk(s) unknown; run `equisplit-dr catalog rebuild`",
+        )
+    if dry_run:
+        for pack_id in sorted({loc.pack_id for loc in where.values()}):
+            if ctx.repository.storage.stat("packs", pack_id) is None:
+                raise ObjectNotFoundError("packs", pack_id, ctx.repository.storage.location)
+        return plan
+    try:
+        restorer.run(target, entries, where, progress, keep_partial, ctx.settings.worker_threads)
+    except EquisplitError as exc:
+        _audit_restore(ctx, backup.id, target, "restore.failed", {"error": exc.message}, actor)
+        raise
+    _audit_restore(ctx, backup.id, target, "restore.completed",
+                   {"files": plan.files, "bytes": plan.bytes, "paths": wanted}, actor)
+    return plan
+
+
+def _audit_restore(ctx: Context, backup_id: str, target: Path, action: str, detail: dict[str, Any],
+                   actor: str | None) -> None:
+    with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
+        audit.append(session, action, backup_id, {"target": str(target), **detail}, actor)

@@ -1,0 +1,135 @@
+"""The one typed settings object, read from environment variables at process start and passed down.
+
+Names follow the spec (BACKUP_*, DR_*, HEALTH_CHECK_*, MAX_*), plus the URLs it leaves implicit.
+A malformed value stops start-up with the variable's name; no secret value is ever echoed back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.errors import ConfigurationError
+
+DEFAULT_HOME = "~/.equisplit-dr"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting the system reads. Build it with `load_settings()`."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    equisplit_dr_home: Path = Field(default=Path(DEFAULT_HOME))
+    database_url: str | None = None
+    backup_storage_url: str | None = None
+    backup_secondary_storage_urls: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    backup_encryption_key: SecretStr | None = None
+    backup_encryption_key_file: Path | None = None
+    backup_storage_location: str = "local"
+    backup_compression: bool = True
+    backup_compression_level: int = Field(default=3, ge=1, le=19)
+    backup_cross_region: bool = True
+    backup_pitr: bool = True
+    backup_threads: int = Field(default=0, ge=0, le=256)
+    backup_unit_bytes: int = Field(default=256 << 20, ge=1 << 20)
+    backup_on_unreadable: str = Field(default="skip", pattern="^(skip|fail)$")
+
+    backup_retention_daily: int = Field(default=30, ge=0)
+    backup_retention_weekly: int = Field(default=12, ge=0)
+    backup_retention_monthly: int = Field(default=12, ge=0)
+    backup_retention_yearly: int = Field(default=7, ge=0)
+
+    dr_testing_enabled: bool = True
+    dr_test_frequency: str = Field(default="monthly", pattern="^(daily|weekly|monthly|quarterly)$")
+    primary_region: str = "us-east-1"
+    secondary_regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["us-west-2"])
+
+    health_check_interval: int = Field(default=60, gt=0)
+    health_check_timeout: int = Field(default=30, gt=0)
+    max_downtime_seconds: int = Field(default=300, gt=0)
+    max_data_loss_seconds: int = Field(default=3600, gt=0)
+
+    dr_alert_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    dr_slack_webhook: SecretStr | None = None
+    dr_pagerduty_key: SecretStr | None = None
+    sentry_dsn: SecretStr | None = None
+    celery_broker_url: str | None = None
+
+    @field_validator("secondary_regions", "dr_alert_emails", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("backup_secondary_storage_urls", mode="before")
+    @classmethod
+    def _region_map(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        mapping: dict[str, str] = {}
+        for item in _split_csv(value):
+            region, sep, url = item.partition("=")
+            if not sep or not region.strip() or not url.strip():
+                raise ValueError("expected REGION=URL pairs separated by commas")
+            mapping[region.strip()] = url.strip()
+        return mapping
+
+    @field_validator("equisplit_dr_home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    # Derived locations for the embedded defaults ------------------------------------------------
+
+    @property
+    def home(self) -> Path:
+        return self.equisplit_dr_home
+
+    @property
+    def catalog_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'catalog.sqlite3'}"
+
+    @property
+    def storage_url(self) -> str:
+        return self.backup_storage_url or (self.home / "repo").as_uri()
+
+    @property
+    def default_key_file(self) -> Path:
+        return self.home / "master.key"
+
+    @property
+    def secondary_storage_urls(self) -> dict[str, str]:
+        """Each secondary region's storage; a local directory stands in where none is set."""
+        urls = dict(self.backup_secondary_storage_urls)
+        for region in self.secondary_regions:
+            urls.setdefault(region, (self.home / "regions" / region).as_uri())
+        return urls
+
+    @property
+    def worker_threads(self) -> int:
+        return self.backup_threads or max(2, (os.cpu_count() or 1) * 2)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; a malformed value raises ConfigurationError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigurationError(
+            "malformed setting: " + "; ".join(problems),
+            hint="fix the environment variable(s) named above and start again",
+        ) from None

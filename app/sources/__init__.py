@@ -1,0 +1,2 @@
+"""Sources: what is backed up. Nouns: entry (one file, directory or symlink of a tree), walk (the
+entries of a tree, with the paths that could not be read). PostgreSQL sources come later."""

@@ -1,0 +1,125 @@
+"""Walking a file tree into manifest entries, without following symlinks or crossing into the unknown."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.errors import SourceError
+
+
+@dataclass
+class Entry:
+    """One file, directory or symlink, as the manifest records it (docs/FORMAT.md section 6)."""
+
+    path: str
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    size: int = 0
+    ctime_ns: int = 0
+    inode: int = 0
+    target: str | None = None
+    xattrs: dict[str, str] = field(default_factory=dict)
+    chunks: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "path": self.path, "type": self.type, "mode": self.mode, "uid": self.uid, "gid": self.gid,
+            "mtime_ns": self.mtime_ns,
+        }
+        if self.type == "file":
+            doc.update(size=self.size, ctime_ns=self.ctime_ns, inode=self.inode, chunks=self.chunks)
+        if self.target is not None:
+            doc["target"] = self.target
+        if self.xattrs:
+            doc["xattrs"] = self.xattrs
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Entry:
+        return cls(
+            path=doc["path"], type=doc["type"], mode=doc["mode"], uid=doc.get("uid", 0), gid=doc.get("gid", 0),
+            mtime_ns=doc["mtime_ns"], size=doc.get("size", 0), ctime_ns=doc.get("ctime_ns", 0),
+            inode=doc.get("inode", 0), target=doc.get("target"), xattrs=doc.get("xattrs", {}),
+            chunks=list(doc.get("chunks", [])),
+        )
+
+
+@dataclass
+class Walk:
+    entries: list[Entry]
+    errors: list[dict[str, str]]
+    skipped: list[dict[str, str]]
+
+
+def _xattrs(path: str) -> dict[str, str]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        try:
+            found[name] = base64.b64encode(os.getxattr(path, name, follow_symlinks=False)).decode("ascii")
+        except OSError:
+            continue
+    return found
+
+
+def entry_from_stat(rel: str, full: str, st: os.stat_result) -> Entry | None:
+    mode = stat.S_IMODE(st.st_mode)
+    common = {"path": rel, "mode": mode, "uid": st.st_uid, "gid": st.st_gid, "mtime_ns": st.st_mtime_ns}
+    if stat.S_ISREG(st.st_mode):
+        return Entry(type="file", size=st.st_size, ctime_ns=st.st_ctime_ns, inode=st.st_ino,
+                     xattrs=_xattrs(full), **common)  # type: ignore[arg-type]
+    if stat.S_ISDIR(st.st_mode):
+        return Entry(type="dir", xattrs=_xattrs(full), **common)  # type: ignore[arg-type]
+    if stat.S_ISLNK(st.st_mode):
+        return Entry(type="symlink", target=os.readlink(full), **common)  # type: ignore[arg-type]
+    return None
+
+
+def walk_tree(root: Path) -> Walk:
+    """Every entry under `root` in a stable order; unreadable paths are collected, not fatal."""
+    if not root.exists():
+        raise SourceError(f"source path {root} does not exist", hint="fix the source's path or re-create it")
+    if not root.is_dir():
+        raise SourceError(f"source path {root} is not a directory")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise SourceError(f"source path {root} is not readable", hint="run the backup as a user that can read it")
+    walk = Walk([], [], [])
+    for rel, full, st in _scan(str(root), "", walk):
+        entry = entry_from_stat(rel, full, st)
+        if entry is None:
+            walk.skipped.append({"path": rel, "reason": "special file (socket, fifo or device) not backed up"})
+        else:
+            walk.entries.append(entry)
+    return walk
+
+
+def _scan(root: str, rel_dir: str, walk: Walk) -> Iterator[tuple[str, str, os.stat_result]]:
+    full_dir = os.path.join(root, rel_dir) if rel_dir else root
+    try:
+        with os.scandir(full_dir) as it:
+            items = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        walk.errors.append({"path": rel_dir or ".", "error": exc.strerror or exc.__class__.__name__})
+        return
+    for item in items:
+        rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+        try:
+            st = item.stat(follow_symlinks=False)
+        except OSError as exc:
+            walk.errors.append({"path": rel, "error": exc.strerror or exc.__class__.__name__})
+            continue
+        yield rel, item.path, st
+        if stat.S_ISDIR(st.st_mode):
+            yield from _scan(root, rel, walk)

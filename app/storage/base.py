@@ -1,0 +1,68 @@
+"""The storage protocol: objects addressed as (kind, name), six verbs, capabilities as data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+#: The object kinds the repository format uses (docs/FORMAT.md, section 1).
+KINDS = frozenset({"keys", "config", "packs", "manifests", "wal", "locks", "units"})
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What storage knows of one object."""
+
+    kind: str
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; new needs become fields here, not methods."""
+
+    ranged_reads: bool = True
+    storage_classes: bool = False
+    durable_put: bool = True
+
+
+@dataclass(frozen=True)
+class PutOptions:
+    """Per-object write options."""
+
+    storage_class: str | None = None
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """A flat store of immutable objects. Every method is safe to call from many threads.
+
+    `put` is atomic: a reader sees the whole object or nothing, never a prefix.
+    `get` raises ObjectNotFoundError for a missing object; `stat` returns None for one.
+    """
+
+    capabilities: Capabilities
+
+    @property
+    def location(self) -> str:
+        """The storage URL with any credential removed, for messages."""
+        ...
+
+    def put(self, kind: str, name: str, data: bytes, options: PutOptions | None = None) -> None: ...
+
+    def get(self, kind: str, name: str, offset: int = 0, length: int | None = None) -> bytes: ...
+
+    def stat(self, kind: str, name: str) -> ObjectInfo | None: ...
+
+    def list(self, kind: str, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    def delete(self, kind: str, name: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def exists(storage: Storage, kind: str, name: str) -> bool:
+    """Whether the object is in storage."""
+    return storage.stat(kind, name) is not None

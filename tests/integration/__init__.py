@@ -1,0 +1,1 @@
+"""Integration tests against real PostgreSQL, Redis, Celery workers and moto's S3 server."""
