@@ -19,11 +19,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/equisplit-dr demo
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tasks workers tests bench
+	$(BIN)/ruff check app tasks workers tests bench migrations celeryconfig.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

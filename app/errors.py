@@ -54,7 +54,8 @@ class ObjectNotFoundError(StorageError):
     def __init__(self, kind: str, name: str, where: str, *, hint: str | None = None) -> None:
         super().__init__(
             f"object {kind}/{name} is missing from storage {where}",
-            hint=hint or "run `equisplit-dr catalog rebuild` if the catalog is stale, "
+            hint=hint
+            or "run `equisplit-dr catalog rebuild` if the catalog is stale, "
             "or restore the object from a replica",
         )
         self.kind = kind

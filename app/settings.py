@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     backup_pitr: bool = True
     backup_threads: int = Field(default=0, ge=0, le=256)
     backup_unit_bytes: int = Field(default=256 << 20, ge=1 << 20)
+    #: Archive backups go to this S3 storage class: instant retrieval, so a restore needs no thaw first.
+    backup_archive_storage_class: str = Field(default="GLACIER_IR", pattern="^[A-Z_]+$")
     backup_on_unreadable: str = Field(default="skip", pattern="^(skip|fail)$")
 
     backup_retention_daily: int = Field(default=30, ge=0)

@@ -34,13 +34,23 @@ class InitReport:
 def backup_summary(backup: Backup, source: str) -> dict[str, Any]:
     """The fields every listing shows, JSON-ready."""
     return {
-        "id": backup.id, "source": source, "type": backup.type, "state": backup.state,
-        "parent": backup.parent_id, "started_at": clock.iso(backup.started_at),
-        "finished_at": clock.iso(backup.finished_at), "files": backup.files_total,
-        "bytes_total": backup.bytes_total, "bytes_read": backup.bytes_read, "bytes_new": backup.bytes_new,
-        "bytes_stored": backup.bytes_stored, "chunks": backup.chunk_count, "new_chunks": backup.new_chunk_count,
-        "packs": backup.pack_count, "dedup_ratio": round(backup.bytes_total / backup.bytes_stored, 2)
-        if backup.bytes_stored else None, "error": backup.error,
+        "id": backup.id,
+        "source": source,
+        "type": backup.type,
+        "state": backup.state,
+        "parent": backup.parent_id,
+        "started_at": clock.iso(backup.started_at),
+        "finished_at": clock.iso(backup.finished_at),
+        "files": backup.files_total,
+        "bytes_total": backup.bytes_total,
+        "bytes_read": backup.bytes_read,
+        "bytes_new": backup.bytes_new,
+        "bytes_stored": backup.bytes_stored,
+        "chunks": backup.chunk_count,
+        "new_chunks": backup.new_chunk_count,
+        "packs": backup.pack_count,
+        "dedup_ratio": round(backup.bytes_total / backup.bytes_stored, 2) if backup.bytes_stored else None,
+        "error": backup.error,
     }
 
 
@@ -69,7 +79,11 @@ class BackupSystem:
         migrate(ctx.engine)
         generated = None
         s = self.settings
-        if s.backup_encryption_key is None and s.backup_encryption_key_file is None and not s.default_key_file.exists():
+        if (
+            s.backup_encryption_key is None
+            and s.backup_encryption_key_file is None
+            and not s.default_key_file.exists()
+        ):
             MasterKey.generate().write_file(s.default_key_file)
             generated = s.default_key_file
         master = ctx.master_key()
@@ -82,7 +96,9 @@ class BackupSystem:
         ctx.__dict__["repository"] = repo
         with transaction(ctx.sessions) as session:
             if created:
-                audit.append(session, "repository.created", repo.id, {"storage": ctx.storage.location}, self.actor)
+                audit.append(
+                    session, "repository.created", repo.id, {"storage": ctx.storage.location}, self.actor
+                )
         return InitReport(repo.id, created, generated)
 
     def add_source(self, name: str, path: Path) -> dict[str, Any]:
@@ -93,34 +109,47 @@ class BackupSystem:
 
     def list_sources(self) -> list[dict[str, Any]]:
         with self.context.sessions() as session:
-            return [{"name": s.name, "kind": s.kind, "path": s.path, "created_at": clock.iso(s.created_at)}
-                    for s in sources.list_sources(session)]
+            return [
+                {"name": s.name, "kind": s.kind, "path": s.path, "created_at": clock.iso(s.created_at)}
+                for s in sources.list_sources(session)
+            ]
 
     def _default_source(self, source: str | None) -> str:
         if source:
             return source
-        names = [s["name"] for s in self.list_sources()]
+        names: list[str] = [s["name"] for s in self.list_sources()]
         if len(names) == 1:
             return names[0]
-        raise SourceError("which source? the catalog has " + (f"{len(names)} sources" if names else "none"),
-                          hint="pass the source name")
+        raise SourceError(
+            "which source? the catalog has " + (f"{len(names)} sources" if names else "none"),
+            hint="pass the source name",
+        )
 
     # Backups ----------------------------------------------------------------------------------------
 
-    def create_backup(self, source: str | None, backup_type: str, progress: Progress | None = None) -> BackupResult:
-        return run_backup(self.context, self._default_source(source), backup_type, progress=progress,
-                          actor=self.actor)
+    def create_backup(
+        self, source: str | None, backup_type: str, progress: Progress | None = None
+    ) -> BackupResult:
+        return run_backup(
+            self.context, self._default_source(source), backup_type, progress=progress, actor=self.actor
+        )
 
     def create_full_backup(self, source: str | None = None, progress: Progress | None = None) -> BackupResult:
         return self.create_backup(source, "full", progress)
 
-    def create_incremental_backup(self, source: str | None = None, progress: Progress | None = None) -> BackupResult:
+    def create_incremental_backup(
+        self, source: str | None = None, progress: Progress | None = None
+    ) -> BackupResult:
         return self.create_backup(source, "incremental", progress)
 
-    def create_differential_backup(self, source: str | None = None, progress: Progress | None = None) -> BackupResult:
+    def create_differential_backup(
+        self, source: str | None = None, progress: Progress | None = None
+    ) -> BackupResult:
         return self.create_backup(source, "differential", progress)
 
-    def create_archive_backup(self, source: str | None = None, progress: Progress | None = None) -> BackupResult:
+    def create_archive_backup(
+        self, source: str | None = None, progress: Progress | None = None
+    ) -> BackupResult:
         return self.create_backup(source, "archive", progress)
 
     def list_backups(self, source: str | None = None) -> list[dict[str, Any]]:
@@ -137,12 +166,19 @@ class BackupSystem:
             backup = resolve(session, selector, source_id)
             src = session.get(Source, backup.source_id)
             info = backup_summary(backup, src.name if src else "?")
-            info.update(files_read=backup.files_read, host=backup.host, storage_class=backup.storage_class,
-                        errors=backup.errors.get("errors", []), warnings=backup.errors.get("warnings", []))
+            info.update(
+                files_read=backup.files_read,
+                host=backup.host,
+                storage_class=backup.storage_class,
+                errors=backup.errors.get("errors", []),
+                warnings=backup.errors.get("warnings", []),
+            )
         if files and backup.state in ("complete", "partial"):
             manifest = self.context.repository.read_manifest(backup.id)
-            info["entries"] = [{k: e.get(k) for k in ("path", "type", "size", "mode", "mtime_ns")}
-                               for e in manifest["entries"]]
+            info["entries"] = [
+                {k: e.get(k) for k in ("path", "type", "size", "mode", "mtime_ns")}
+                for e in manifest["entries"]
+            ]
         return info
 
     def get_backup_row(self, backup_id: str) -> Backup:
@@ -151,26 +187,54 @@ class BackupSystem:
 
     # Restore, keys, catalog ------------------------------------------------------------------------------
 
-    def restore(self, backup_id: str, target: Path, *, source: str | None = None, paths: list[str] | None = None,
-                dry_run: bool = False, overwrite: bool = False, keep_partial: bool = False,
-                progress: Progress | None = None) -> RestorePlan:
-        return restore_backup(self.context, backup_id, target, source=source, paths=paths, dry_run=dry_run,
-                              overwrite=overwrite, keep_partial=keep_partial, progress=progress, actor=self.actor)
+    def restore(
+        self,
+        backup_id: str,
+        target: Path,
+        *,
+        source: str | None = None,
+        paths: list[str] | None = None,
+        dry_run: bool = False,
+        overwrite: bool = False,
+        keep_partial: bool = False,
+        progress: Progress | None = None,
+    ) -> RestorePlan:
+        return restore_backup(
+            self.context,
+            backup_id,
+            target,
+            source=source,
+            paths=paths,
+            dry_run=dry_run,
+            overwrite=overwrite,
+            keep_partial=keep_partial,
+            progress=progress,
+            actor=self.actor,
+        )
 
     def rotate_keys(self, new_master: MasterKey, *, new_data_key: bool = True) -> str:
         """Re-wrap the keys under `new_master`; returns the current data key id."""
         repo = self.context.repository
         repo.rotate_master_key(new_master, new_data_key=new_data_key)
         with transaction(self.context.sessions) as session:
-            audit.append(session, "keys.rotated", repo.id,
-                         {"current_key_id": repo.keyring.current_key_id.hex(), "new_data_key": new_data_key},
-                         self.actor)
+            audit.append(
+                session,
+                "keys.rotated",
+                repo.id,
+                {"current_key_id": repo.keyring.current_key_id.hex(), "new_data_key": new_data_key},
+                self.actor,
+            )
         return repo.keyring.current_key_id.hex()
 
     def rebuild_catalog(self) -> RebuildReport:
         repo = self.context.repository
         with transaction(self.context.sessions) as session:
             report = rebuild_catalog(session, repo)
-            audit.append(session, "catalog.rebuilt", repo.id,
-                         {"packs": report.packs, "chunks": report.chunks, "backups": report.backups}, self.actor)
+            audit.append(
+                session,
+                "catalog.rebuilt",
+                repo.id,
+                {"packs": report.packs, "chunks": report.chunks, "backups": report.backups},
+                self.actor,
+            )
         return report

@@ -28,7 +28,6 @@ from app.sources.files import Entry, walk_tree
 
 BACKUP_TYPES = ("full", "incremental", "differential", "archive")
 LOCK_TTL = timedelta(minutes=2)
-ARCHIVE_STORAGE_CLASS = "GLACIER"
 
 
 @dataclass
@@ -65,7 +64,11 @@ def _parent_for(ctx: Context, source_id: int, backup_type: str) -> tuple[str, Ba
     if backup_type in FULL_TYPES:
         return backup_type, None
     with ctx.sessions() as session:
-        types = FULL_TYPES if backup_type == "differential" else ("full", "incremental", "differential", "archive")
+        types = (
+            FULL_TYPES
+            if backup_type == "differential"
+            else ("full", "incremental", "differential", "archive")
+        )
         parent = latest_backup(session, source_id, types)
     if parent is None:
         return "full", None
@@ -107,7 +110,6 @@ def run_backup(
         raise ConfigurationError(
             f"unknown backup type {backup_type!r}", hint="use full, incremental, differential or archive"
         )
-    repo = ctx.repository  # opens keys first: a wrong key stops here, before anything is written
     with ctx.sessions() as session:
         source = get_source(session, source_name)
         source_id, root = source.id, Path(source.path or "")
@@ -118,8 +120,13 @@ def run_backup(
     heartbeat.start()
     try:
         _mark_interrupted(ctx, source_id)
-        return _run_locked(ctx, repo_source=(source_id, source_name, root), requested=backup_type,
-                           progress=progress, actor=actor)
+        return _run_locked(
+            ctx,
+            repo_source=(source_id, source_name, root),
+            requested=backup_type,
+            progress=progress,
+            actor=actor,
+        )
     finally:
         heartbeat.stopped.set()
         locks.release(ctx.sessions, lock_name, holder)
@@ -151,17 +158,31 @@ def _run_locked(
     backup_type, parent = _parent_for(ctx, source_id, requested)
     backup_id = new_backup_id()
     started = clock.now()
-    storage_class = ARCHIVE_STORAGE_CLASS if backup_type == "archive" and repo.storage.capabilities.storage_classes else None
+    storage_class = (
+        settings.backup_archive_storage_class
+        if backup_type == "archive" and repo.storage.capabilities.storage_classes
+        else None
+    )
     with transaction(ctx.sessions) as session:
-        session.add(Backup(
-            id=backup_id, source_id=source_id, type=backup_type, parent_id=parent.id if parent else None,
-            state="running", host=socket.gethostname(), started_at=started, storage_class=storage_class,
-            errors={},
-        ))
+        session.add(
+            Backup(
+                id=backup_id,
+                source_id=source_id,
+                type=backup_type,
+                parent_id=parent.id if parent else None,
+                state="running",
+                host=socket.gethostname(),
+                started_at=started,
+                storage_class=storage_class,
+                errors={},
+            )
+        )
         job = jobs.start_job(session, "backup", source_id=source_id, backup_id=backup_id)
         job_id = job.id
     try:
-        result = _execute(ctx, backup_id, backup_type, parent, source_name, root, started, storage_class, progress)
+        result = _execute(
+            ctx, backup_id, backup_type, parent, source_name, root, started, storage_class, progress
+        )
     except BaseException as exc:
         message = exc.message if isinstance(exc, EquisplitError) else f"{exc.__class__.__name__}: {exc}"
         with transaction(ctx.sessions) as session:
@@ -169,16 +190,28 @@ def _run_locked(
             if row is not None:
                 row.state, row.finished_at, row.error = "failed", clock.now(), message
             jobs.finish_job(session, job_id, "failed", error=message)
-            audit.append(session, "backup.failed", backup_id, {"source": source_name, "error": message}, actor)
+            audit.append(
+                session, "backup.failed", backup_id, {"source": source_name, "error": message}, actor
+            )
         if isinstance(exc, EquisplitError):
             raise
         raise BackupFailedError(f"backup {backup_id} of {source_name} failed: {message}") from exc
     with transaction(ctx.sessions) as session:
         jobs.finish_job(session, job_id, "succeeded", progress=result.stats)
-        audit.append(session, "backup.created", backup_id, {
-            "source": source_name, "type": backup_type, "state": result.state, "parent": result.parent_id,
-            "bytes_read": result.stats["bytes_read"], "bytes_stored": result.stats["bytes_stored"],
-        }, actor)
+        audit.append(
+            session,
+            "backup.created",
+            backup_id,
+            {
+                "source": source_name,
+                "type": backup_type,
+                "state": result.state,
+                "parent": result.parent_id,
+                "bytes_read": result.stats["bytes_read"],
+                "bytes_stored": result.stats["bytes_stored"],
+            },
+            actor,
+        )
     if requested != backup_type:
         result.warnings.append({"path": ".", "warning": f"no base backup for {requested}: ran a full backup"})
     return result
@@ -227,8 +260,10 @@ def _execute(
             outcome = read_file(os.path.join(root, entry.path), entry, chunker, writer, tracker.add)
         except OSError as exc:
             if settings.backup_on_unreadable == "fail":
-                raise BackupFailedError(f"cannot read {root / entry.path}: {exc.strerror}",
-                                        hint="fix its permissions, or set BACKUP_ON_UNREADABLE=skip") from None
+                raise BackupFailedError(
+                    f"cannot read {root / entry.path}: {exc.strerror}",
+                    hint="fix its permissions, or set BACKUP_ON_UNREADABLE=skip",
+                ) from None
             with results_lock:
                 errors.append({"path": entry.path, "error": exc.strerror or exc.__class__.__name__})
                 failed_paths.add(entry.path)
@@ -242,7 +277,7 @@ def _execute(
     try:
         with ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="backup-read") as pool:
             futures = [pool.submit(read_one, entry) for unit in units for entry in unit.entries]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            _done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for future in futures:
                 if future.done() and future.exception() is not None:
                     for other in futures:
@@ -270,11 +305,21 @@ def _execute(
     manifest = {
         "version": 1,
         "backup": {
-            "id": backup_id, "source": source_name, "source_kind": "files", "source_path": str(root),
-            "type": backup_type, "parent": parent.id if parent else None, "state": state,
-            "host": socket.gethostname(), "started_at": clock.iso(started), "finished_at": clock.iso(finished),
-            "key_id": repo.keyring.current_key_id.hex(), "storage_class": storage_class,
-            "stats": stats, "errors": errors, "warnings": warnings,
+            "id": backup_id,
+            "source": source_name,
+            "source_kind": "files",
+            "source_path": str(root),
+            "type": backup_type,
+            "parent": parent.id if parent else None,
+            "state": state,
+            "host": socket.gethostname(),
+            "started_at": clock.iso(started),
+            "finished_at": clock.iso(finished),
+            "key_id": repo.keyring.current_key_id.hex(),
+            "storage_class": storage_class,
+            "stats": stats,
+            "errors": errors,
+            "warnings": warnings,
         },
         "entries": [e.to_json() for e in entries],
     }
@@ -287,7 +332,12 @@ def _execute(
         row.files_total, row.files_read = stats["files"], stats["files_read"]
         row.bytes_total, row.bytes_read = stats["bytes_total"], bytes_read
         row.bytes_new, row.bytes_stored = stats["bytes_new"], stats["bytes_stored"]
-        row.chunk_count, row.new_chunk_count, row.pack_count = stats["chunks"], stats["new_chunks"], stats["packs"]
+        row.chunk_count, row.new_chunk_count, row.pack_count = (
+            stats["chunks"],
+            stats["new_chunks"],
+            stats["packs"],
+        )
         row.errors = {"errors": errors, "warnings": warnings}
-    return BackupResult(backup_id, source_name, backup_type, state, parent.id if parent else None, stats,
-                        errors, warnings)
+    return BackupResult(
+        backup_id, source_name, backup_type, state, parent.id if parent else None, stats, errors, warnings
+    )

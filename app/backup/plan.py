@@ -25,7 +25,10 @@ def is_unchanged(entry: Entry, previous: Entry | None, parent_started_ns: int) -
     if previous is None or previous.type != "file" or entry.type != "file":
         return False
     if (entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode) != (
-        previous.size, previous.mtime_ns, previous.ctime_ns, previous.inode
+        previous.size,
+        previous.mtime_ns,
+        previous.ctime_ns,
+        previous.inode,
     ):
         return False
     cutoff = parent_started_ns - GRANULARITY_NS

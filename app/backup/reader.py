@@ -28,11 +28,13 @@ def _signature(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def read_file(path: str, entry: Entry, chunker: Chunker, writer: ChunkWriter, progress: ProgressFn) -> ReadResult:
+def read_file(
+    path: str, entry: Entry, chunker: Chunker, writer: ChunkWriter, progress: ProgressFn
+) -> ReadResult:
     """Chunk and store the file at `path`; a file that keeps changing is stored as last read, with a
     warning. OSError (gone, unreadable) propagates for the caller's policy."""
     total = 0
-    for attempt in range(READ_ATTEMPTS):
+    for _attempt in range(READ_ATTEMPTS):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb", buffering=0) as handle:
             before = os.fstat(fd)

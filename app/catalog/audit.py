@@ -35,14 +35,21 @@ def _digest(prev_hash: str, entry: AuditEntry) -> str:
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
-def append(session: Session, action: str, obj: str | None, detail: dict[str, Any], actor: str | None = None) -> AuditEntry:
+def append(
+    session: Session, action: str, obj: str | None, detail: dict[str, Any], actor: str | None = None
+) -> AuditEntry:
     """Add one entry, chained to the last; concurrent writers are serialised."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
     last = session.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))
     prev = last or GENESIS
     entry = AuditEntry(
-        at=clock.now(), actor=actor or default_actor(), action=action, object=obj, detail=detail, prev_hash=prev
+        at=clock.now(),
+        actor=actor or default_actor(),
+        action=action,
+        object=obj,
+        detail=detail,
+        prev_hash=prev,
     )
     entry.hash = _digest(prev, entry)
     session.add(entry)

@@ -42,12 +42,24 @@ def record_pack(
     """Index a durable pack and its chunks; a chunk already indexed elsewhere keeps its first pack."""
     session.execute(
         _insert_ignoring_duplicates(session, Pack),
-        [{"id": pack_id, "size": size, "chunk_count": len(entries), "backup_id": backup_id,
-          "created_at": clock.now()}],
+        [
+            {
+                "id": pack_id,
+                "size": size,
+                "chunk_count": len(entries),
+                "backup_id": backup_id,
+                "created_at": clock.now(),
+            }
+        ],
     )
     rows = [
-        {"id": e.chunk_id, "pack_id": pack_id, "offset": e.offset, "length": e.length,
-         "raw_length": e.raw_length}
+        {
+            "id": e.chunk_id,
+            "pack_id": pack_id,
+            "offset": e.offset,
+            "length": e.length,
+            "raw_length": e.raw_length,
+        }
         for e in entries
     ]
     stmt = _insert_ignoring_duplicates(session, Chunk)
@@ -62,7 +74,9 @@ def locate(session: Session, chunk_ids: Iterable[str]) -> dict[str, ChunkLocatio
     for start in range(0, len(wanted), _BATCH):
         batch = wanted[start : start + _BATCH]
         for row in session.execute(
-            select(Chunk.id, Chunk.pack_id, Chunk.offset, Chunk.length, Chunk.raw_length).where(Chunk.id.in_(batch))
+            select(Chunk.id, Chunk.pack_id, Chunk.offset, Chunk.length, Chunk.raw_length).where(
+                Chunk.id.in_(batch)
+            )
         ):
             found[row.id] = ChunkLocation(row.pack_id, row.offset, row.length, row.raw_length)
     return found

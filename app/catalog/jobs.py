@@ -18,19 +18,35 @@ def new_job_id() -> str:
     return "j-" + clock.now().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)
 
 
-def start_job(session: Session, kind: str, *, source_id: int | None = None, backup_id: str | None = None) -> Job:
+def start_job(
+    session: Session, kind: str, *, source_id: int | None = None, backup_id: str | None = None
+) -> Job:
     now = clock.now()
     job = Job(
-        id=new_job_id(), kind=kind, state="running", source_id=source_id, backup_id=backup_id,
-        worker=socket.gethostname(), progress={}, created_at=now, started_at=now, heartbeat_at=now,
+        id=new_job_id(),
+        kind=kind,
+        state="running",
+        source_id=source_id,
+        backup_id=backup_id,
+        worker=socket.gethostname(),
+        progress={},
+        created_at=now,
+        started_at=now,
+        heartbeat_at=now,
     )
     session.add(job)
     session.flush()
     return job
 
 
-def finish_job(session: Session, job_id: str, state: str, *, error: str | None = None,
-               progress: dict[str, Any] | None = None) -> None:
+def finish_job(
+    session: Session,
+    job_id: str,
+    state: str,
+    *,
+    error: str | None = None,
+    progress: dict[str, Any] | None = None,
+) -> None:
     job = session.get(Job, job_id)
     if job is None:
         return

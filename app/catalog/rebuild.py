@@ -54,15 +54,25 @@ def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
             continue
         source = session.scalar(select(Source).where(Source.name == doc["source"]))
         if source is None:
-            source = Source(name=doc["source"], kind=doc.get("source_kind", "files"), path=doc.get("source_path"),
-                            options={}, created_at=clock.now())
+            source = Source(
+                name=doc["source"],
+                kind=doc.get("source_kind", "files"),
+                path=doc.get("source_path"),
+                options={},
+                created_at=clock.now(),
+            )
             session.add(source)
             session.flush()
             created += 1
         stats = doc.get("stats", {})
         row = session.get(Backup, backup_id) or Backup(id=backup_id)
         row.source_id = source.id
-        row.type, row.parent_id, row.state, row.host = doc["type"], doc.get("parent"), doc["state"], doc.get("host")
+        row.type, row.parent_id, row.state, row.host = (
+            doc["type"],
+            doc.get("parent"),
+            doc["state"],
+            doc.get("host"),
+        )
         row.started_at = _parse_time(doc["started_at"]) or clock.now()
         row.finished_at = _parse_time(doc.get("finished_at"))
         row.files_total, row.files_read = stats.get("files", 0), stats.get("files_read", 0)

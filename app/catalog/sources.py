@@ -37,7 +37,8 @@ def get_source(session: Session, name: str) -> Source:
     source = session.scalar(select(Source).where(Source.name == name))
     if source is None:
         raise SourceError(
-            f"no source named {name!r}", hint="list them with `equisplit-dr source list`, add with `source add`"
+            f"no source named {name!r}",
+            hint="list them with `equisplit-dr source list`, add with `source add`",
         )
     return source
 

@@ -27,8 +27,12 @@ def trees_equal(a: Path, b: Path) -> list[str]:
                 if not pb.is_symlink() or os.readlink(pa) != os.readlink(pb):
                     diffs.append(str(Path(rel) / name))
             elif pa.is_file():
-                if not pb.is_file() or not filecmp.cmp(pa, pb, shallow=False) or \
-                        pa.stat().st_mode != pb.stat().st_mode or pa.stat().st_mtime_ns != pb.stat().st_mtime_ns:
+                if (
+                    not pb.is_file()
+                    or not filecmp.cmp(pa, pb, shallow=False)
+                    or pa.stat().st_mode != pb.stat().st_mode
+                    or pa.stat().st_mtime_ns != pb.stat().st_mtime_ns
+                ):
                     diffs.append(str(Path(rel) / name))
             elif pa.is_dir() and not pb.is_dir():
                 diffs.append(str(Path(rel) / name))
@@ -48,26 +52,39 @@ def run_demo(home: Path) -> bool:
     # Files changed within the timestamp granularity of a backup's start are re-read by the next one
     # (docs/BACKUP.md); a real tree is older than that, so let the sample age past it.
     time.sleep(GRANULARITY_NS / 1e9 + 0.1)
-    settings = load_settings(equisplit_dr_home=home, database_url=None, backup_storage_url=None,
-                             backup_encryption_key=None, backup_encryption_key_file=None)
+    settings = load_settings(
+        equisplit_dr_home=home,
+        database_url=None,
+        backup_storage_url=None,
+        backup_encryption_key=None,
+        backup_encryption_key_file=None,
+    )
     with BackupSystem(settings, actor="demo") as system:
         report = system.init()
-        console.print(f"[bold]2.[/] created repository {report.repository_id} (SQLite catalog, local storage, "
-                      f"master key in {report.generated_key_file})")
+        console.print(
+            f"[bold]2.[/] created repository {report.repository_id} (SQLite catalog, local storage, "
+            f"master key in {report.generated_key_file})"
+        )
         system.add_source("sample", source_dir)
         t0 = time.perf_counter()
         full = system.create_full_backup("sample")
         t1 = time.perf_counter()
-        console.print(f"[bold]3.[/] full backup {full.id}: {human(full.stats['bytes_read'])} read in {t1 - t0:.2f}s "
-                      f"({full.stats['bytes_read'] / (t1 - t0) / 1e6:.0f} MB/s), stored "
-                      f"{human(full.stats['bytes_stored'])}")
+        console.print(
+            f"[bold]3.[/] full backup {full.id}: {human(full.stats['bytes_read'])} read in {t1 - t0:.2f}s "
+            f"({full.stats['bytes_read'] / (t1 - t0) / 1e6:.0f} MB/s), stored "
+            f"{human(full.stats['bytes_stored'])}"
+        )
         again = system.create_incremental_backup("sample")
-        console.print(f"[bold]4.[/] unchanged incremental {again.id}: read {human(again.stats['bytes_read'])}, "
-                      f"stored {human(again.stats['bytes_stored'])}")
+        console.print(
+            f"[bold]4.[/] unchanged incremental {again.id}: read {human(again.stats['bytes_read'])}, "
+            f"stored {human(again.stats['bytes_stored'])}"
+        )
         mutate_sample_tree(source_dir)
         inc = system.create_incremental_backup("sample")
-        console.print(f"[bold]5.[/] after a small change, incremental {inc.id}: {inc.stats['files_read']} files "
-                      f"re-read, {human(inc.stats['bytes_new'])} new, stored {human(inc.stats['bytes_stored'])}")
+        console.print(
+            f"[bold]5.[/] after a small change, incremental {inc.id}: {inc.stats['files_read']} files "
+            f"re-read, {human(inc.stats['bytes_new'])} new, stored {human(inc.stats['bytes_stored'])}"
+        )
         console.print(backups_table(system.list_backups("sample")))
         plan = system.restore(inc.id, restore_dir)
         console.print(f"[bold]6.[/] restored {plan.files} files ({human(plan.bytes)}) into {restore_dir}")

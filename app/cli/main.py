@@ -15,7 +15,12 @@ from app.cli.render import backups_table, console, err_console, human, print_jso
 from app.errors import EquisplitError, MasterKeyError
 from app.settings import load_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Encrypted, deduplicating backup and DR.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Encrypted, deduplicating backup and DR.",
+)
 source_app = typer.Typer(no_args_is_help=True, help="Register and list backup sources.")
 backup_app = typer.Typer(no_args_is_help=True, help="Run, list and inspect backups.")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage the repository's keys.")
@@ -58,17 +63,23 @@ def init() -> None:
     """Create the repository and migrate the catalog (idempotent)."""
     with _system() as system:
         report = system.init()
-        console.print(("created" if report.created_repository else "opened existing") +
-                      f" repository {report.repository_id} at {system.context.storage.location}")
+        console.print(
+            ("created" if report.created_repository else "opened existing")
+            + f" repository {report.repository_id} at {system.context.storage.location}"
+        )
         console.print(f"catalog at {system.settings.catalog_url.split('@')[-1]}")
         if report.generated_key_file:
-            err_console.print(f"[yellow]generated a master key in {report.generated_key_file}: keep a copy "
-                              "somewhere safe and apart from the backups; without it nothing can be restored[/]")
+            err_console.print(
+                f"[yellow]generated a master key in {report.generated_key_file}: keep a copy "
+                "somewhere safe and apart from the backups; without it nothing can be restored[/]"
+            )
 
 
 @source_app.command("add")
 @handles_errors
-def source_add(name: str, path: Annotated[Path, typer.Option("--path", help="Directory to back up.")]) -> None:
+def source_add(
+    name: str, path: Annotated[Path, typer.Option("--path", help="Directory to back up.")]
+) -> None:
     """Register a directory as a backup source."""
     with _system() as system:
         info = system.add_source(name, path)
@@ -91,7 +102,9 @@ def source_list(as_json: JsonOpt = False) -> None:
 @handles_errors
 def backup_run(
     source: SourceOpt = None,
-    type_: Annotated[str, typer.Option("--type", "-t", help="full|incremental|differential|archive")] = "incremental",
+    type_: Annotated[
+        str, typer.Option("--type", "-t", help="full|incremental|differential|archive")
+    ] = "incremental",
     as_json: JsonOpt = False,
 ) -> None:
     """Back up a source now."""
@@ -101,9 +114,11 @@ def backup_run(
     if as_json:
         print_json(info)
         return
-    console.print(f"backup {result.id} of {result.source}: {result.type}, {result.state}; "
-                  f"{result.stats['files']} files, read {human(result.stats['bytes_read'])}, "
-                  f"new {human(result.stats['bytes_new'])}, stored {human(result.stats['bytes_stored'])}")
+    console.print(
+        f"backup {result.id} of {result.source}: {result.type}, {result.state}; "
+        f"{result.stats['files']} files, read {human(result.stats['bytes_read'])}, "
+        f"new {human(result.stats['bytes_new'])}, stored {human(result.stats['bytes_stored'])}"
+    )
     for e in result.errors:
         err_console.print(f"[yellow]not backed up:[/] {e['path']}: {e['error']}", highlight=False)
     for w in result.warnings:
@@ -124,7 +139,9 @@ def backup_list(source: SourceOpt = None, as_json: JsonOpt = False) -> None:
 @backup_app.command("show")
 @handles_errors
 def backup_show(
-    backup_id: str, source: SourceOpt = None, as_json: JsonOpt = False,
+    backup_id: str,
+    source: SourceOpt = None,
+    as_json: JsonOpt = False,
     files: Annotated[bool, typer.Option("--files", help="List the backup's files.")] = False,
 ) -> None:
     """Show one backup (an id, or `latest` with --source)."""
@@ -137,8 +154,10 @@ def backup_show(
         if key != "entries":
             console.print(f"{key:>14}: {value}", highlight=False)
     for e in info.get("entries", []):
-        console.print(f"{e['type']:>8} {human(e['size']) if e['type'] == 'file' else '':>10}  {e['path']}",
-                      highlight=False)
+        console.print(
+            f"{e['type']:>8} {human(e['size']) if e['type'] == 'file' else '':>10}  {e['path']}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -147,33 +166,61 @@ def restore(
     backup_id: str,
     target: Annotated[Path, typer.Option("--target", help="Directory to restore into.")],
     source: SourceOpt = None,
-    path: Annotated[list[str] | None, typer.Option("--path", help="Restore only this path (repeatable).")] = None,
+    path: Annotated[
+        list[str] | None, typer.Option("--path", help="Restore only this path (repeatable).")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and report; write nothing.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow a non-empty target.")] = False,
-    keep_partial: Annotated[bool, typer.Option("--keep-partial", help="Keep half-written files on error.")] = False,
+    keep_partial: Annotated[
+        bool, typer.Option("--keep-partial", help="Keep half-written files on error.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a backup (an id, or `latest` with --source) into a directory."""
     with _system() as system, progress_bar("restore", not as_json and not dry_run) as progress:
-        plan = system.restore(backup_id, target, source=source, paths=path, dry_run=dry_run,
-                              overwrite=overwrite, keep_partial=keep_partial, progress=progress)
-    summary = {"backup": plan.backup_id, "source": plan.source, "target": str(target), "dry_run": dry_run,
-               "files": plan.files, "dirs": plan.dirs, "symlinks": plan.symlinks, "bytes": plan.bytes,
-               "packs": plan.packs}
+        plan = system.restore(
+            backup_id,
+            target,
+            source=source,
+            paths=path,
+            dry_run=dry_run,
+            overwrite=overwrite,
+            keep_partial=keep_partial,
+            progress=progress,
+        )
+    summary = {
+        "backup": plan.backup_id,
+        "source": plan.source,
+        "target": str(target),
+        "dry_run": dry_run,
+        "files": plan.files,
+        "dirs": plan.dirs,
+        "symlinks": plan.symlinks,
+        "bytes": plan.bytes,
+        "packs": plan.packs,
+    }
     if as_json:
         print_json(summary)
     else:
         verb = "would restore" if dry_run else "restored"
-        console.print(f"{verb} {plan.files} files ({human(plan.bytes)}), {plan.dirs} directories, "
-                      f"{plan.symlinks} symlinks from backup {plan.backup_id} into {target}")
+        console.print(
+            f"{verb} {plan.files} files ({human(plan.bytes)}), {plan.dirs} directories, "
+            f"{plan.symlinks} symlinks from backup {plan.backup_id} into {target}"
+        )
 
 
 @keys_app.command("rotate")
 @handles_errors
 def keys_rotate(
-    new_key_file: Annotated[Path | None, typer.Option(
-        "--new-key-file", help="File holding the new master key (64 hex). Default: generate one.")] = None,
-    keep_data_key: Annotated[bool, typer.Option("--keep-data-key", help="Do not start a new data key.")] = False,
+    new_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--new-key-file", help="File holding the new master key (64 hex). Default: generate one."
+        ),
+    ] = None,
+    keep_data_key: Annotated[
+        bool, typer.Option("--keep-data-key", help="Do not start a new data key.")
+    ] = False,
 ) -> None:
     """Wrap the repository's keys under a new master key; old backups stay restorable."""
     from app.repo.keys import MasterKey
@@ -190,8 +237,9 @@ def keys_rotate(
         generated.unlink(missing_ok=True)
         new.write_file(generated)
     else:
-        raise MasterKeyError("no new master key given",
-                             hint="pass --new-key-file FILE or set BACKUP_NEW_ENCRYPTION_KEY")
+        raise MasterKeyError(
+            "no new master key given", hint="pass --new-key-file FILE or set BACKUP_NEW_ENCRYPTION_KEY"
+        )
     with _system() as system:
         key_id = system.rotate_keys(new, new_data_key=not keep_data_key)
     if generated is not None:
@@ -208,8 +256,13 @@ def catalog_rebuild(as_json: JsonOpt = False) -> None:
     """Rebuild the chunk index and backup list from storage alone."""
     with _system() as system:
         report = system.rebuild_catalog()
-    data = {"packs": report.packs, "chunks": report.chunks, "backups": report.backups,
-            "sources_created": report.sources_created, "unreadable": report.unreadable}
+    data = {
+        "packs": report.packs,
+        "chunks": report.chunks,
+        "backups": report.backups,
+        "sources_created": report.sources_created,
+        "unreadable": report.unreadable,
+    }
     if as_json:
         print_json(data)
     else:

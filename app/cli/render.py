@@ -9,7 +9,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 # Wide when piped, so tables stay readable in logs and CI output.
@@ -34,13 +41,35 @@ def human(n: int | None) -> str:
 
 def backups_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(show_lines=False)
-    for col in ("id", "source", "type", "state", "started", "files", "size", "read", "new", "stored", "dedup"):
-        table.add_column(col, justify="right" if col in ("files", "size", "read", "new", "stored", "dedup") else "left")
+    for col in (
+        "id",
+        "source",
+        "type",
+        "state",
+        "started",
+        "files",
+        "size",
+        "read",
+        "new",
+        "stored",
+        "dedup",
+    ):
+        table.add_column(
+            col, justify="right" if col in ("files", "size", "read", "new", "stored", "dedup") else "left"
+        )
     for r in rows:
         table.add_row(
-            r["id"], r["source"], r["type"], r["state"], (r["started_at"] or "")[:19].replace("T", " "),
-            str(r["files"]), human(r["bytes_total"]), human(r["bytes_read"]), human(r["bytes_new"]),
-            human(r["bytes_stored"]), f"{r['dedup_ratio']}x" if r["dedup_ratio"] else "-",
+            r["id"],
+            r["source"],
+            r["type"],
+            r["state"],
+            (r["started_at"] or "")[:19].replace("T", " "),
+            str(r["files"]),
+            human(r["bytes_total"]),
+            human(r["bytes_read"]),
+            human(r["bytes_new"]),
+            human(r["bytes_stored"]),
+            f"{r['dedup_ratio']}x" if r["dedup_ratio"] else "-",
         )
     return table
 
@@ -52,8 +81,13 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], Non
         yield None
         return
     with Progress(
-        TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-        console=err_console, transient=True,
+        TextColumn(label),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
     ) as bar:
         task = bar.add_task(label, total=None)
 

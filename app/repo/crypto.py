@@ -21,6 +21,18 @@ from app.repo.format import (
     ObjectType,
 )
 
+_NAMES = {
+    ObjectType.PACK_INDEX: "index of pack",
+    ObjectType.UNIT_RESULT: "unit result",
+    ObjectType.WAL_SEGMENT: "wal segment",
+}
+
+
+def describe(object_type: ObjectType, object_id: str) -> str:
+    """How messages name an object: `chunk <id>`, `index of pack <id>`, `manifest <id>`."""
+    return f"{_NAMES.get(object_type, object_type.name.lower())} {object_id}"
+
+
 _HEADER = struct.Struct(f"<4sBB{KEY_ID_SIZE}s{NONCE_SIZE}s")
 
 
@@ -54,15 +66,15 @@ class DataKey:
             return self._aead.decrypt(nonce, envelope[ENVELOPE_HEADER:], aad)
         except InvalidTag:
             raise IntegrityError(
-                f"{object_type.name.lower()} {object_id} failed authentication: "
+                f"{describe(object_type, object_id)} failed authentication: "
                 "its bytes were altered, or it was moved or renamed",
-                hint="run `equisplit-dr verify`, and restore the object from a replica",
+                hint="the object is damaged in storage: restore it from a replica (secondary region)",
             ) from None
 
 
 def check_header(envelope: bytes, object_type: ObjectType, object_id: str) -> None:
     """Raise IntegrityError naming the object if the envelope's header is not what is expected."""
-    what = f"{object_type.name.lower()} {object_id}"
+    what = describe(object_type, object_id)
     if len(envelope) < ENVELOPE_OVERHEAD:
         raise IntegrityError(f"{what} is truncated ({len(envelope)} bytes)")
     magic, version, type_id, _key_id, _nonce = _HEADER.unpack_from(envelope)

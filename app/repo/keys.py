@@ -129,6 +129,13 @@ class Keyring:
         self.current_key_id = key_id
         return self.data_keys[key_id]
 
+    def drop_data_key(self, key_id: bytes, *, current: bytes) -> None:
+        """Forget a data key that was never stored, making `current` current again."""
+        self._raw.pop(key_id, None)
+        self.data_keys.pop(key_id, None)
+        self.created.pop(key_id, None)
+        self.current_key_id = current
+
     def key(self, key_id: bytes, what: str) -> DataKey:
         try:
             return self.data_keys[key_id]
@@ -165,10 +172,12 @@ class Keyring:
         """Unwrap a keyring object; WrongKeyError if `master` is not the key it was wrapped under."""
         try:
             doc = json.loads(blob)
-            if doc.get("format") != KEYRING_FORMAT:
+            if not isinstance(doc, dict) or doc.get("format") != KEYRING_FORMAT:
                 raise ValueError("not a keyring")
             repository_id = str(doc["repository_id"])
-            wrapped = base64.b64decode(doc["wrapped"])
+            wrapped = base64.b64decode(doc["wrapped"], validate=True)
+            if len(wrapped) < NONCE_SIZE + 16:
+                raise ValueError("wrapped keys are truncated")
         except (ValueError, KeyError, TypeError):
             raise RepositoryError(
                 "keys/keyring is not an equisplit-dr keyring", hint="check BACKUP_STORAGE_URL"

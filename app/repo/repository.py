@@ -11,7 +11,7 @@ from typing import Any
 from app.errors import IntegrityError, ObjectNotFoundError, RepositoryError
 from app.repo import codecs
 from app.repo.chunker import Chunker, ChunkerParams, ChunkIds
-from app.repo.crypto import envelope_key_id
+from app.repo.crypto import check_header, describe, envelope_key_id
 from app.repo.format import FORMAT_VERSION, PACK_TRAILER, Kind, ObjectType
 from app.repo.keys import Keyring, MasterKey
 from app.repo.pack import PackBuilder, PackEntry, parse_index, parse_trailer
@@ -62,7 +62,9 @@ class Repository:
             "pack_target_size": pack_target_size,
         }
         storage.put(Kind.KEYS, KEYRING_NAME, keyring.seal(master))
-        sealed = keyring.current.seal(ObjectType.CONFIG, "config", codecs.encode(json.dumps(config).encode(), None))
+        sealed = keyring.current.seal(
+            ObjectType.CONFIG, "config", codecs.encode(json.dumps(config).encode(), None)
+        )
         storage.put(Kind.CONFIG, "config", sealed)
         return cls(storage, keyring, config)
 
@@ -79,8 +81,7 @@ class Repository:
         keyring = Keyring.open(blob, master)
         sealed = storage.get(Kind.CONFIG, "config")
 
-        key = keyring.key(envelope_key_id(sealed), "config")
-        config = json.loads(codecs.decode(key.open(sealed, ObjectType.CONFIG, "config"), "config"))
+        config = json.loads(codecs.decode(_open(keyring, sealed, ObjectType.CONFIG, "config"), "config"))
         if int(config.get("version", 0)) != FORMAT_VERSION:
             raise RepositoryError(
                 f"repository format version {config.get('version')} is not supported "
@@ -91,11 +92,16 @@ class Repository:
 
     def rotate_master_key(self, new_master: MasterKey, *, new_data_key: bool = False) -> None:
         """Re-wrap the keyring under `new_master` (docs/FORMAT.md section 2); old objects stay readable."""
-        if new_data_key:
-            self.keyring.add_data_key()
-        self.storage.put(Kind.KEYS, KEYRING_NEXT, self.keyring.seal(new_master))
-        Keyring.open(self.storage.get(Kind.KEYS, KEYRING_NEXT), new_master)  # read back before switching
-        self.storage.put(Kind.KEYS, KEYRING_NAME, self.keyring.seal(new_master))
+        previous = self.keyring.current_key_id
+        added = self.keyring.add_data_key().key_id if new_data_key else None
+        try:
+            self.storage.put(Kind.KEYS, KEYRING_NEXT, self.keyring.seal(new_master))
+            Keyring.open(self.storage.get(Kind.KEYS, KEYRING_NEXT), new_master)  # read back before switching
+            self.storage.put(Kind.KEYS, KEYRING_NAME, self.keyring.seal(new_master))
+        except BaseException:
+            if added is not None:  # never seal with a key that no stored keyring holds
+                self.keyring.drop_data_key(added, current=previous)
+            raise
         self.storage.delete(Kind.KEYS, KEYRING_NEXT)
 
     # Chunks and packs -----------------------------------------------------------------------------
@@ -109,8 +115,8 @@ class Repository:
     def open_chunk(self, chunk_id: str, blob: bytes, *, raw_length: int | None = None) -> bytes:
         """The plaintext of a chunk blob, checked against its id."""
 
-        key = self.keyring.key(envelope_key_id(blob), f"chunk {chunk_id}")
-        data = codecs.decode(key.open(blob, ObjectType.CHUNK, chunk_id), f"chunk {chunk_id}", raw_length)
+        payload = _open(self.keyring, blob, ObjectType.CHUNK, chunk_id)
+        data = codecs.decode(payload, f"chunk {chunk_id}", raw_length)
         if self.chunk_ids.of(data) != chunk_id:
             raise IntegrityError(f"chunk {chunk_id} does not hash to its id")
         return data
@@ -142,8 +148,9 @@ class Repository:
             raise IntegrityError(f"pack {pack_id}: index length {index_len} exceeds the pack")
         sealed = self.storage.get(Kind.PACKS, pack_id, start, index_len)
 
-        key = self.keyring.key(envelope_key_id(sealed), f"pack {pack_id}")
-        plain = codecs.decode(key.open(sealed, ObjectType.PACK_INDEX, pack_id), f"pack {pack_id} index")
+        plain = codecs.decode(
+            _open(self.keyring, sealed, ObjectType.PACK_INDEX, pack_id), f"pack {pack_id} index"
+        )
         return parse_index(plain, pack_id)
 
     def list_packs(self) -> Iterator[ObjectInfo]:
@@ -169,10 +176,18 @@ class Repository:
                 hint="the backup was never completed, or its manifest was deleted",
             ) from None
 
-        key = self.keyring.key(envelope_key_id(sealed), f"manifest {backup_id}")
-        plain = codecs.decode(key.open(sealed, ObjectType.MANIFEST, backup_id), f"manifest {backup_id}")
+        plain = codecs.decode(
+            _open(self.keyring, sealed, ObjectType.MANIFEST, backup_id), f"manifest {backup_id}"
+        )
         doc: dict[str, Any] = json.loads(plain)
         return doc
 
     def list_manifests(self) -> list[str]:
         return sorted(info.name for info in self.storage.list(Kind.MANIFESTS))
+
+
+def _open(keyring: Keyring, sealed: bytes, object_type: ObjectType, object_id: str) -> bytes:
+    """Check the envelope's header first, so damage reads as damage, not as an unknown key."""
+    check_header(sealed, object_type, object_id)
+    key = keyring.key(envelope_key_id(sealed), describe(object_type, object_id))
+    return key.open(sealed, object_type, object_id)

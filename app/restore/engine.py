@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import threading
 from collections import defaultdict
@@ -54,8 +55,10 @@ def _select(manifest: dict[str, Any], paths: list[str] | None) -> list[dict[str,
     found = {e["path"] for e in chosen}
     missing = [p for p in paths if p not in found and not any(f.startswith(p + "/") for f in found)]
     if missing:
-        raise RestoreTargetError(f"the backup holds no path {missing[0]!r}",
-                                 hint="list its files with `equisplit-dr backup show ID --files`")
+        raise RestoreTargetError(
+            f"the backup holds no path {missing[0]!r}",
+            hint="list its files with `equisplit-dr backup show ID --files`",
+        )
     # parents of selected entries keep their metadata too
     parents = {"/".join(e["path"].split("/")[:i]) for e in chosen for i in range(1, e["path"].count("/") + 1)}
     return [e for e in entries if e["path"] in parents and e["type"] == "dir"] + chosen
@@ -71,7 +74,8 @@ class Restorer:
         with self.ctx.sessions() as session:
             where = chunks.locate(session, wanted)
         plan = RestorePlan(
-            self.backup.id, self.source,
+            self.backup.id,
+            self.source,
             files=sum(1 for e in entries if e["type"] == "file"),
             dirs=sum(1 for e in entries if e["type"] == "dir"),
             symlinks=sum(1 for e in entries if e["type"] == "symlink"),
@@ -81,8 +85,15 @@ class Restorer:
         )
         return plan, where
 
-    def run(self, target: Path, entries: list[dict[str, Any]], where: dict[str, chunks.ChunkLocation],
-            progress: Callable[[int, int], None] | None, keep_partial: bool, threads: int) -> None:
+    def run(
+        self,
+        target: Path,
+        entries: list[dict[str, Any]],
+        where: dict[str, chunks.ChunkLocation],
+        progress: Callable[[int, int], None] | None,
+        keep_partial: bool,
+        threads: int,
+    ) -> None:
         target.mkdir(parents=True, exist_ok=True)
         files: list[_FileState] = []
         by_pack: dict[str, list[tuple[str, int, _FileState]]] = defaultdict(list)
@@ -124,7 +135,7 @@ class Restorer:
                         raise IntegrityError(
                             f"cannot restore {state.entry['path']}: chunk {cid} in pack {pack_id} is corrupt",
                             detail=exc.message,
-                            hint="restore from a replica (another region), or run `equisplit-dr verify`",
+                            hint="restore the pack from a replica (secondary region)",
                         ) from None
                     fd = os.open(state.partial, os.O_WRONLY)
                     try:
@@ -168,7 +179,9 @@ class Restorer:
                     dest.unlink()
                 os.symlink(e["target"], dest)
                 _apply_metadata(dest, e)
-        for e in sorted((e for e in entries if e["type"] == "dir"), key=lambda e: e["path"].count("/"), reverse=True):
+        for e in sorted(
+            (e for e in entries if e["type"] == "dir"), key=lambda e: e["path"].count("/"), reverse=True
+        ):
             _apply_metadata(safe_path(target, e["path"]), e)
 
 
@@ -192,17 +205,13 @@ def _coalesce(items: list[tuple[str, int, _FileState]], where: dict[str, chunks.
 def _apply_metadata(path: Path, entry: dict[str, Any]) -> None:
     is_link = entry["type"] == "symlink"
     if os.geteuid() == 0:
-        try:
+        with contextlib.suppress(OSError):
             os.chown(path, entry.get("uid", 0), entry.get("gid", 0), follow_symlinks=False)
-        except OSError:
-            pass
     if not is_link:
         os.chmod(path, entry["mode"])
         for name, value in entry.get("xattrs", {}).items():
-            try:
+            with contextlib.suppress(OSError):
                 os.setxattr(path, name, base64.b64decode(value), follow_symlinks=False)
-            except OSError:
-                pass
     os.utime(path, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=not is_link)
 
 
@@ -230,8 +239,10 @@ def restore_backup(
         src = session.get(Source, backup.source_id)
         source_name = src.name if src else "?"
     if backup.state not in ("complete", "partial"):
-        raise RestoreTargetError(f"backup {backup.id} is {backup.state}, not restorable",
-                                 hint="pick a complete backup from `equisplit-dr backup list`")
+        raise RestoreTargetError(
+            f"backup {backup.id} is {backup.state}, not restorable",
+            hint="pick a complete backup from `equisplit-dr backup list`",
+        )
     target = target.expanduser().resolve()
     wanted = normalise_selection(paths)
     if not dry_run:
@@ -242,7 +253,9 @@ def restore_backup(
     plan, where = restorer.plan(entries)
     if plan.missing_chunks:
         raise ObjectNotFoundError(
-            "chunk", plan.missing_chunks[0], "the catalog's chunk index",
+            "chunk",
+            plan.missing_chunks[0],
+            "the catalog's chunk index",
             hint=f"{len(plan.missing_chunks)} chunk(s) unknown; run `equisplit-dr catalog rebuild`",
         )
     if dry_run:
@@ -255,12 +268,19 @@ def restore_backup(
     except EquisplitError as exc:
         _audit_restore(ctx, backup.id, target, "restore.failed", {"error": exc.message}, actor)
         raise
-    _audit_restore(ctx, backup.id, target, "restore.completed",
-                   {"files": plan.files, "bytes": plan.bytes, "paths": wanted}, actor)
+    _audit_restore(
+        ctx,
+        backup.id,
+        target,
+        "restore.completed",
+        {"files": plan.files, "bytes": plan.bytes, "paths": wanted},
+        actor,
+    )
     return plan
 
 
-def _audit_restore(ctx: Context, backup_id: str, target: Path, action: str, detail: dict[str, Any],
-                   actor: str | None) -> None:
+def _audit_restore(
+    ctx: Context, backup_id: str, target: Path, action: str, detail: dict[str, Any], actor: str | None
+) -> None:
     with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
         audit.append(session, action, backup_id, {"target": str(target), **detail}, actor)

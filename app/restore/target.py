@@ -13,8 +13,10 @@ PARTIAL_SUFFIX = ".eqdr-partial"
 def check_target(target: Path, *, overwrite: bool) -> None:
     """Refuse a target that is a file, or a non-empty directory unless `overwrite`."""
     if target.exists() and not target.is_dir():
-        raise RestoreTargetError(f"restore target {target} exists and is not a directory",
-                                 hint="give a directory (it is created if missing)")
+        raise RestoreTargetError(
+            f"restore target {target} exists and is not a directory",
+            hint="give a directory (it is created if missing)",
+        )
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise RestoreTargetError(
             f"restore target {target} is not empty",

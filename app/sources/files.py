@@ -32,7 +32,11 @@ class Entry:
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "path": self.path, "type": self.type, "mode": self.mode, "uid": self.uid, "gid": self.gid,
+            "path": self.path,
+            "type": self.type,
+            "mode": self.mode,
+            "uid": self.uid,
+            "gid": self.gid,
             "mtime_ns": self.mtime_ns,
         }
         if self.type == "file":
@@ -46,9 +50,17 @@ class Entry:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Entry:
         return cls(
-            path=doc["path"], type=doc["type"], mode=doc["mode"], uid=doc.get("uid", 0), gid=doc.get("gid", 0),
-            mtime_ns=doc["mtime_ns"], size=doc.get("size", 0), ctime_ns=doc.get("ctime_ns", 0),
-            inode=doc.get("inode", 0), target=doc.get("target"), xattrs=doc.get("xattrs", {}),
+            path=doc["path"],
+            type=doc["type"],
+            mode=doc["mode"],
+            uid=doc.get("uid", 0),
+            gid=doc.get("gid", 0),
+            mtime_ns=doc["mtime_ns"],
+            size=doc.get("size", 0),
+            ctime_ns=doc.get("ctime_ns", 0),
+            inode=doc.get("inode", 0),
+            target=doc.get("target"),
+            xattrs=doc.get("xattrs", {}),
             chunks=list(doc.get("chunks", [])),
         )
 
@@ -75,16 +87,29 @@ def _xattrs(path: str) -> dict[str, str]:
 
 
 def entry_from_stat(rel: str, full: str, st: os.stat_result) -> Entry | None:
-    mode = stat.S_IMODE(st.st_mode)
-    common = {"path": rel, "mode": mode, "uid": st.st_uid, "gid": st.st_gid, "mtime_ns": st.st_mtime_ns}
+    """The manifest entry of one path, or None for a special file (socket, FIFO, device)."""
     if stat.S_ISREG(st.st_mode):
-        return Entry(type="file", size=st.st_size, ctime_ns=st.st_ctime_ns, inode=st.st_ino,
-                     xattrs=_xattrs(full), **common)  # type: ignore[arg-type]
-    if stat.S_ISDIR(st.st_mode):
-        return Entry(type="dir", xattrs=_xattrs(full), **common)  # type: ignore[arg-type]
-    if stat.S_ISLNK(st.st_mode):
-        return Entry(type="symlink", target=os.readlink(full), **common)  # type: ignore[arg-type]
-    return None
+        kind, target, xattrs = "file", None, _xattrs(full)
+    elif stat.S_ISDIR(st.st_mode):
+        kind, target, xattrs = "dir", None, _xattrs(full)
+    elif stat.S_ISLNK(st.st_mode):
+        kind, target, xattrs = "symlink", os.readlink(full), {}
+    else:
+        return None
+    is_file = kind == "file"
+    return Entry(
+        path=rel,
+        type=kind,
+        mode=stat.S_IMODE(st.st_mode),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        mtime_ns=st.st_mtime_ns,
+        size=st.st_size if is_file else 0,
+        ctime_ns=st.st_ctime_ns if is_file else 0,
+        inode=st.st_ino if is_file else 0,
+        target=target,
+        xattrs=xattrs,
+    )
 
 
 def walk_tree(root: Path) -> Walk:
@@ -94,12 +119,16 @@ def walk_tree(root: Path) -> Walk:
     if not root.is_dir():
         raise SourceError(f"source path {root} is not a directory")
     if not os.access(root, os.R_OK | os.X_OK):
-        raise SourceError(f"source path {root} is not readable", hint="run the backup as a user that can read it")
+        raise SourceError(
+            f"source path {root} is not readable", hint="run the backup as a user that can read it"
+        )
     walk = Walk([], [], [])
     for rel, full, st in _scan(str(root), "", walk):
         entry = entry_from_stat(rel, full, st)
         if entry is None:
-            walk.skipped.append({"path": rel, "reason": "special file (socket, fifo or device) not backed up"})
+            walk.skipped.append(
+                {"path": rel, "reason": "special file (socket, fifo or device) not backed up"}
+            )
         else:
             walk.entries.append(entry)
     return walk

@@ -78,7 +78,12 @@ class RetryingStorage:
                 delay = self._delay(attempt)
                 log.warning(
                     "storage %s of %s failed (attempt %d of %d), retrying in %.2fs: %s",
-                    verb, what, attempt, self.attempts, delay, error.message,
+                    verb,
+                    what,
+                    attempt,
+                    self.attempts,
+                    delay,
+                    error.message,
                 )
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -28,6 +28,7 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 
+# fmt: off
 STORAGE_CLASSES = frozenset({
     "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "REDUCED_REDUNDANCY",
     "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE", "EXPRESS_ONEZONE", "OUTPOSTS", "SNOW",
@@ -36,10 +37,32 @@ STORAGE_CLASSES = frozenset({
 ARCHIVE_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
-_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-                     "TokenRefreshRequired", "InvalidClientTokenId"}
 _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "InternalError",
                     "ServiceUnavailable", "RequestTimeTooSkewed", "OperationAborted"}
+_CREDENTIAL_CODES = ["InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                     "TokenRefreshRequired"]
+# fmt: on
+_CREDENTIALS_REFUSED = (
+    "S3 refused the credentials used to {verb} {where}",
+    "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+)
+#: Error code -> (message, hint) of errors that retrying cannot fix. No field holds a credential.
+_PERMANENT_CODES = {
+    "NoSuchBucket": (
+        "cannot {verb} {where}: bucket {bucket} does not exist at {endpoint}",
+        "create it or fix BACKUP_STORAGE_URL",
+    ),
+    "InvalidObjectState": (
+        "object {where} is in an archive storage class and cannot be read",
+        "restore it from the archive tier first (S3 RestoreObject)",
+    ),
+    "AccessDenied": (
+        "access denied to {verb} {where}",
+        "grant the credentials s3:GetObject, PutObject, DeleteObject and ListBucket on the bucket, "
+        "or fix BACKUP_STORAGE_URL",
+    ),
+    **dict.fromkeys(_CREDENTIAL_CODES, _CREDENTIALS_REFUSED),
+}
 
 
 class S3Storage:
@@ -47,7 +70,7 @@ class S3Storage:
 
     A put up to `multipart_threshold` bytes is one PutObject; a larger one a multipart upload of
     `part_size` parts, aborted if any part fails, so a reader never sees a partial object. `session`
-    defaults to a new boto3 session, which reads credentials from the environment when first used.
+    defaults to a new boto3 session, which finds credentials by boto3's usual chain.
     """
 
     capabilities = Capabilities(ranged_reads=True, storage_classes=True, durable_put=True)
@@ -81,7 +104,7 @@ class S3Storage:
         if storage_class is not None:
             _check_storage_class(storage_class)
         config = Config(
-            retries={"mode": "standard", "max_attempts": max_attempts},
+            retries={"mode": "standard", "total_max_attempts": max_attempts},  # the first call included
             max_pool_connections=max_pool_connections,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -218,42 +241,29 @@ class S3Storage:
             code = _code(error)
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             detail = f"{code or status}: {error.response.get('Error', {}).get('Message', '')}".rstrip(": ")
-            if code == "NoSuchBucket":
-                return permanent(StorageError(
-                    f"cannot {verb} {where}: bucket {self.bucket} does not exist at {endpoint}",
-                    detail=detail, hint="create it or fix BACKUP_STORAGE_URL",
-                ))
-            if code in _CREDENTIAL_CODES:
-                return permanent(StorageError(
-                    f"S3 refused the credentials used to {verb} {where}", detail=detail,
-                    hint="check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
-                ))
-            if code == "InvalidObjectState":
-                return permanent(StorageError(
-                    f"object {where} is in an archive storage class and cannot be read", detail=detail,
-                    hint="restore it from the archive tier first (S3 RestoreObject)",
-                ))
-            if status == 403:
-                return permanent(StorageError(
-                    f"access denied to {verb} {where}", detail=detail,
-                    hint="grant the credentials s3:GetObject, PutObject, DeleteObject and ListBucket on "
-                    "the bucket, or fix BACKUP_STORAGE_URL",
-                ))
-            failure = StorageError(f"S3 could not {verb} {where}", detail=detail,
-                                   hint="check BACKUP_STORAGE_URL (bucket, region, endpoint_url)")
-            if status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES:
-                return failure
-            return permanent(failure)
+            known = _PERMANENT_CODES.get(code) or (
+                _PERMANENT_CODES["AccessDenied"] if status == 403 else None
+            )
+            if known:
+                message = known[0].format(verb=verb, where=where, bucket=self.bucket, endpoint=endpoint)
+                return permanent(StorageError(message, detail=detail, hint=known[1]))
+            failure = StorageError(
+                f"S3 could not {verb} {where}",
+                detail=detail,
+                hint="check BACKUP_STORAGE_URL (bucket, region, endpoint_url)",
+            )
+            transient = status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES
+            return failure if transient else permanent(failure)
         if isinstance(error, NoCredentialsError | PartialCredentialsError):
-            return permanent(StorageError(
-                f"no usable AWS credentials to {verb} {where}",
-                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
-            ))
+            hint = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+            return permanent(StorageError(f"no usable AWS credentials to {verb} {where}", hint=hint))
         if isinstance(error, ParamValidationError):
             return permanent(StorageError(f"invalid S3 request to {verb} {where}", detail=str(error)))
         if isinstance(error, EndpointConnectionError):
-            return StorageError(f"cannot reach S3 endpoint {endpoint} to {verb} {where}",
-                                hint="check the network and endpoint_url in BACKUP_STORAGE_URL")
+            return StorageError(
+                f"cannot reach S3 endpoint {endpoint} to {verb} {where}",
+                hint="check the network and endpoint_url in BACKUP_STORAGE_URL",
+            )
         return StorageError(f"S3 {verb} of {where} failed", detail=type(error).__name__)
 
 

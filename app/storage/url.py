@@ -20,18 +20,24 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 
 
 def redact_url(url: str) -> str:
-    """`url` with any userinfo password and secret-looking query value replaced by `***`."""
+    """`url` with any userinfo password and secret-looking query value replaced by `***`.
+
+    Everything else is left exactly as written, so the result still reads as the URL the user gave.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return re.sub(r"//[^/?#]*@", "//***@", url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
+    redacted = url
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
         user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if has_password else netloc
-    query = "&".join(_redact_parameter(item) for item in parts.query.split("&")) if parts.query else ""
-    return parts._replace(netloc=netloc, query=query).geturl()
+        if has_password:
+            redacted = redacted.replace(f"//{parts.netloc}", f"//{user}:***@{host}", 1)
+    if parts.query:
+        query = "&".join(_redact_parameter(item) for item in parts.query.split("&"))
+        redacted = redacted.replace(f"?{parts.query}", f"?{query}", 1)
+    return redacted
 
 
 def _redact_parameter(item: str) -> str:
@@ -81,8 +87,11 @@ def _local(url: str, path: str) -> Storage:
 
 def _s3(url: str, parts: SplitResult) -> Storage:
     if "@" in parts.netloc:
-        raise _invalid(url, "credentials do not belong in the URL",
-                       hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) instead")
+        raise _invalid(
+            url,
+            "credentials do not belong in the URL",
+            hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) instead",
+        )
     bucket = parts.netloc
     if not bucket:
         raise _invalid(url, "the bucket is missing")
@@ -114,14 +123,21 @@ def _s3(url: str, parts: SplitResult) -> Storage:
     if storage_class is not None and storage_class not in s3.STORAGE_CLASSES:
         raise _invalid(url, f"unknown storage_class; use one of {', '.join(sorted(s3.STORAGE_CLASSES))}")
     if storage_class in s3.ARCHIVE_STORAGE_CLASSES:
-        raise _invalid(url, f"storage_class {storage_class} would make every object, the keyring "
-                       "included, unreadable until restored; archive packs by lifecycle rule instead")
+        raise _invalid(
+            url,
+            f"storage_class {storage_class} would make every object, the keyring "
+            "included, unreadable until restored; archive packs by lifecycle rule instead",
+        )
     attempts = params.get("max_attempts", "5")
     if not attempts.isdigit() or not 1 <= int(attempts) <= 20:
         raise _invalid(url, "max_attempts must be a whole number from 1 to 20")
     return s3.S3Storage(
-        bucket, prefix, endpoint_url=endpoint_url, region=params.get("region"),
-        storage_class=storage_class, max_attempts=int(attempts),
+        bucket,
+        prefix,
+        endpoint_url=endpoint_url,
+        region=params.get("region"),
+        storage_class=storage_class,
+        max_attempts=int(attempts),
     )
 
 

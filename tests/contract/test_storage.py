@@ -14,15 +14,16 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from app.errors import ObjectNotFoundError, StorageError
 from app.storage import ObjectInfo, PutOptions, Storage, exists, open_storage
 from app.storage.faulty import FaultyStorage
 from app.storage.local import TEMP_PREFIX, LocalStorage
 from app.storage.memory import MemoryStorage
-from app.storage.retry import RetryingStorage
+from app.storage.retry import RetryingStorage, is_transient
 from app.storage.s3 import MiB, S3Storage
-from tests.support.s3server import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, s3_client
+from tests.support.s3server import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, s3_client, shared_session
 
 # Lowered from 64 MiB so that the multipart path is exercised by a 12 MiB object.
 MULTIPART_THRESHOLD = 8 * MiB
@@ -39,8 +40,13 @@ def s3_storage(url: str) -> S3Storage:
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     return S3Storage(
-        parts.netloc, parts.path, endpoint_url=query["endpoint_url"][0], region=query["region"][0],
-        multipart_threshold=MULTIPART_THRESHOLD, part_size=5 * MiB,
+        parts.netloc,
+        parts.path,
+        endpoint_url=query["endpoint_url"][0],
+        region=query["region"][0],
+        multipart_threshold=MULTIPART_THRESHOLD,
+        part_size=5 * MiB,
+        session=shared_session(),
     )
 
 
@@ -114,7 +120,9 @@ def test_list_by_kind_and_prefix(storage: Storage) -> None:
         storage.put("manifests", name, name.encode() * 3)
     storage.put("units", "a1", b"unit")
     assert list(storage.list("manifests")) == [
-        ObjectInfo("manifests", "a1", 6), ObjectInfo("manifests", "a2", 6), ObjectInfo("manifests", "b1", 6)
+        ObjectInfo("manifests", "a1", 6),
+        ObjectInfo("manifests", "a2", 6),
+        ObjectInfo("manifests", "b1", 6),
     ]
     assert names(storage.list("manifests", "a")) == ["a1", "a2"]
     assert names(storage.list("manifests", "b1")) == ["b1"]
@@ -177,9 +185,19 @@ def test_delete_is_idempotent(storage: Storage) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "name"),
-    [("manifests", ""), ("manifests", "a/b"), ("manifests", ".."), ("manifests", "../escape"),
-     ("manifests", "a\x00b"), ("manifests", ".hidden"), ("manifests", TEMP_PREFIX + "x"),
-     ("manifests", "n" * 256), ("nope", "name"), ("", "name"), ("packs/..", "name")],
+    [
+        ("manifests", ""),
+        ("manifests", "a/b"),
+        ("manifests", ".."),
+        ("manifests", "../escape"),
+        ("manifests", "a\x00b"),
+        ("manifests", ".hidden"),
+        ("manifests", TEMP_PREFIX + "x"),
+        ("manifests", "n" * 256),
+        ("nope", "name"),
+        ("", "name"),
+        ("packs/..", "name"),
+    ],
 )
 def test_invalid_addresses_are_refused(storage: Storage, kind: str, name: str) -> None:
     named = repr(name) if kind == "manifests" else repr(kind)
@@ -220,8 +238,9 @@ def test_concurrent_puts_all_land(storage: Storage) -> None:
 
 
 def retrying(faulty: FaultyStorage, sleeps: list[float], attempts: int = 5) -> RetryingStorage:
-    return RetryingStorage(faulty, attempts=attempts, base_delay=0.2, max_delay=1.0,
-                           sleep=sleeps.append, rng=random.Random(7))
+    return RetryingStorage(
+        faulty, attempts=attempts, base_delay=0.2, max_delay=1.0, sleep=sleeps.append, rng=random.Random(7)
+    )
 
 
 def test_retry_succeeds_after_transient_faults() -> None:
@@ -368,3 +387,39 @@ def test_s3_without_credentials_says_what_to_set(s3_endpoint: str, monkeypatch: 
     with pytest.raises(StorageError, match="no usable AWS credentials") as raised:
         storage.put("manifests", "m", b"data")
     assert "AWS_SECRET_ACCESS_KEY" in str(raised.value)
+
+
+@pytest.fixture(scope="module")
+def offline_s3() -> Iterator[S3Storage]:
+    """An S3Storage that is never called: its endpoint is unreachable and holds a password."""
+    storage = S3Storage("bucket", "repo", endpoint_url="http://minio:pw@127.0.0.1:9", region="us-east-1")
+    yield storage
+    storage.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "says", "transient"),
+    [
+        ("SlowDown", 503, "S3 could not write s3://bucket/repo/packs/p", True),
+        ("InternalError", 500, "S3 could not write", True),
+        ("AccessDenied", 403, "access denied to write s3://bucket/repo/packs/p", False),
+        ("", 403, "access denied", False),
+        ("InvalidAccessKeyId", 403, "S3 refused the credentials used to write", False),
+        ("SignatureDoesNotMatch", 403, "AWS_SECRET_ACCESS_KEY", False),
+        ("NoSuchBucket", 404, "bucket bucket does not exist at http://minio:***@127.0.0.1:9", False),
+        ("InvalidStorageClass", 400, "check BACKUP_STORAGE_URL", False),
+    ],
+)
+def test_s3_errors_are_translated_and_classified(
+    offline_s3: S3Storage, code: str, status: int, says: str, transient: bool
+) -> None:
+    response = {
+        "Error": {"Code": code, "Message": "server says no"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    failure = offline_s3._translate(ClientError(response, "PutObject"), "write", "repo/packs/p")
+    assert says in str(failure)
+    assert "server says no" in str(failure) and ":pw@" not in str(failure)
+    assert is_transient(failure) is transient
+    unreachable = offline_s3._translate(EndpointConnectionError(endpoint_url="http://x"), "read", "k")
+    assert "cannot reach S3 endpoint" in str(unreachable) and is_transient(unreachable)

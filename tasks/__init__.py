@@ -1,0 +1,1 @@
+"""Celery tasks: thin wrappers that take ids, call app/, and return ids. One module per job family."""
