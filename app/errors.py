@@ -108,3 +108,25 @@ class BackupFailedError(EquisplitError):
     """A backup could not complete."""
 
     exit_code = 12
+
+
+class JobCancelledError(EquisplitError):
+    """The job was cancelled by an operator."""
+
+    exit_code = 13
+
+
+class WalError(EquisplitError):
+    """A WAL file cannot be archived or restored (docs/WAL.md)."""
+
+    exit_code = 14
+
+
+class WalConflictError(WalError):
+    """A WAL file is already archived with different content."""
+
+
+class WalNotFoundError(WalError):
+    """The WAL file asked for is not in the archive: the end of it, or a probe. Quiet for PostgreSQL."""
+
+    exit_code = 1

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     backup_archive_storage_class: str = Field(default="GLACIER_IR", pattern="^[A-Z_]+$")
     backup_on_unreadable: str = Field(default="skip", pattern="^(skip|fail)$")
 
+    #: Cron rules (minute hour day-of-month month day-of-week) of the scheduled backups.
+    backup_schedule_full: str = "0 2 * * *"
+    backup_schedule_incremental: str = "0 */6 * * *"
+    backup_schedule_differential: str = "0 3 * * 0"
+    backup_schedule_archive: str = "0 4 1 * *"
+
     backup_retention_daily: int = Field(default=30, ge=0)
     backup_retention_weekly: int = Field(default=12, ge=0)
     backup_retention_monthly: int = Field(default=12, ge=0)
@@ -67,6 +73,17 @@ class Settings(BaseSettings):
     dr_pagerduty_key: SecretStr | None = None
     sentry_dsn: SecretStr | None = None
     celery_broker_url: str | None = None
+    celery_result_backend: str | None = None
+    schedule_timezone: str = "UTC"
+    #: Seconds a running job may go without a heartbeat before the reaper marks it failed.
+    job_stale_seconds: int = Field(default=900, gt=0)
+
+    # WAL archiving (docs/WAL.md section 8)
+    wal_compression_level: int = Field(default=1, ge=1, le=19)
+    wal_push_concurrency: int = Field(default=4, ge=1, le=64)
+    wal_push_lookahead: int = Field(default=8, ge=0, le=1024)
+    wal_prefetch: int = Field(default=8, ge=0, le=1024)
+    wal_prefetch_concurrency: int = Field(default=4, ge=1, le=64)
 
     @field_validator("secondary_regions", "dr_alert_emails", mode="before")
     @classmethod
@@ -85,6 +102,30 @@ class Settings(BaseSettings):
                 raise ValueError("expected REGION=URL pairs separated by commas")
             mapping[region.strip()] = url.strip()
         return mapping
+
+    @field_validator(
+        "backup_schedule_full",
+        "backup_schedule_incremental",
+        "backup_schedule_differential",
+        "backup_schedule_archive",
+    )
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from app.scheduling import parse_cron
+
+        parse_cron(value)
+        return value
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)") from None
+        return value
 
     @field_validator("equisplit_dr_home", mode="after")
     @classmethod

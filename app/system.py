@@ -10,7 +10,7 @@ from typing import Any
 from app import clock
 from app.backup.engine import BackupResult, run_backup
 from app.catalog import audit, sources
-from app.catalog.backups import get_backup, list_backups
+from app.catalog.backups import backup_stats, get_backup, list_backups
 from app.catalog.db import migrate, transaction
 from app.catalog.models import Backup
 from app.catalog.rebuild import RebuildReport, rebuild_catalog
@@ -41,14 +41,7 @@ def backup_summary(backup: Backup, source: str) -> dict[str, Any]:
         "parent": backup.parent_id,
         "started_at": clock.iso(backup.started_at),
         "finished_at": clock.iso(backup.finished_at),
-        "files": backup.files_total,
-        "bytes_total": backup.bytes_total,
-        "bytes_read": backup.bytes_read,
-        "bytes_new": backup.bytes_new,
-        "bytes_stored": backup.bytes_stored,
-        "chunks": backup.chunk_count,
-        "new_chunks": backup.new_chunk_count,
-        "packs": backup.pack_count,
+        **{k: v for k, v in backup_stats(backup).items() if k != "files_read"},
         "dedup_ratio": round(backup.bytes_total / backup.bytes_stored, 2) if backup.bytes_stored else None,
         "error": backup.error,
     }
@@ -173,6 +166,7 @@ class BackupSystem:
                 errors=backup.errors.get("errors", []),
                 warnings=backup.errors.get("warnings", []),
             )
+        info["units"] = self._units(backup.id)
         if files and backup.state in ("complete", "partial"):
             manifest = self.context.repository.read_manifest(backup.id)
             info["entries"] = [
@@ -180,6 +174,31 @@ class BackupSystem:
                 for e in manifest["entries"]
             ]
         return info
+
+    def _units(self, backup_id: str) -> list[dict[str, Any]]:
+        from sqlalchemy import select
+
+        from app.catalog.models import BackupUnit
+
+        with self.context.sessions() as session:
+            rows = session.scalars(
+                select(BackupUnit).where(BackupUnit.backup_id == backup_id).order_by(BackupUnit.number)
+            )
+            return [
+                {
+                    "unit": u.number,
+                    "state": u.state,
+                    "files": u.files,
+                    "bytes": u.bytes,
+                    "worker": u.worker,
+                    "attempts": u.attempts,
+                    "seconds": u.seconds,
+                    "started_at": clock.iso(u.started_at),
+                    "finished_at": clock.iso(u.finished_at),
+                    "error": u.error,
+                }
+                for u in rows
+            ]
 
     def get_backup_row(self, backup_id: str) -> Backup:
         with self.context.sessions() as session:

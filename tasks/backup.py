@@ -1,16 +1,93 @@
-"""Backup tasks: the arguments are a source name and a backup type, the result the backup's id."""
+"""Backup tasks. A backup is three steps: `run_backup` plans it (queue `backup`), one `backup_unit` per
+unit reads files (queue `chunks`, or the source's own queue so only workers that can read its files
+take them), and `finalize_backup` writes the manifest. Arguments and results are ids and names."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from celery import chord, group, shared_task
 
-from app.system import BackupSystem
+from app import clock
+from app.backup.finalize import fail_backup
+from app.backup.finalize import finalize_backup as finalize
+from app.backup.prepare import prepare_backup
+from app.backup.unit import run_unit
+from app.catalog import schedule_claims
+from app.catalog.sources import list_sources
+from app.errors import LockedError
+from app.scheduling import tick_of
 
 
-@shared_task(name="tasks.backup.run_backup")
-def run_backup(source: str, backup_type: str) -> dict[str, Any]:
-    with BackupSystem(actor="celery") as system:
-        result = system.create_backup(source, backup_type)
-    return {"backup_id": result.id, "source": result.source, "type": result.type, "state": result.state}
+def _summary(result: Any) -> dict[str, Any]:
+    return {
+        "job_id": result.job_id,
+        "backup_id": result.id,
+        "source": result.source,
+        "type": result.type,
+        "state": result.state,
+        "bytes_read": result.stats["bytes_read"],
+        "bytes_stored": result.stats["bytes_stored"],
+        "errors": len(result.errors),
+    }
+
+
+@shared_task(bind=True, name="tasks.backup.run_backup")
+def run_backup(self: Any, source: str, backup_type: str, scheduled: bool = False) -> Any:
+    """Plan the backup, then become the chord of its units and its finalize step. The AsyncResult of
+    this task resolves to the finished backup's summary (job id, backup id, state, sizes). A scheduled
+    tick that finds the source's previous backup still running is skipped, not failed."""
+    try:
+        prepared = prepare_backup(self.ctx, source, backup_type, cluster=True, task_id=self.request.id)
+    except LockedError as exc:
+        if not scheduled:
+            raise
+        return {"source": source, "type": backup_type, "state": "skipped", "reason": exc.message}
+    # The errback hangs on the body: a unit that fails for good fails the body with a ChordError.
+    finish = finalize_backup.si(prepared.backup_id).set(queue="backup")
+    finish.link_error(backup_failed.s(prepared.backup_id).set(queue="backup"))
+    if not prepared.units:
+        return finalize_backup.run(prepared.backup_id)
+    units = group(backup_unit.si(prepared.backup_id, n).set(queue=prepared.queue) for n in prepared.units)
+    flow = chord(units, finish)
+    if self.request.is_eager:
+        return flow.apply().get()
+    raise self.replace(flow)
+
+
+@shared_task(bind=True, name="tasks.backup.backup_unit")
+def backup_unit(self: Any, backup_id: str, number: int) -> dict[str, Any]:
+    outcome = run_unit(self.ctx, backup_id, number, cluster=True)
+    return {
+        "backup_id": backup_id,
+        "unit": number,
+        "worker": outcome.worker,
+        "seconds": round(outcome.seconds, 3),
+        "bytes_read": outcome.bytes_read,
+        "skipped": outcome.skipped,
+    }
+
+
+@shared_task(bind=True, name="tasks.backup.finalize_backup")
+def finalize_backup(self: Any, backup_id: str) -> dict[str, Any]:
+    return _summary(finalize(self.ctx, backup_id, actor="celery"))
+
+
+@shared_task(bind=True, name="tasks.backup.backup_failed")
+def backup_failed(self: Any, request: Any, exc: Any, traceback: Any, backup_id: str) -> None:
+    """Errback of the chord: any unit or the finalize step failed for good."""
+    fail_backup(self.ctx, backup_id, f"{exc.__class__.__name__}: {exc}", actor="celery")
+
+
+@shared_task(bind=True, name="tasks.backup.scheduled_backups")
+def scheduled_backups(self: Any, backup_type: str) -> list[str]:
+    """Beat's tick: one backup of every file source, once per tick however many beats emitted it."""
+    started = []
+    with self.ctx.sessions() as session:
+        names = [s.name for s in list_sources(session) if s.kind == "files"]
+    for name in names:
+        tick = tick_of(self.ctx.settings, f"backup-{backup_type}", clock.now())
+        if schedule_claims.claim(self.ctx.sessions, f"backup:{backup_type}:{name}", tick):
+            run_backup.delay(name, backup_type, scheduled=True)
+            started.append(name)
+    return started

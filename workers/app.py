@@ -1,6 +1,12 @@
-"""The Celery app object."""
+"""The Celery app object. Every task gets workers.base.EquisplitTask as its base class."""
 
 from celery import Celery
 
-app = Celery("equisplit-dr", include=["tasks.backup", "tasks.restore"])
+app = Celery(
+    "equisplit-dr",
+    include=["tasks.backup", "tasks.restore", "tasks.monitor"],
+    task_cls="workers.base:EquisplitTask",
+)
 app.config_from_object("celeryconfig")
+
+from workers import schedule, signals  # noqa: E402,F401  (register the beat schedule and signal handlers)

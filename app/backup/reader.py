@@ -21,6 +21,7 @@ ProgressFn = Callable[[int], None]
 class ReadResult:
     chunks: list[str]
     bytes_read: int
+    bytes_new: int
     warning: str | None = None
 
 
@@ -33,7 +34,7 @@ def read_file(
 ) -> ReadResult:
     """Chunk and store the file at `path`; a file that keeps changing is stored as last read, with a
     warning. OSError (gone, unreadable) propagates for the caller's policy."""
-    total = 0
+    total = new = 0
     for _attempt in range(READ_ATTEMPTS):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb", buffering=0) as handle:
@@ -46,16 +47,19 @@ def read_file(
                 pieces = (c.data for c in chunker.stream(handle))
             read = 0
             for piece in pieces:
-                chunks.append(writer.store(piece))
+                chunk_id, is_new = writer.store(piece)
+                chunks.append(chunk_id)
                 read += len(piece)
+                new += len(piece) if is_new else 0
                 progress(len(piece))
             after = os.fstat(fd)
         total += read
         entry.size, entry.mtime_ns, entry.ctime_ns = before.st_size, before.st_mtime_ns, before.st_ctime_ns
         if _signature(before) == _signature(after) and read == before.st_size:
-            return ReadResult(chunks, total)
+            return ReadResult(chunks, total, new)
     return ReadResult(
         chunks,
         total,
+        new,
         f"changed while being read ({READ_ATTEMPTS} attempts); the stored copy may mix old and new content",
     )

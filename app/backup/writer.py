@@ -54,13 +54,13 @@ class ChunkWriter:
         self._uploads: list[Future[None]] = []
         self.stats = WriterStats()
 
-    def store(self, data: bytes | memoryview) -> str:
-        """The chunk id of `data`, storing the chunk unless the repository already holds it."""
+    def store(self, data: bytes | memoryview) -> tuple[str, bool]:
+        """The chunk id of `data` and whether it was new: stored unless the repository holds it."""
         chunk_id = self._repo.chunk_ids.of(data)
         with self._lock:
             self.stats.chunks += 1
             if chunk_id in self._known:
-                return chunk_id
+                return chunk_id, False
             self._known.add(chunk_id)
         blob = self._repo.seal_chunk(chunk_id, data, self._level)
         full = None
@@ -72,7 +72,7 @@ class ChunkWriter:
                 full, self._builder = self._builder, PackBuilder()
         if full is not None:
             self._submit(full)
-        return chunk_id
+        return chunk_id, True
 
     def _submit(self, builder: PackBuilder) -> None:
         self._slots.acquire()  # bounds memory: at most max_pending_packs packs waiting or uploading

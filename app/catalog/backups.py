@@ -58,3 +58,18 @@ def resolve(session: Session, selector: str, source_id: int | None) -> Backup:
             raise BackupNotFoundError("the source has no restorable backup yet", hint="run a backup first")
         return backup
     return get_backup(session, selector)
+
+
+def backup_stats(backup: Backup) -> dict[str, int]:
+    """The counters of a backup row, named as in its manifest's `stats`."""
+    return {
+        "files": backup.files_total,
+        "files_read": backup.files_read,
+        "bytes_total": backup.bytes_total,
+        "bytes_read": backup.bytes_read,
+        "bytes_new": backup.bytes_new,
+        "bytes_stored": backup.bytes_stored,
+        "chunks": backup.chunk_count,
+        "new_chunks": backup.new_chunk_count,
+        "packs": backup.pack_count,
+    }

@@ -6,6 +6,7 @@ import secrets
 import socket
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import clock
@@ -55,3 +56,43 @@ def finish_job(
     job.finished_at = clock.now()
     if progress is not None:
         job.progress = progress
+
+
+def backup_job(session: Session, backup_id: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.backup_id == backup_id, Job.kind == "backup").limit(1))
+
+
+def backup_job_cancelled(session: Session, backup_id: str) -> bool:
+    job = backup_job(session, backup_id)
+    return job is not None and job.state == "cancelled"
+
+
+def add_backup_progress(session: Session, backup_id: str, *, units: int, bytes_done: int) -> None:
+    """Count a finished unit on the backup's job, and beat its heartbeat."""
+    job = backup_job(session, backup_id)
+    if job is None:
+        return
+    progress = dict(job.progress or {})
+    progress["units_done"] = int(progress.get("units_done", 0)) + units
+    progress["bytes_done"] = int(progress.get("bytes_done", 0)) + bytes_done
+    job.progress = progress
+    job.heartbeat_at = clock.now()
+
+
+def beat_backup_job(session: Session, backup_id: str) -> None:
+    job = backup_job(session, backup_id)
+    if job is not None and job.state == "running":
+        job.heartbeat_at = clock.now()
+
+
+def cancel_job(session: Session, job_id: str) -> Job:
+    """Mark a job cancelled; its workers stop at their next file. A finished job is left as it is."""
+    from app.errors import EquisplitError
+
+    job = session.get(Job, job_id)
+    if job is None:
+        raise EquisplitError(f"no job {job_id!r}", hint="list jobs with `equisplit-dr backup status`")
+    if job.state in ("pending", "running"):
+        job.state = "cancelled"
+        job.finished_at = clock.now()
+    return job

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True), float: Float}
 
 
 class Source(Base):
@@ -87,6 +87,38 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(64))
+
+
+class BackupUnit(Base):
+    """One unit of a backup: files one worker reads. Its result is an object in storage (kind `units`)."""
+
+    __tablename__ = "backup_units"
+
+    backup_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # pending | running | done | failed
+    files: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    seconds: Mapped[float | None]
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_new: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ScheduleClaim(Base):
+    """One scheduled run of one job for one source: a second beat emitting the same tick finds it taken."""
+
+    __tablename__ = "schedule_claims"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    claimed_at: Mapped[datetime]
+    job_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class Lock(Base):
@@ -109,3 +141,38 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class WalArchive(Base):
+    """Per PostgreSQL source: its cluster, and the newest end of its WAL archive (docs/WAL.md section 6).
+
+    The achieved RPO is now minus `newest_record_at`.
+    """
+
+    __tablename__ = "wal_archives"
+
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), primary_key=True)
+    system_identifier: Mapped[str | None] = mapped_column(String(20))  # u64, as decimal text
+    segment_size: Mapped[int | None] = mapped_column(BigInteger)
+    newest_segment: Mapped[str | None] = mapped_column(String(64))
+    newest_record_at: Mapped[datetime | None]
+    last_archived_at: Mapped[datetime | None]
+
+
+class WalSegment(Base):
+    """One archived WAL file (segment, partial, history or backup history): written after its object."""
+
+    __tablename__ = "wal_segments"
+    __table_args__ = (Index("ix_wal_segments_source_timeline_segno", "source_id", "timeline", "segno"),)
+
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)  # the WAL file name
+    kind: Mapped[str] = mapped_column(String(16))  # segment | partial | history | backup
+    timeline: Mapped[int] = mapped_column(BigInteger)
+    segno: Mapped[int | None] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    stored_size: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32))
+    written_at: Mapped[datetime | None]
+    archived_at: Mapped[datetime]

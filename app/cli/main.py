@@ -12,7 +12,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from app.cli.render import backups_table, console, err_console, human, print_json, progress_bar
-from app.errors import EquisplitError, MasterKeyError
+from app.cli.wal_commands import wal_app
+from app.errors import ConfigurationError, EquisplitError, MasterKeyError
 from app.settings import load_settings
 
 app = typer.Typer(
@@ -25,10 +26,17 @@ source_app = typer.Typer(no_args_is_help=True, help="Register and list backup so
 backup_app = typer.Typer(no_args_is_help=True, help="Run, list and inspect backups.")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage the repository's keys.")
 catalog_app = typer.Typer(no_args_is_help=True, help="Maintain the catalog.")
+schedule_app = typer.Typer(no_args_is_help=True, help="The recurring jobs beat runs.")
+job_app = typer.Typer(no_args_is_help=True, help="Jobs in the catalog's ledger.")
+dr_app = typer.Typer(no_args_is_help=True, help="Disaster recovery: health, recovery.")
 app.add_typer(source_app, name="source")
 app.add_typer(backup_app, name="backup")
 app.add_typer(keys_app, name="keys")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(wal_app, name="wal")
+app.add_typer(schedule_app, name="schedule")
+app.add_typer(job_app, name="job")
+app.add_typer(dr_app, name="dr")
 
 F = TypeVar("F", bound=Callable[..., Any])
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -49,6 +57,12 @@ def handles_errors(func: F) -> F:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _scheduler() -> Any:
+    from app.scheduler import BackupScheduler
+
+    return BackupScheduler(load_settings())
 
 
 def _system() -> Any:
@@ -78,12 +92,36 @@ def init() -> None:
 @source_app.command("add")
 @handles_errors
 def source_add(
-    name: str, path: Annotated[Path, typer.Option("--path", help="Directory to back up.")]
+    name: str,
+    path: Annotated[Path | None, typer.Option("--path", help="Directory to back up.")] = None,
+    postgres: Annotated[
+        str | None,
+        typer.Option("--postgres", help="A PostgreSQL cluster's DSN (stored without its password)."),
+    ] = None,
+    pgdata: Annotated[
+        Path | None, typer.Option("--pgdata", help="With --postgres: the cluster's data directory.")
+    ] = None,
 ) -> None:
-    """Register a directory as a backup source."""
+    """Register a directory (--path) or a PostgreSQL cluster (--postgres) as a backup source."""
+    if (path is None) == (postgres is None):
+        raise ConfigurationError("give exactly one of --path DIR and --postgres DSN")
+    if pgdata is not None and postgres is None:
+        raise ConfigurationError("--pgdata goes with --postgres")
     with _system() as system:
-        info = system.add_source(name, path)
-        console.print(f"source {info['name']} -> {info['path']}")
+        if path is not None:
+            info = system.add_source(name, path)
+            console.print(f"source {info['name']} -> {info['path']}")
+            return
+        assert postgres is not None
+        from app.catalog import audit
+        from app.catalog.db import transaction
+        from app.catalog.sources import add_postgres_source
+
+        with transaction(system.context.sessions) as session:
+            source = add_postgres_source(session, name, postgres, pgdata)
+            detail = {"kind": "postgres", "dsn": source.options["dsn"], "pgdata": source.path}
+            audit.append(session, "source.added", name, detail, system.actor)
+        console.print(f"source {source.name} -> PostgreSQL {source.options['dsn']}", highlight=False)
 
 
 @source_app.command("list")
@@ -95,7 +133,7 @@ def source_list(as_json: JsonOpt = False) -> None:
         print_json(rows)
     else:
         for r in rows:
-            console.print(f"{r['name']}\t{r['kind']}\t{r['path']}")
+            console.print(f"{r['name']}\t{r['kind']}\t{r['path'] or ''}")
 
 
 @backup_app.command("run")
@@ -158,6 +196,94 @@ def backup_show(
             f"{e['type']:>8} {human(e['size']) if e['type'] == 'file' else '':>10}  {e['path']}",
             highlight=False,
         )
+
+
+@backup_app.command("status")
+@handles_errors
+def backup_status(
+    since: Annotated[str, typer.Option("--since", help="24h, 7d, or an ISO time.")] = "24h",
+    as_json: JsonOpt = False,
+) -> None:
+    """Jobs since a time: state, source, backup, progress, error."""
+    from app.timespec import parse_since
+
+    with _scheduler() as scheduler:
+        rows = scheduler.job_status(parse_since(since))
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        p = r["progress"] or {}
+        done = f"{p.get('units_done', 0)}/{p.get('units', '?')} units" if "units" in p else ""
+        console.print(
+            f"{r['created_at'][:19]}  {r['job_id']}  {r['kind']:<8} {r['state']:<10} "
+            f"{r['source'] or '-':<12} {r['backup_id'] or '-':<24} {r['seconds']:>7}s {done} "
+            f"{r['error'] or ''}",
+            highlight=False,
+        )
+
+
+@backup_app.command("logs")
+@handles_errors
+def backup_logs(
+    last: Annotated[str, typer.Option("--last", help="24h, 7d, or an ISO time.")] = "24h",
+    as_json: JsonOpt = False,
+) -> None:
+    """The audit trail: who did what, when, with each failure's error."""
+    from app.timespec import parse_since
+
+    with _scheduler() as scheduler:
+        rows = scheduler.job_logs(parse_since(last))
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        console.print(
+            f"{r['at'][:19]}  {r['actor']:<24} {r['action']:<18} {r['object'] or '-'}  {r['detail']}",
+            highlight=False,
+        )
+
+
+@job_app.command("cancel")
+@handles_errors
+def job_cancel(job_id: str) -> None:
+    """Cancel a pending or running job; its workers stop at their next file."""
+    with _scheduler() as scheduler:
+        result = scheduler.cancel_job(job_id)
+    console.print(f"job {result['job_id']}: {result['state']}")
+
+
+@schedule_app.command("show")
+@handles_errors
+def schedule_show(as_json: JsonOpt = False) -> None:
+    """The effective schedule with its next run times."""
+    with _scheduler() as scheduler:
+        rows = scheduler.schedule()
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        console.print(f"{r['name']:<20} {r['description']}", highlight=False)
+        console.print(
+            f"{'':<20} next: {', '.join(r['next_runs'])}  (task {r['task']}, queue {r['queue']})",
+            highlight=False,
+        )
+
+
+@dr_app.command("health-check")
+@handles_errors
+def health_check(as_json: JsonOpt = False) -> None:
+    """The health status: healthy, warning or critical, with every issue. Exit 1 unless healthy."""
+    with _scheduler() as scheduler:
+        health = scheduler.get_health_status()
+    if as_json:
+        print_json(health.to_json())
+    else:
+        console.print(f"status: {health.status}")
+        for issue in health.issues:
+            console.print(f"  {issue.severity}: {issue.source or '-'}: {issue.message}", highlight=False)
+    if health.status != "healthy":
+        raise typer.Exit(1)
 
 
 @app.command()

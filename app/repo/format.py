@@ -41,3 +41,5 @@ class Kind:
     CONFIG = "config"
     PACKS = "packs"
     MANIFESTS = "manifests"
+    UNITS = "units"
+    WAL = "wal"

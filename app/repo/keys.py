@@ -111,6 +111,9 @@ class Keyring:
     created: dict[bytes, str] = field(default_factory=dict)
     _raw: dict[bytes, bytes] = field(default_factory=dict, repr=False)
 
+    def __repr__(self) -> str:
+        return f"Keyring(repository_id={self.repository_id!r}, data_keys={len(self.data_keys)})"
+
     @classmethod
     def create(cls, repository_id: str) -> Keyring:
         ring = cls(repository_id, secrets.token_bytes(32), secrets.randbits(63), {}, b"")

@@ -156,18 +156,28 @@ class Repository:
     def list_packs(self) -> Iterator[ObjectInfo]:
         return self.storage.list(Kind.PACKS)
 
-    # Manifests ------------------------------------------------------------------------------------
+    # Sealed JSON objects: manifests, backup plans and unit results -------------------------------------
+
+    def write_json(self, kind: str, name: str, object_type: ObjectType, doc: dict[str, Any]) -> int:
+        """Seal and store a JSON document (zstd); returns its stored size."""
+        payload = codecs.encode(json.dumps(doc, separators=(",", ":")).encode(), 3, probe=False)
+        sealed = self.keyring.current.seal(object_type, name, payload)
+        self.storage.put(kind, name, sealed)
+        return len(sealed)
+
+    def read_json(self, kind: str, name: str, object_type: ObjectType) -> dict[str, Any]:
+        sealed = self.storage.get(kind, name)
+        plain = codecs.decode(_open(self.keyring, sealed, object_type, name), describe(object_type, name))
+        doc: dict[str, Any] = json.loads(plain)
+        return doc
 
     def write_manifest(self, backup_id: str, manifest: dict[str, Any]) -> int:
         """Seal and store a manifest; returns its stored size."""
-        payload = codecs.encode(json.dumps(manifest, separators=(",", ":")).encode(), 3, probe=False)
-        sealed = self.keyring.current.seal(ObjectType.MANIFEST, backup_id, payload)
-        self.storage.put(Kind.MANIFESTS, backup_id, sealed)
-        return len(sealed)
+        return self.write_json(Kind.MANIFESTS, backup_id, ObjectType.MANIFEST, manifest)
 
     def read_manifest(self, backup_id: str) -> dict[str, Any]:
         try:
-            sealed = self.storage.get(Kind.MANIFESTS, backup_id)
+            return self.read_json(Kind.MANIFESTS, backup_id, ObjectType.MANIFEST)
         except ObjectNotFoundError:
             raise ObjectNotFoundError(
                 Kind.MANIFESTS,
@@ -175,12 +185,6 @@ class Repository:
                 self.storage.location,
                 hint="the backup was never completed, or its manifest was deleted",
             ) from None
-
-        plain = codecs.decode(
-            _open(self.keyring, sealed, ObjectType.MANIFEST, backup_id), f"manifest {backup_id}"
-        )
-        doc: dict[str, Any] = json.loads(plain)
-        return doc
 
     def list_manifests(self) -> list[str]:
         return sorted(info.name for info in self.storage.list(Kind.MANIFESTS))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.catalog import audit, chunks
+from app.catalog import audit, chunks, jobs
 from app.catalog.backups import resolve
 from app.catalog.db import transaction
 from app.catalog.models import Backup
@@ -263,13 +263,17 @@ def restore_backup(
             if ctx.repository.storage.stat("packs", pack_id) is None:
                 raise ObjectNotFoundError("packs", pack_id, ctx.repository.storage.location)
         return plan
+    with transaction(ctx.sessions) as session:
+        job_id = jobs.start_job(session, "restore", source_id=backup.source_id, backup_id=backup.id).id
     try:
         restorer.run(target, entries, where, progress, keep_partial, ctx.settings.worker_threads)
-    except EquisplitError as exc:
-        _audit_restore(ctx, backup.id, target, "restore.failed", {"error": exc.message}, actor)
+    except BaseException as exc:
+        message = exc.message if isinstance(exc, EquisplitError) else f"{exc.__class__.__name__}: {exc}"
+        _finish(ctx, job_id, backup.id, target, "restore.failed", {"error": message}, actor, error=message)
         raise
-    _audit_restore(
+    _finish(
         ctx,
+        job_id,
         backup.id,
         target,
         "restore.completed",
@@ -279,8 +283,23 @@ def restore_backup(
     return plan
 
 
-def _audit_restore(
-    ctx: Context, backup_id: str, target: Path, action: str, detail: dict[str, Any], actor: str | None
+def _finish(
+    ctx: Context,
+    job_id: str,
+    backup_id: str,
+    target: Path,
+    action: str,
+    detail: dict[str, Any],
+    actor: str | None,
+    error: str | None = None,
 ) -> None:
+    """Close the restore's job and audit it, in one transaction."""
     with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
+        jobs.finish_job(
+            session,
+            job_id,
+            "failed" if error else "succeeded",
+            error=error,
+            progress={k: v for k, v in detail.items() if k in ("files", "bytes")},
+        )
         audit.append(session, action, backup_id, {"target": str(target), **detail}, actor)

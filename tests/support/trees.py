@@ -46,3 +46,18 @@ def age_tree(root: Path) -> None:
 def assert_same_tree(a: Path, b: Path) -> None:
     diffs = trees_equal(a, b)
     assert diffs == [], f"trees differ: {diffs[:10]}"
+
+
+def flat_tree(root: Path, files: int, mib: int, *, text: bool = False) -> Path:
+    """`files` files of `mib` MiB each: random bytes, or CSV-like text that compresses but never
+    deduplicates (random bytes every 4 KiB), so every unit costs real compression work."""
+    root.mkdir()
+    for i in range(files):
+        if text:
+            line = f"{i},matter-{i * 7919 % 100003},party {i % 97},filed\n".encode()
+            data = (line * ((mib << 20) // len(line) + 1))[: mib << 20]
+            data = b"".join(data[j : j + 4096] + os.urandom(8) for j in range(0, len(data), 4096))
+        else:
+            data = os.urandom(mib << 20)
+        (root / f"f{i:03d}.dat").write_bytes(data)
+    return root

@@ -187,7 +187,7 @@ def test_storage_kinds_table_matches_kind() -> None:
     rows = table_with("1", ["kind", "name", "content", "written"])
     documented = {unquote(row[0]) for row in rows}
     code = {v for k, v in vars(format.Kind).items() if not k.startswith("_")}
-    assert documented == code == {"keys", "config", "packs", "manifests"}
+    assert documented == code == {"keys", "config", "packs", "manifests", "units", "wal"}
 
 
 def test_keyring_names_match() -> None:

@@ -1,0 +1,189 @@
+"""Step 3 of a backup: merge the plan and the unit results into the manifest, then mark it complete.
+Also the one way a backup fails: row, job, audit and lease in one place."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from sqlalchemy import func, select
+
+from app import clock
+from app.backup import objects
+from app.backup.result import BackupResult
+from app.catalog import audit, jobs, locks
+from app.catalog.backups import backup_stats
+from app.catalog.db import transaction
+from app.catalog.models import Backup, BackupUnit, Pack, Source
+from app.context import Context
+from app.errors import BackupFailedError, EquisplitError, JobCancelledError
+
+
+def _release(ctx: Context, backup_id: str, source: str) -> None:
+    from app.backup.prepare import lease_name
+    from app.catalog.models import Lock
+
+    with transaction(ctx.sessions) as session:
+        lock = session.get(Lock, lease_name(source))
+        holder = lock.holder if lock is not None and lock.holder.endswith(backup_id) else None
+    if holder is not None:
+        locks.release(ctx.sessions, lease_name(source), holder)
+
+
+def finalize_backup(ctx: Context, backup_id: str, *, actor: str | None = None) -> BackupResult:
+    """Write the manifest from the plan and every unit's result; idempotent once complete."""
+    repo = ctx.repository
+    with ctx.sessions() as session:
+        backup = session.get(Backup, backup_id)
+        if backup is None:
+            raise BackupFailedError(f"no backup {backup_id} to finalize")
+        source = session.get(Source, backup.source_id)
+        source_name = source.name if source else "?"
+        if backup.state in ("complete", "partial"):
+            return _result_of(backup, source_name)
+        if backup.state != "running":
+            raise BackupFailedError(f"backup {backup_id} is {backup.state}; it cannot be finalized")
+        units = list(session.scalars(select(BackupUnit).where(BackupUnit.backup_id == backup_id)))
+        pending = [u.number for u in units if u.state != "done"]
+        if pending:
+            raise BackupFailedError(f"backup {backup_id}: units {pending[:10]} are not done")
+        stored, packs, new_chunks = session.execute(
+            select(
+                func.coalesce(func.sum(Pack.size), 0),
+                func.count(Pack.id),
+                func.coalesce(func.sum(Pack.chunk_count), 0),
+            ).where(Pack.backup_id == backup_id)
+        ).one()
+        job = jobs.backup_job(session, backup_id)
+        job_id = job.id if job else None
+        if job is not None and job.state == "cancelled":
+            raise JobCancelledError(f"backup {backup_id} was cancelled before it was finalized")
+    plan = objects.read(repo, objects.plan_name(backup_id))
+    entries: list[dict[str, Any]] = list(plan["entries"])
+    errors: list[dict[str, str]] = list(plan["errors"])
+    warnings: list[dict[str, str]] = list(plan["warnings"])
+    bytes_read = bytes_new = 0
+    for unit in sorted(units, key=lambda u: u.number):
+        out = objects.read(repo, objects.output_name(backup_id, unit.number))
+        entries.extend(out["entries"])
+        errors.extend(out["errors"])
+        warnings.extend(out["warnings"])
+        bytes_read += out["bytes_read"]
+        bytes_new += out["bytes_new"]
+    entries.sort(key=lambda e: e["path"])
+    files = [e for e in entries if e["type"] == "file"]
+    state = "partial" if errors else "complete"
+    finished = clock.now()
+    stats = {
+        "files": len(files),
+        "files_read": sum(u.files for u in units) - len(errors) + len(plan["errors"]),
+        "bytes_total": sum(e["size"] for e in files),
+        "bytes_read": bytes_read,
+        "bytes_new": bytes_new,
+        "bytes_stored": int(stored),
+        "chunks": sum(len(e["chunks"]) for e in files),
+        "new_chunks": int(new_chunks),
+        "packs": int(packs),
+        "units": len(units),
+    }
+    manifest = {
+        "version": 1,
+        "backup": {
+            "id": backup_id,
+            "source": source_name,
+            "source_kind": "files",
+            "source_path": plan["root"],
+            "type": plan["type"],
+            "parent": plan["parent"],
+            "state": state,
+            "host": socket.gethostname(),
+            "started_at": plan["started_at"],
+            "finished_at": clock.iso(finished),
+            "key_id": repo.keyring.current_key_id.hex(),
+            "storage_class": plan["storage_class"],
+            "stats": stats,
+            "errors": errors,
+            "warnings": warnings,
+        },
+        "entries": entries,
+    }
+    stats["bytes_stored"] += repo.write_manifest(backup_id, manifest)
+    with transaction(ctx.sessions) as session:
+        row = session.get(Backup, backup_id)
+        assert row is not None
+        row.state, row.finished_at = state, finished
+        row.files_total, row.files_read = stats["files"], stats["files_read"]
+        row.bytes_total, row.bytes_read = stats["bytes_total"], bytes_read
+        row.bytes_new, row.bytes_stored = bytes_new, stats["bytes_stored"]
+        row.chunk_count, row.new_chunk_count, row.pack_count = (
+            stats["chunks"],
+            stats["new_chunks"],
+            stats["packs"],
+        )
+        row.errors = {"errors": errors, "warnings": warnings}
+        if job_id:
+            jobs.finish_job(session, job_id, "succeeded", progress=stats)
+        audit.append(
+            session,
+            "backup.created",
+            backup_id,
+            {
+                "source": source_name,
+                "type": plan["type"],
+                "state": state,
+                "parent": plan["parent"],
+                "bytes_read": bytes_read,
+                "bytes_stored": stats["bytes_stored"],
+            },
+            actor,
+        )
+    objects.delete_all(repo, backup_id)
+    _release(ctx, backup_id, source_name)
+    return BackupResult(
+        backup_id, source_name, plan["type"], state, plan["parent"], stats, errors, warnings, job_id
+    )
+
+
+def fail_backup(ctx: Context, backup_id: str, exc: BaseException | str, *, actor: str | None = None) -> None:
+    """Mark the backup and its job failed (or cancelled), audit it, free the source. Idempotent."""
+    if isinstance(exc, str):
+        message = exc
+    elif isinstance(exc, EquisplitError):
+        message = exc.message
+    else:
+        message = f"{exc.__class__.__name__}: {exc}"
+    cancelled = isinstance(exc, JobCancelledError)
+    with transaction(ctx.sessions) as session:
+        row = session.get(Backup, backup_id)
+        if row is None or row.state not in ("running",):
+            return
+        row.state, row.finished_at, row.error = ("cancelled" if cancelled else "failed"), clock.now(), message
+        source = session.get(Source, row.source_id)
+        source_name = source.name if source else "?"
+        job = jobs.backup_job(session, backup_id)
+        if job is not None and job.state != "cancelled":
+            jobs.finish_job(session, job.id, "failed", error=message)
+        elif job is not None:
+            job.finished_at, job.error = clock.now(), message
+        audit.append(
+            session,
+            "backup.cancelled" if cancelled else "backup.failed",
+            backup_id,
+            {"source": source_name, "error": message},
+            actor,
+        )
+    _release(ctx, backup_id, source_name)
+
+
+def _result_of(backup: Backup, source: str) -> BackupResult:
+    stats = backup_stats(backup)
+    return BackupResult(
+        backup.id,
+        source,
+        backup.type,
+        backup.state,
+        backup.parent_id,
+        stats,
+        backup.errors.get("errors", []),
+        backup.errors.get("warnings", []),
+    )

@@ -1,0 +1,35 @@
+"""The temporary objects one backup passes between its steps (docs/FORMAT.md, kind `units`):
+`<id>.plan` (what needs no reading), `<id>.in<N>` (the files unit N reads), `<id>.out<N>` (what it
+stored). Sealed like every object; deleted once the manifest is durable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.repo.format import Kind, ObjectType
+from app.repo.repository import Repository
+
+
+def plan_name(backup_id: str) -> str:
+    return f"{backup_id}.plan"
+
+
+def input_name(backup_id: str, number: int) -> str:
+    return f"{backup_id}.in{number:05d}"
+
+
+def output_name(backup_id: str, number: int) -> str:
+    return f"{backup_id}.out{number:05d}"
+
+
+def write(repo: Repository, name: str, doc: dict[str, Any]) -> None:
+    repo.write_json(Kind.UNITS, name, ObjectType.UNIT_RESULT, doc)
+
+
+def read(repo: Repository, name: str) -> dict[str, Any]:
+    return repo.read_json(Kind.UNITS, name, ObjectType.UNIT_RESULT)
+
+
+def delete_all(repo: Repository, backup_id: str) -> None:
+    for info in list(repo.storage.list(Kind.UNITS, prefix=f"{backup_id}.")):
+        repo.storage.delete(Kind.UNITS, info.name)

@@ -1,0 +1,201 @@
+"""Step 1 of a backup: take the source's lease, record the backup and its job, walk the tree, decide
+what to read, and split it into units (docs/BACKUP.md)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import update
+
+from app import clock
+from app.backup import objects
+from app.backup.plan import plan_reads, split_units
+from app.catalog import jobs, locks
+from app.catalog.backups import BACKUP_TYPES, FULL_TYPES, latest_backup, new_backup_id
+from app.catalog.db import transaction
+from app.catalog.models import Backup, BackupUnit, Job
+from app.catalog.sources import get_source
+from app.context import Context
+from app.errors import ConfigurationError
+from app.sources.files import Entry, walk_tree
+
+#: Lease of a backup run in one process (renewed by a heartbeat) and of one spread over a cluster
+#: (renewed by every unit as it starts and while it runs).
+LOCAL_LEASE = timedelta(minutes=2)
+CLUSTER_LEASE = timedelta(minutes=30)
+
+
+@dataclass
+class PreparedBackup:
+    backup_id: str
+    job_id: str
+    source: str
+    type: str
+    requested_type: str
+    units: list[int]
+    lease: str
+    holder: str
+    queue: str
+    storage_class: str | None
+    bytes_to_read: int
+
+
+def lease_name(source: str) -> str:
+    return f"source:{source}"
+
+
+def _parent_for(ctx: Context, source_id: int, backup_type: str) -> tuple[str, Backup | None]:
+    """The parent a backup compares against; incremental/differential without a full become full."""
+    if backup_type in FULL_TYPES:
+        return backup_type, None
+    with ctx.sessions() as session:
+        types = FULL_TYPES if backup_type == "differential" else BACKUP_TYPES
+        parent = latest_backup(session, source_id, types)
+    return (backup_type, parent) if parent is not None else ("full", None)
+
+
+def _parent_entries(ctx: Context, parent: Backup | None) -> tuple[dict[str, Entry] | None, int]:
+    if parent is None:
+        return None, 0
+    manifest = ctx.repository.read_manifest(parent.id)
+    started = clock.as_utc(parent.started_at).timestamp()
+    entries = {d["path"]: Entry.from_json(d) for d in manifest["entries"] if d["type"] == "file"}
+    return entries, int(started * 1_000_000_000)
+
+
+def _mark_interrupted(ctx: Context, source_id: int) -> None:
+    """Backups the source left `running`: we hold its lease, so none of them is running now."""
+    with transaction(ctx.sessions) as session:
+        session.execute(
+            update(Backup)
+            .where(Backup.source_id == source_id, Backup.state == "running")
+            .values(state="interrupted", finished_at=clock.now(), error="the process running it died")
+        )
+
+
+def prepare_backup(
+    ctx: Context, source_name: str, backup_type: str, *, cluster: bool = False, task_id: str | None = None
+) -> PreparedBackup:
+    """Plan a backup. Raises LockedError when the source is being backed up already."""
+    if backup_type not in BACKUP_TYPES:
+        raise ConfigurationError(
+            f"unknown backup type {backup_type!r}", hint="use full, incremental, differential or archive"
+        )
+    repo = ctx.repository  # opens the keys first: a wrong key stops here, before anything is written
+    with ctx.sessions() as session:
+        source = get_source(session, source_name)
+        source_id, root = source.id, Path(source.path or "")
+        queue = str(source.options.get("queue", "chunks"))
+    backup_id = new_backup_id()
+    lease = lease_name(source_name)
+    # One process: the holder names it, so a crash frees the lease at once. A cluster: any worker may
+    # finish the backup, so only expiry frees it.
+    holder = f"cluster:{backup_id}" if cluster else f"{locks.new_holder()}:{backup_id}"
+    locks.acquire(ctx.sessions, lease, holder, CLUSTER_LEASE if cluster else LOCAL_LEASE)
+    try:
+        _mark_interrupted(ctx, source_id)
+        actual_type, parent = _parent_for(ctx, source_id, backup_type)
+        started = clock.now()
+        storage_class = (
+            ctx.settings.backup_archive_storage_class
+            if actual_type == "archive" and repo.storage.capabilities.storage_classes
+            else None
+        )
+        with transaction(ctx.sessions) as session:
+            session.add(
+                Backup(
+                    id=backup_id,
+                    source_id=source_id,
+                    type=actual_type,
+                    parent_id=parent.id if parent else None,
+                    state="running",
+                    host=socket.gethostname(),
+                    started_at=started,
+                    storage_class=storage_class,
+                    errors={},
+                )
+            )
+            job = jobs.start_job(session, "backup", source_id=source_id, backup_id=backup_id)
+            job.task_id, job.queue = task_id, "backup"
+            job_id = job.id
+        walk = walk_tree(root)
+        parent_entries, parent_started_ns = _parent_entries(ctx, parent)
+        to_read, reused = plan_reads(walk.entries, parent_entries, parent_started_ns)
+        units = split_units(to_read, ctx.settings.backup_unit_bytes)
+        unit_paths = {e.path for e in to_read}
+        warnings = [{"path": s["path"], "warning": s["reason"]} for s in walk.skipped]
+        if actual_type != backup_type:
+            warnings.append({"path": ".", "warning": f"no base backup for {backup_type}: ran a full backup"})
+        for unit in units:
+            objects.write(
+                repo,
+                objects.input_name(backup_id, unit.number),
+                {
+                    "root": str(root),
+                    "storage_class": storage_class,
+                    "entries": [e.to_json() for e in unit.entries],
+                },
+            )
+        objects.write(
+            repo,
+            objects.plan_name(backup_id),
+            {
+                "backup_id": backup_id,
+                "source": source_name,
+                "root": str(root),
+                "type": actual_type,
+                "parent": parent.id if parent else None,
+                "started_at": clock.iso(started),
+                "storage_class": storage_class,
+                "units": len(units),
+                "files_reused": reused,
+                "entries": [e.to_json() for e in walk.entries if e.path not in unit_paths],
+                "errors": walk.errors,
+                "warnings": warnings,
+            },
+        )
+        with transaction(ctx.sessions) as session:
+            for unit in units:
+                session.add(
+                    BackupUnit(
+                        backup_id=backup_id,
+                        number=unit.number,
+                        state="pending",
+                        files=len(unit.entries),
+                        bytes=unit.bytes,
+                        attempts=0,
+                    )
+                )
+            job_row = session.get(Job, job_id)
+            if job_row is not None:
+                job_row.progress = {
+                    "units": len(units),
+                    "units_done": 0,
+                    "bytes_total": sum(u.bytes for u in units),
+                    "bytes_done": 0,
+                    "files_total": len(to_read),
+                }
+    except BaseException as exc:
+        from app.backup.finalize import fail_backup
+
+        if "job_id" in locals():
+            fail_backup(ctx, backup_id, exc)
+        else:
+            locks.release(ctx.sessions, lease, holder)
+        raise
+    return PreparedBackup(
+        backup_id,
+        job_id,
+        source_name,
+        actual_type,
+        backup_type,
+        [u.number for u in units],
+        lease,
+        holder,
+        queue,
+        storage_class,
+        sum(u.bytes for u in units),
+    )

@@ -1,0 +1,264 @@
+"""Step 2 of a backup: one unit of files, read on a worker, its result written to storage.
+
+Idempotent: a unit already done returns at once; a unit redelivered after a crash reads its files
+again, and the chunks its first attempt stored are found in the index and not stored twice.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Executor, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from app import clock
+from app.backup import objects
+from app.backup.heartbeat import Heartbeat
+from app.backup.prepare import CLUSTER_LEASE, lease_name
+from app.backup.reader import read_file
+from app.backup.writer import ChunkWriter, PackRecorder
+from app.catalog import chunks, jobs
+from app.catalog.db import transaction
+from app.catalog.models import Backup, BackupUnit, Source
+from app.context import Context
+from app.errors import BackupFailedError, JobCancelledError
+from app.sources.files import Entry
+
+Progress = Callable[[int], None]
+CANCEL_POLL_SECONDS = 2.0
+
+
+@dataclass
+class UnitOutcome:
+    backup_id: str
+    number: int
+    files: int
+    bytes_read: int
+    bytes_new: int
+    seconds: float
+    worker: str
+    skipped: bool = False
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def pack_recorder(ctx: Context, backup_id: str) -> PackRecorder:
+    """Index each pack once durable, attributing it to the backup that stored it."""
+
+    def record(pack_id: str, size: int, entries: Any) -> None:
+        with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
+            chunks.record_pack(session, pack_id, size, entries, backup_id)
+
+    return record
+
+
+def new_writer(ctx: Context, backup_id: str, storage_class: str | None) -> ChunkWriter:
+    with ctx.sessions() as session:
+        known = chunks.known_chunk_ids(session)
+    s = ctx.settings
+    return ChunkWriter(
+        ctx.repository,
+        known,
+        pack_recorder(ctx, backup_id),
+        level=s.backup_compression_level if s.backup_compression else None,
+        storage_class=storage_class,
+    )
+
+
+class _CancelWatch:
+    """Answers `is the job cancelled?` from the catalog, at most every CANCEL_POLL_SECONDS."""
+
+    def __init__(self, ctx: Context, backup_id: str) -> None:
+        self.ctx, self.backup_id = ctx, backup_id
+        self._checked = 0.0
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        with self._lock:
+            if not self._cancelled and time.monotonic() - self._checked > CANCEL_POLL_SECONDS:
+                self._checked = time.monotonic()
+                with self.ctx.sessions() as session:
+                    self._cancelled = jobs.backup_job_cancelled(session, self.backup_id)
+        if self._cancelled:
+            raise JobCancelledError(f"backup {self.backup_id} was cancelled")
+
+
+def _claim(ctx: Context, backup_id: str, number: int) -> BackupUnit | None:
+    """Mark the unit running; None if it is done already. Refuse if the backup is no longer running."""
+    with transaction(ctx.sessions) as session:
+        backup = session.get(Backup, backup_id)
+        unit = session.get(BackupUnit, (backup_id, number))
+        if backup is None or unit is None:
+            raise BackupFailedError(f"backup {backup_id} has no unit {number}")
+        if unit.state == "done":
+            return None
+        if backup.state != "running":
+            raise BackupFailedError(f"backup {backup_id} is {backup.state}; unit {number} not run")
+        unit.state, unit.attempts = "running", unit.attempts + 1
+        unit.worker, unit.started_at, unit.error = worker_name(), clock.now(), None
+        session.flush()
+        session.expunge(unit)
+        return unit
+
+
+def run_unit(
+    ctx: Context,
+    backup_id: str,
+    number: int,
+    *,
+    writer: ChunkWriter | None = None,
+    pool: Executor | None = None,
+    progress: Progress | None = None,
+    cluster: bool = False,
+) -> UnitOutcome:
+    """Read the unit's files and store their chunks. With a shared `writer` (one process), the caller
+    flushes it; otherwise the unit's own packs are durable before its result is written."""
+    unit = _claim(ctx, backup_id, number)
+    if unit is None:
+        return _outcome_of_done(ctx, backup_id, number)
+    heartbeat = None
+    if cluster:
+        heartbeat = Heartbeat(
+            ctx, backup_id, _lease_of(ctx, backup_id), f"cluster:{backup_id}", CLUSTER_LEASE
+        )
+        heartbeat.beat()
+        heartbeat.start()
+    try:
+        return _run_claimed(ctx, unit, writer=writer, pool=pool, progress=progress)
+    finally:
+        if heartbeat is not None:
+            heartbeat.stopped.set()
+
+
+def _run_claimed(
+    ctx: Context,
+    unit: BackupUnit,
+    *,
+    writer: ChunkWriter | None,
+    pool: Executor | None,
+    progress: Progress | None,
+) -> UnitOutcome:
+    backup_id, number = unit.backup_id, unit.number
+    started = time.monotonic()
+    repo = ctx.repository
+    doc = objects.read(repo, objects.input_name(backup_id, number))
+    root = doc["root"]
+    entries = [Entry.from_json(e) for e in doc["entries"]]
+    own_writer = writer is None
+    writer = writer or new_writer(ctx, backup_id, doc.get("storage_class"))
+    cancel = _CancelWatch(ctx, backup_id)
+    errors: list[dict[str, str]] = []
+    warnings: list[dict[str, str]] = []
+    totals = {"read": 0, "new": 0}
+    results_lock = threading.Lock()
+    local = threading.local()
+    on_unreadable = ctx.settings.backup_on_unreadable
+
+    def read_one(entry: Entry) -> None:
+        cancel.check()
+        chunker = getattr(local, "chunker", None)
+        if chunker is None:
+            chunker = local.chunker = repo.new_chunker()
+        try:
+            outcome = read_file(os.path.join(root, entry.path), entry, chunker, writer, progress or _ignore)
+        except OSError as exc:
+            if on_unreadable == "fail":
+                raise BackupFailedError(
+                    f"cannot read {os.path.join(root, entry.path)}: {exc.strerror}",
+                    hint="fix its permissions, or set BACKUP_ON_UNREADABLE=skip",
+                ) from None
+            with results_lock:
+                errors.append({"path": entry.path, "error": exc.strerror or exc.__class__.__name__})
+            entry.chunks = []
+            entry.type = "unreadable"
+            return
+        entry.chunks = outcome.chunks
+        with results_lock:
+            totals["read"] += outcome.bytes_read
+            totals["new"] += outcome.bytes_new
+            if outcome.warning:
+                warnings.append({"path": entry.path, "warning": outcome.warning})
+
+    own_pool = pool is None
+    executor = pool or ThreadPoolExecutor(ctx.settings.worker_threads, thread_name_prefix="unit-read")
+    try:
+        futures = [executor.submit(read_one, e) for e in entries]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            if future.done() and future.exception() is not None:
+                for other in futures:
+                    other.cancel()
+                raise future.exception()  # type: ignore[misc]
+        if own_writer:
+            writer.flush()
+    except BaseException as exc:
+        _mark_unit_failed(ctx, backup_id, number, exc)
+        raise
+    finally:
+        if own_pool:
+            executor.shutdown(wait=True, cancel_futures=True)
+        if own_writer:
+            writer.close()
+    kept = [e for e in entries if e.type != "unreadable"]
+    objects.write(
+        repo,
+        objects.output_name(backup_id, number),
+        {
+            "entries": [e.to_json() for e in kept],
+            "errors": errors,
+            "warnings": warnings,
+            "bytes_read": totals["read"],
+            "bytes_new": totals["new"],
+        },
+    )
+    seconds = time.monotonic() - started
+    with transaction(ctx.sessions) as session:
+        row = session.get(BackupUnit, (backup_id, number))
+        assert row is not None
+        row.state, row.finished_at, row.seconds = "done", clock.now(), seconds
+        row.bytes_read, row.bytes_new = totals["read"], totals["new"]
+        jobs.add_backup_progress(session, backup_id, units=1, bytes_done=unit.bytes)
+    return UnitOutcome(
+        backup_id, number, len(entries), totals["read"], totals["new"], seconds, unit.worker or ""
+    )
+
+
+def _ignore(_n: int) -> None:
+    return None
+
+
+def _outcome_of_done(ctx: Context, backup_id: str, number: int) -> UnitOutcome:
+    with ctx.sessions() as session:
+        row = session.get(BackupUnit, (backup_id, number))
+        assert row is not None
+        return UnitOutcome(
+            backup_id,
+            number,
+            row.files,
+            row.bytes_read,
+            row.bytes_new,
+            row.seconds or 0.0,
+            row.worker or "",
+            skipped=True,
+        )
+
+
+def _mark_unit_failed(ctx: Context, backup_id: str, number: int, exc: BaseException) -> None:
+    with transaction(ctx.sessions) as session:
+        row = session.get(BackupUnit, (backup_id, number))
+        if row is not None:
+            row.state, row.error = "failed", str(exc)[:2000]
+
+
+def _lease_of(ctx: Context, backup_id: str) -> str:
+    with ctx.sessions() as session:
+        backup = session.get(Backup, backup_id)
+        source = session.get(Source, backup.source_id) if backup else None
+        return lease_name(source.name if source else "?")

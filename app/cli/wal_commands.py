@@ -1,0 +1,162 @@
+"""`equisplit-dr wal`: push (archive_command), fetch (restore_command) and status. Thin: the work is in
+app/wal/. Nothing here is imported before a command runs, so start-up stays short."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from app.cli.render import console, err_console, human, print_json
+from app.errors import EquisplitError, WalNotFoundError
+
+if TYPE_CHECKING:
+    from app.context import Context
+
+wal_app = typer.Typer(
+    no_args_is_help=True,
+    help="Archive and restore PostgreSQL WAL: archive_command = 'equisplit-dr wal push %p', "
+    "restore_command = 'equisplit-dr wal fetch %f %p'.",
+)
+
+#: `wal fetch` adds this to an error's exit code: PostgreSQL stops recovery on a status above 125
+#: instead of ending it early at a file that exists but cannot be restored (docs/WAL.md section 4).
+FETCH_FATAL_BASE = 128
+
+SOURCE_ENV = "EQUISPLIT_DR_SOURCE"
+SourceOpt = Annotated[
+    str, typer.Option("--source", "-s", envvar=SOURCE_ENV, help="The PostgreSQL source.", show_envvar=True)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _report(exc: EquisplitError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    if exc.detail:
+        err_console.print(f"  detail: {exc.detail}", highlight=False)
+    if exc.hint:
+        err_console.print(f"  hint: {exc.hint}", highlight=False)
+
+
+def _fail(exc: EquisplitError, exit_code: int | None = None) -> NoReturn:
+    _report(exc)
+    raise typer.Exit(exc.exit_code if exit_code is None else exit_code) from None
+
+
+def _context() -> Context:
+    from app.context import Context
+    from app.settings import load_settings
+
+    return Context(load_settings())
+
+
+@wal_app.command("push")
+def wal_push(
+    path: Annotated[Path, typer.Argument(help="The WAL file: PostgreSQL's %p.")],
+    source: SourceOpt,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Name every file archived.")] = False,
+) -> None:
+    """Archive a WAL file (and files PostgreSQL marked ready); exit 0 only once it is durable and recorded."""
+    from app.wal.push import push
+
+    try:
+        ctx = _context()
+        try:
+            report = push(ctx, source, path)
+        finally:
+            ctx.close()
+    except EquisplitError as exc:
+        _fail(exc)
+    for name, reason in report.failed:
+        err_console.print(f"[yellow]warning:[/] {name} (ahead) not archived: {reason}", highlight=False)
+    if verbose:
+        for pushed in (report.requested, *report.ahead):
+            console.print(
+                f"{pushed.name}: {pushed.outcome} ({human(pushed.size)} -> {human(pushed.stored_size)})",
+                highlight=False,
+            )
+
+
+@wal_app.command("fetch")
+def wal_fetch(
+    name: Annotated[str, typer.Argument(help="The WAL file name: PostgreSQL's %f.")],
+    dest: Annotated[Path, typer.Argument(help="Where to write it: PostgreSQL's %p.")],
+    source: SourceOpt,
+    spool: Annotated[
+        Path | None, typer.Option("--spool", help="Spool root (default: .equisplit-dr-spool beside DEST).")
+    ] = None,
+    prefetch: Annotated[
+        int | None, typer.Option("--prefetch", min=0, help="Segments to fetch ahead (default WAL_PREFETCH).")
+    ] = None,
+) -> None:
+    """Restore a WAL file. Exit 1 silently if it is not archived; above 128 on any other failure."""
+    from app.settings import load_settings
+    from app.wal.fetch import fetch, open_repository
+
+    try:
+        settings = load_settings()
+        repo = open_repository(settings)
+        try:
+            depth = settings.wal_prefetch if prefetch is None else prefetch
+            width = settings.wal_prefetch_concurrency
+            fetch(repo, source, name, dest, prefetch=depth, concurrency=width, spool_root=spool)
+        finally:
+            repo.storage.close()
+    except WalNotFoundError:
+        raise typer.Exit(1) from None
+    except EquisplitError as exc:
+        _fail(exc, FETCH_FATAL_BASE + exc.exit_code)
+    except Exception as exc:  # an unforeseen failure must stop recovery too, not read as "not archived"
+        err_console.print(f"[bold red]error:[/] fetching {name} failed: {exc!r}", highlight=False)
+        raise typer.Exit(FETCH_FATAL_BASE + 1) from None
+
+
+@wal_app.command("status")
+def wal_status(
+    source: Annotated[
+        str | None,
+        typer.Option("--source", "-s", envvar=SOURCE_ENV, help="One source (default: every PostgreSQL one)."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only WAL archived since: an ISO 8601 time or 90m, 24h, 7d.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The archived WAL ranges per timeline, any gap, and the achieved RPO."""
+    from app import clock
+    from app.timespec import parse_since
+    from app.wal.status import wal_status
+
+    try:
+        start = parse_since(since, clock.now()) if since else None
+        ctx = _context()
+        try:
+            reports = wal_status(ctx, source, start)
+        finally:
+            ctx.close()
+    except EquisplitError as exc:
+        _fail(exc)
+    if as_json:
+        docs = [report.to_json() for report in reports]
+        print_json(docs[0] if source is not None else docs)
+        return
+    for report in reports:
+        rpo = "-" if report.rpo_seconds is None else f"{report.rpo_seconds:.1f} s"
+        flag = " [red](exceeds MAX_DATA_LOSS_SECONDS)[/]" if report.rpo_exceeded else ""
+        console.print(
+            f"source {report.source}: newest {report.newest_segment or '-'}, RPO {rpo}{flag}, "
+            f"{report.gap_count} gap(s)"
+        )
+        for timeline in report.timelines:
+            tli = f"  timeline {timeline.timeline}:"
+            for r in timeline.ranges:
+                console.print(f"{tli} {r.first} .. {r.last} ({r.segments} segments)")
+            for g in timeline.gaps:
+                console.print(f"{tli} [red]gap[/] {g.first} .. {g.last} ({g.segments} missing)")
+            for partial in timeline.partial:
+                console.print(f"{tli} partial {partial}")
+        for history in report.history:
+            console.print(f"  history {history}")
+    sys.stdout.flush()

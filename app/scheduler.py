@@ -1,0 +1,114 @@
+"""`BackupScheduler`: the spec's scheduler API — the effective schedule, the health status, and the
+job ledger (status, logs, cancel). Celery beat runs the schedule; this reads and explains it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from app import clock
+from app.catalog import jobs
+from app.catalog.db import transaction
+from app.catalog.models import AuditEntry, Job, Source
+from app.context import Context
+from app.monitoring.health import HealthStatus, get_health_status
+from app.monitoring.reaper import reap_stale_jobs
+from app.scheduling import upcoming
+from app.settings import Settings, load_settings
+
+
+class BackupScheduler:
+    def __init__(self, settings: Settings | None = None, *, context: Context | None = None) -> None:
+        self.context = context or Context(settings or load_settings())
+        self.settings = self.context.settings
+
+    def close(self) -> None:
+        self.context.close()
+
+    def __enter__(self) -> BackupScheduler:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def schedule(self, count: int = 3) -> list[dict[str, Any]]:
+        return upcoming(self.settings, clock.now(), count)
+
+    def get_health_status(self) -> HealthStatus:
+        return get_health_status(self.context)
+
+    def reap(self) -> list[str]:
+        return reap_stale_jobs(self.context)
+
+    def job_status(self, since: datetime, kind: str | None = None) -> list[dict[str, Any]]:
+        with self.context.sessions() as session:
+            query = (
+                select(Job, Source.name)
+                .outerjoin(Source, Job.source_id == Source.id)
+                .where(Job.created_at >= since)
+                .order_by(Job.created_at)
+            )
+            if kind:
+                query = query.where(Job.kind == kind)
+            rows = []
+            for job, source in session.execute(query):
+                end = job.finished_at or clock.now()
+                rows.append(
+                    {
+                        "job_id": job.id,
+                        "kind": job.kind,
+                        "state": job.state,
+                        "source": source,
+                        "backup_id": job.backup_id,
+                        "worker": job.worker,
+                        "task_id": job.task_id,
+                        "created_at": clock.iso(job.created_at),
+                        "finished_at": clock.iso(job.finished_at),
+                        "seconds": round(
+                            (
+                                clock.as_utc(end) - clock.as_utc(job.started_at or job.created_at)
+                            ).total_seconds(),
+                            1,
+                        ),
+                        "progress": job.progress,
+                        "error": job.error,
+                    }
+                )
+            return rows
+
+    def job_logs(self, since: datetime) -> list[dict[str, Any]]:
+        """The audit trail since `since`: who did what, with each failure's error."""
+        with self.context.sessions() as session:
+            entries = session.scalars(
+                select(AuditEntry).where(AuditEntry.at >= since).order_by(AuditEntry.id)
+            )
+            return [
+                {
+                    "at": clock.iso(e.at),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "object": e.object,
+                    "detail": e.detail,
+                }
+                for e in entries
+            ]
+
+    def cancel_job(self, job_id: str, actor: str | None = None) -> dict[str, Any]:
+        from app.backup.finalize import fail_backup
+        from app.catalog import audit
+        from app.errors import JobCancelledError
+
+        with transaction(self.context.sessions) as session:
+            job = jobs.cancel_job(session, job_id)
+            audit.append(
+                session, "job.cancelled", job_id, {"state": job.state, "backup": job.backup_id}, actor
+            )
+            result = {"job_id": job.id, "state": job.state, "backup_id": job.backup_id}
+        if job.kind == "backup" and job.backup_id and job.state == "cancelled":
+            # Units still running stop at their next file; the source is free for the next backup now.
+            fail_backup(
+                self.context, job.backup_id, JobCancelledError(f"job {job_id} was cancelled"), actor=actor
+            )
+        return result

@@ -1,0 +1,20 @@
+"""Monitoring tasks (queue `monitor`): the health check and the job reaper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from app.monitoring.health import get_health_status
+from app.monitoring.reaper import reap_stale_jobs
+
+
+@shared_task(bind=True, name="tasks.monitor.health_check")
+def health_check(self: Any) -> dict[str, Any]:
+    return get_health_status(self.ctx).to_json()
+
+
+@shared_task(bind=True, name="tasks.monitor.reap_jobs")
+def reap_jobs(self: Any) -> list[str]:
+    return reap_stale_jobs(self.ctx)

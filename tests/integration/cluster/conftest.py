@@ -1,0 +1,1 @@
+from tests.support.cluster import cluster, redis_server  # noqa: F401

@@ -1,0 +1,75 @@
+"""The base of every task: a catalog/storage context per worker process, Sentry tags, and the mapping
+of domain errors to retry (transient) or failure (everything else)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Task
+from sqlalchemy.exc import OperationalError
+
+from app.context import Context
+from app.errors import ObjectNotFoundError, StorageError
+from app.settings import load_settings
+
+_context: Context | None = None
+_context_pid: int | None = None
+
+#: Retries of a task that met a transient failure (catalog unreachable, storage hiccup): exponential
+#: backoff from 1 s, capped, so a database restart of a minute loses no job.
+MAX_RETRIES = 8
+BACKOFF_CAP = 60
+
+
+def process_context() -> Context:
+    """One Context per process: engines and connections are never shared across a fork."""
+    global _context, _context_pid
+    if _context is None or _context_pid != os.getpid():
+        _context = Context(load_settings())
+        _context_pid = os.getpid()
+    return _context
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, ObjectNotFoundError):
+        return False
+    return isinstance(exc, StorageError) and getattr(exc, "transient", True)
+
+
+class EquisplitTask(Task):  # type: ignore[misc]
+    """Tasks receive ids and names only; `self.ctx` is this process's Context."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+
+    @property
+    def ctx(self) -> Context:
+        return process_context()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _tag_sentry(self.name, self.request.delivery_info or {}, kwargs, args)
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            if is_transient(exc) and not self.request.is_eager and self.request.retries < MAX_RETRIES:
+                countdown = min(BACKOFF_CAP, 2**self.request.retries)
+                raise self.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES) from exc
+            raise
+
+
+def _tag_sentry(name: str, delivery: dict[str, Any], kwargs: dict[str, Any], args: tuple[Any, ...]) -> None:
+    try:
+        import sentry_sdk
+    except ImportError:  # pragma: no cover - sentry-sdk is a dependency
+        return
+    scope = sentry_sdk.get_current_scope()
+    scope.set_tag("task", name)
+    scope.set_tag("queue", delivery.get("routing_key") or "")
+    for key in ("source", "backup_id", "job_id"):
+        if key in kwargs:
+            scope.set_tag(key.replace("_id", ""), str(kwargs[key]))
+    if args and isinstance(args[0], str) and name.startswith("tasks.backup."):
+        scope.set_tag("source" if name.endswith("run_backup") else "backup", args[0])
