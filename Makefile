@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/equisplit-dr demo
+	$(BIN)/python -m workers.demo
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -16,3 +16,9 @@ def as_utc(value: datetime) -> datetime:
 
 def iso(value: datetime | None) -> str | None:
     return None if value is None else as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    """A time written by `iso` (or any ISO 8601 time; UTC if it names no offset)."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return as_utc(parsed)

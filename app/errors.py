@@ -130,3 +130,9 @@ class WalNotFoundError(WalError):
     """The WAL file asked for is not in the archive: the end of it, or a probe. Quiet for PostgreSQL."""
 
     exit_code = 1
+
+
+class RecoveryError(EquisplitError):
+    """A point-in-time recovery cannot be planned, is refused, or failed (docs/PITR.md)."""
+
+    exit_code = 15

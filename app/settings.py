@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     #: Seconds a running job may go without a heartbeat before the reaper marks it failed.
     job_stale_seconds: int = Field(default=900, gt=0)
 
+    # PostgreSQL base backups and point-in-time recovery (docs/POSTGRES.md, docs/PITR.md)
+    #: Re-read every file of a PostgreSQL backup, whatever the change rule says (dedup keeps it cheap).
+    backup_pg_checksum_mode: bool = False
+    #: Seconds a base backup waits for PostgreSQL to archive the WAL it needs before it fails.
+    backup_pg_archive_timeout: int = Field(default=600, gt=0)
+    #: Where PostgreSQL's programs are (pg_ctl, psql); default /usr/lib/postgresql/<major>/bin, else PATH.
+    pg_bin_dir: Path | None = None
+    #: restore_command written into a recovered cluster; `{source}` is replaced by the source's name.
+    pitr_restore_command: str = "equisplit-dr wal fetch %f %p --source {source}"
+    #: Seconds `dr recover --start` waits for recovery to finish.
+    pitr_recovery_timeout: int = Field(default=3600, gt=0)
+
     # WAL archiving (docs/WAL.md section 8)
     wal_compression_level: int = Field(default=1, ge=1, le=19)
     wal_push_concurrency: int = Field(default=4, ge=1, le=64)

@@ -94,11 +94,11 @@ class BackupSystem:
                 )
         return InitReport(repo.id, created, generated)
 
-    def add_source(self, name: str, path: Path) -> dict[str, Any]:
+    def add_source(self, name: str, path: Path, *, queue: str | None = None) -> dict[str, Any]:
         with transaction(self.context.sessions) as session:
-            source = sources.add_source(session, name, path=path)
-            audit.append(session, "source.added", name, {"path": source.path}, self.actor)
-            return {"name": source.name, "kind": source.kind, "path": source.path}
+            source = sources.add_source(session, name, path=path, queue=queue)
+            audit.append(session, "source.added", name, {"path": source.path, "queue": queue}, self.actor)
+            return {"name": source.name, "kind": source.kind, "path": source.path, "queue": queue or "chunks"}
 
     def list_sources(self) -> list[dict[str, Any]]:
         with self.context.sessions() as session:
@@ -121,10 +121,22 @@ class BackupSystem:
     # Backups ----------------------------------------------------------------------------------------
 
     def create_backup(
-        self, source: str | None, backup_type: str, progress: Progress | None = None
+        self,
+        source: str | None,
+        backup_type: str,
+        progress: Progress | None = None,
+        *,
+        checksum: bool | None = None,
     ) -> BackupResult:
+        """A backup of `source` now. `checksum` re-reads every file (default: BACKUP_PG_CHECKSUM_MODE
+        for PostgreSQL sources, off for file trees)."""
         return run_backup(
-            self.context, self._default_source(source), backup_type, progress=progress, actor=self.actor
+            self.context,
+            self._default_source(source),
+            backup_type,
+            progress=progress,
+            actor=self.actor,
+            checksum=checksum,
         )
 
     def create_full_backup(self, source: str | None = None, progress: Progress | None = None) -> BackupResult:
@@ -166,6 +178,15 @@ class BackupSystem:
                 errors=backup.errors.get("errors", []),
                 warnings=backup.errors.get("warnings", []),
             )
+            if backup.pg_stop_lsn is not None:
+                info["postgres"] = {
+                    "timeline": backup.pg_timeline,
+                    "start_lsn": backup.pg_start_lsn,
+                    "stop_lsn": backup.pg_stop_lsn,
+                    "start_wal": backup.pg_start_wal,
+                    "stop_wal": backup.pg_stop_wal,
+                    "stopped_at": clock.iso(backup.pg_stopped_at),
+                }
         info["units"] = self._units(backup.id)
         if files and backup.state in ("complete", "partial"):
             manifest = self.context.repository.read_manifest(backup.id)

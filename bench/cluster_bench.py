@@ -1271,6 +1271,14 @@ def report(
         ):
             total = serial + span
             log(f"  {label:<44} {total:7.2f} s -> speed-up {a.seconds / total:.2f}x")
+        b = results.get("b")
+        if b and b.units:
+            slow = sum(u.seconds for u in b.units) / sum(u.seconds for u in a.units)
+            total = serial + simulate([x * slow for x in secs], 2)
+            log(
+                f"  {'FIFO, units as slow as they ran in (b)':<44} {total:7.2f} s -> speed-up "
+                f"{a.seconds / total:.2f}x   (sum of unit seconds (b)/(a) = {slow:.2f}: both CPUs busy)"
+            )
 
     # WAL
     for key in ("wal", "walshared"):
@@ -1348,6 +1356,8 @@ def report(
             f"  [info] without a dedicated wal worker: p95 {pct(started, 95):.3f} s, max "
             f"{max(started) if started else math.nan:.3f} s"
         )
+    for line in args.calibration:
+        log(f"  [info] machine calibration: {line.strip()}")
     cli = results.get("cli")
     if cli and d:
         log(
@@ -1400,6 +1410,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run every scenario N times, in rounds; the fastest run of each is reported (the machine is shared)",
     )
     parser.add_argument("--no-calibrate", action="store_true", help="skip the CPU-scaling calibration")
+    parser.set_defaults(calibration=[], walk_seconds=math.nan)
     args = parser.parse_args(argv)
     wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     table = scenarios()
@@ -1441,7 +1452,8 @@ def main(argv: list[str] | None = None) -> int:
             "then to CPU 0 and CPU 1 at once"
         )
         wait_for_quiet(args.quiet_wait)
-        for line in calibrate():
+        args.calibration = calibrate()
+        for line in args.calibration:
             log(line)
 
     bench = Bench(args, work, tree, tree_bytes)

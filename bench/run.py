@@ -1,6 +1,7 @@
 """Backup benchmark: equisplit-dr against restic, alternately, on the same generated data in one run.
 
-    python bench/run.py [--scale 1.0] [--workdir DIR] [--keep] [--no-profile] [--json-out FILE]
+    python bench/run.py [--scale 1.0] [--repeat 3] [--rev HEAD] [--workdir DIR] [--keep] [--no-profile]
+                        [--quiet-wait 120] [--json-out FILE]
 
 Sequence (each timed step runs the CLI in a subprocess, as a user would; wall time and the child's CPU
 time and peak RSS from wait4):
@@ -15,9 +16,12 @@ time and peak RSS from wait4):
   7. restore of the latest backup into an empty directory, verified file by file (paths, sizes and
      content hashes) against the source: a mismatch is a failure of the run (exit status 1);
   8. stored size / source size (du -sb of each repository);
-  9. a profile of one in-process full backup (bench/profile_backup.py), unless --no-profile.
+  9. a profile of one in-process full backup and of its restore (bench/profile_backup.py --restore),
+     unless --no-profile.
 The tools alternate which goes first from step to step, and `sync` runs before every timed step so
-neither pays for the other's write-back. Exit status 0 whatever the verdicts; non-zero if something broke.
+neither pays for the other's write-back. With --repeat N the first backup (each round into a new
+repository), the unchanged re-backup and the restore run N rounds each, and each tool's fastest counts:
+the machine is shared, and the fastest round is the least disturbed. Exit status 0 whatever the verdicts; non-zero if something broke.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class ToolResult:
     name: str
     steps: dict[str, Timed] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
+    walls: dict[str, list[float]] = field(default_factory=dict)  # every round's wall time, per step
 
 
 def log(msg: str) -> None:
@@ -215,12 +220,12 @@ class Ours:
         return f"equisplit-dr from {self.code} ({rev})"
 
     def init(self) -> None:
-        run([*self.cli, "init"], self.env, cwd=PROJECT)
-        run([*self.cli, "source", "add", "bench", "--path", str(self.tree)], self.env, cwd=PROJECT)
+        run([*self.cli, "init"], self.env, cwd=self.code)
+        run([*self.cli, "source", "add", "bench", "--path", str(self.tree)], self.env, cwd=self.code)
 
     def backup(self, kind: str) -> tuple[Timed, dict[str, Any]]:
         timed = run([*self.cli, "backup", "run", "--source", "bench", "--type", kind, "--json"], self.env,
-                    cwd=PROJECT)
+                    cwd=self.code)
         info = json.loads(timed.stdout)
         self.last_id = info["id"]
         return timed, {"bytes_stored": info["bytes_stored"], "files_read": info["files_read"],
@@ -229,7 +234,7 @@ class Ours:
     def restore(self, target: Path) -> Timed:
         assert self.last_id
         return run([*self.cli, "restore", self.last_id, "--target", str(target), "--json"], self.env,
-                   cwd=PROJECT)
+                   cwd=self.code)
 
     def reset(self) -> None:
         """A new, empty repository and catalog (for another round of the first backup)."""
@@ -403,7 +408,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     def keep_best(res: ToolResult, key: str, timed: Timed) -> None:
         """The fastest round is the figure (least disturbed by other load); every wall time is kept."""
-        res.figures.setdefault(f"{key}_walls", []).append(round(timed.wall, 3))
+        res.walls.setdefault(key, []).append(round(timed.wall, 2))
         if key not in res.steps or timed.wall < res.steps[key].wall:
             res.steps[key] = timed
 
@@ -425,8 +430,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 res = results[t.name]
                 keep_best(res, key, timed)
                 if r == 0 or reset:
-                    res.figures[key] = {**info, "repo_bytes_added": after - before, "repo_bytes": after,
-                                        f"{key}_walls": res.figures[f"{key}_walls"]}
+                    res.figures[key] = {**info, "repo_bytes_added": after - before, "repo_bytes": after}
                 log(timed_line(t.name, label, timed, f"; repo +{(after - before) / MB:.1f} MB {info}"))
 
     step(3, "first backup", "first", lambda t: t.backup("full"), args.repeat, reset=True)
@@ -457,7 +461,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         sync()
         check = verify(expected, target, t.name)
         keep_best(results[t.name], "restore", timed)
-        results[t.name].figures["restore"] = {**check, "restore_walls": results[t.name].figures["restore_walls"]}
+        results[t.name].figures["restore"] = check
         note = f" ({check['mtime_mismatches']} mtimes differ)" if check["mtime_mismatches"] else ""
         log(timed_line(t.name, "restore", timed, f"; verified {check['files']} files, content equal{note}"))
         shutil.rmtree(target)
@@ -535,13 +539,21 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         b_text = "-" if b is None else f"{b:.3f}"
         r_text = "-" if ratio is None else f"{ratio:.2f}x"
         log(f"{label:<34}{a:>14.3f}{b_text:>12}{r_text:>9}   {target:<20}{verdict}")
+    summary["tools"] = {
+        res.name: {key: {"wall": t.wall, "cpu": t.cpu, "sys": t.sys, "others": t.others, "maxrss_mib": t.maxrss_mib,
+                         "rounds": res.walls.get(key, [])} for key, t in res.steps.items()}
+        | {"figures": res.figures}
+        for res in (ours, theirs) if res is not None
+    }
     for res in (ours, theirs):
         if res is None:
             continue
         log(f"\n{res.name}:")
         for key, t in res.steps.items():
+            rounds = res.walls.get(key, [])
             log(f"  {key:<10} wall {t.wall:7.2f} s, CPU {t.cpu:7.2f} s (user {t.user:.2f}, sys {t.sys:.2f}), "
-                f"{t.cores:.2f} cores, other processes {t.others:.2f} cores, peak RSS {t.maxrss_mib:.0f} MiB")
+                f"{t.cores:.2f} cores, other processes {t.others:.2f} cores, peak RSS {t.maxrss_mib:.0f} MiB"
+                + (f"; fastest of {rounds} s" if len(rounds) > 1 else ""))
         for key, f in res.figures.items():
             log(f"  {key:<10} {f}")
     log("\nNotes: the page cache was warm for every step (the tree was read once before; the repositories "

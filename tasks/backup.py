@@ -7,8 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import chord, group, shared_task
+from celery.result import allow_join_result
 
 from app import clock
+from app.backup.engine import run_backup as run_in_process
+from app.backup.engine import runs_in_one_process
 from app.backup.finalize import fail_backup
 from app.backup.finalize import finalize_backup as finalize
 from app.backup.prepare import prepare_backup
@@ -36,8 +39,11 @@ def _summary(result: Any) -> dict[str, Any]:
 def run_backup(self: Any, source: str, backup_type: str, scheduled: bool = False) -> Any:
     """Plan the backup, then become the chord of its units and its finalize step. The AsyncResult of
     this task resolves to the finished backup's summary (job id, backup id, state, sizes). A scheduled
-    tick that finds the source's previous backup still running is skipped, not failed."""
+    tick that finds the source's previous backup still running is skipped, not failed. A PostgreSQL
+    source is backed up whole in this task: its session must outlive every unit (docs/POSTGRES.md)."""
     try:
+        if runs_in_one_process(self.ctx, source):
+            return _summary(run_in_process(self.ctx, source, backup_type, actor="celery"))
         prepared = prepare_backup(self.ctx, source, backup_type, cluster=True, task_id=self.request.id)
     except LockedError as exc:
         if not scheduled:
@@ -50,8 +56,9 @@ def run_backup(self: Any, source: str, backup_type: str, scheduled: bool = False
         return finalize_backup.run(prepared.backup_id)
     units = group(backup_unit.si(prepared.backup_id, n).set(queue=prepared.queue) for n in prepared.units)
     flow = chord(units, finish)
-    if self.request.is_eager:
-        return flow.apply().get()
+    if self.request.is_eager:  # embedded mode (no broker): run the same chord in this process
+        with allow_join_result():
+            return flow.apply().get()
     raise self.replace(flow)
 
 

@@ -9,13 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from app.backup.finalize import fail_backup, finalize_backup
 from app.backup.heartbeat import Heartbeat
+from app.backup.hooks import hooks_for, load_source
 from app.backup.prepare import LOCAL_LEASE, prepare_backup
 from app.backup.result import BackupResult
 from app.backup.unit import new_writer, run_unit
 from app.context import Context
 from app.errors import BackupFailedError, EquisplitError
 
-__all__ = ["BackupResult", "run_backup"]
+__all__ = ["BackupResult", "run_backup", "runs_in_one_process"]
 
 MAX_UNITS_IN_FLIGHT = 8
 
@@ -33,6 +34,12 @@ class _Progress:
             self.callback(done, self.total)
 
 
+def runs_in_one_process(ctx: Context, source_name: str) -> bool:
+    """Whether the source's backup must run whole in one process: a PostgreSQL backup holds one
+    session from pg_backup_start to pg_backup_stop, which cannot outlive the task that opened it."""
+    return load_source(ctx, source_name).kind == "postgres"
+
+
 def run_backup(
     ctx: Context,
     source_name: str,
@@ -40,9 +47,22 @@ def run_backup(
     *,
     progress: Callable[[int, int], None] | None = None,
     actor: str | None = None,
+    checksum: bool | None = None,
 ) -> BackupResult:
-    """Back up a registered file-tree source now, using every core of this machine."""
-    prepared = prepare_backup(ctx, source_name, backup_type)
+    """Back up a registered source now, using every core of this machine.
+
+    A PostgreSQL source's session (pg_backup_start to pg_backup_stop) is held here for the whole
+    backup. `checksum` re-reads every file; by default only PostgreSQL sources with
+    BACKUP_PG_CHECKSUM_MODE do."""
+    source = load_source(ctx, source_name)
+    hooks = hooks_for(source)
+    if checksum is None:
+        checksum = source.kind == "postgres" and ctx.settings.backup_pg_checksum_mode
+    try:
+        prepared = prepare_backup(ctx, source_name, backup_type, hooks=hooks, checksum=checksum)
+    except BaseException:
+        hooks.close()
+        raise
     heartbeat = Heartbeat(ctx, prepared.backup_id, prepared.lease, prepared.holder, LOCAL_LEASE)
     heartbeat.start()
     tracker = _Progress(progress, prepared.bytes_to_read)
@@ -65,15 +85,18 @@ def run_backup(
                 for future in futures:
                     future.result()
             writer.flush()
+            hooks.finish(ctx, prepared.backup_id, writer)
         finally:
             writer.close()
         result = finalize_backup(ctx, prepared.backup_id, actor=actor)
     except BaseException as exc:
+        hooks.close()  # before marking it failed: PostgreSQL ends the backup with its session
         fail_backup(ctx, prepared.backup_id, exc, actor=actor)
         if isinstance(exc, EquisplitError):
             raise
         raise BackupFailedError(f"backup {prepared.backup_id} of {source_name} failed: {exc}") from exc
     finally:
+        hooks.close()
         heartbeat.stopped.set()
     result.job_id = prepared.job_id
     return result

@@ -12,7 +12,7 @@ from app import clock
 from app.backup import objects
 from app.backup.result import BackupResult
 from app.catalog import audit, jobs, locks
-from app.catalog.backups import backup_stats
+from app.catalog.backups import backup_stats, record_postgres
 from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Pack, Source
 from app.context import Context
@@ -70,13 +70,22 @@ def finalize_backup(ctx: Context, backup_id: str, *, actor: str | None = None) -
         warnings.extend(out["warnings"])
         bytes_read += out["bytes_read"]
         bytes_new += out["bytes_new"]
+    extra: dict[str, Any] = {}
+    if plan.get("extra"):
+        extra = objects.read(repo, objects.extra_name(backup_id))
+        entries.extend(extra["entries"])
+        bytes_read += extra["bytes_read"]
+        bytes_new += extra["bytes_new"]
     entries.sort(key=lambda e: e["path"])
     files = [e for e in entries if e["type"] == "file"]
     state = "partial" if errors else "complete"
     finished = clock.now()
     stats = {
         "files": len(files),
-        "files_read": sum(u.files for u in units) - len(errors) + len(plan["errors"]),
+        "files_read": sum(u.files for u in units)
+        - len(errors)
+        + len(plan["errors"])
+        + len(extra.get("entries", [])),
         "bytes_total": sum(e["size"] for e in files),
         "bytes_read": bytes_read,
         "bytes_new": bytes_new,
@@ -86,27 +95,28 @@ def finalize_backup(ctx: Context, backup_id: str, *, actor: str | None = None) -
         "packs": int(packs),
         "units": len(units),
     }
-    manifest = {
-        "version": 1,
-        "backup": {
-            "id": backup_id,
-            "source": source_name,
-            "source_kind": "files",
-            "source_path": plan["root"],
-            "type": plan["type"],
-            "parent": plan["parent"],
-            "state": state,
-            "host": socket.gethostname(),
-            "started_at": plan["started_at"],
-            "finished_at": clock.iso(finished),
-            "key_id": repo.keyring.current_key_id.hex(),
-            "storage_class": plan["storage_class"],
-            "stats": stats,
-            "errors": errors,
-            "warnings": warnings,
-        },
-        "entries": entries,
+    header: dict[str, Any] = {
+        "id": backup_id,
+        "source": source_name,
+        "source_kind": plan.get("source_kind", "files"),
+        "source_path": plan["root"],
+        "type": plan["type"],
+        "parent": plan["parent"],
+        "state": state,
+        "host": socket.gethostname(),
+        "started_at": plan["started_at"],
+        "finished_at": clock.iso(finished),
+        "key_id": repo.keyring.current_key_id.hex(),
+        "storage_class": plan["storage_class"],
+        "stats": stats,
+        "errors": errors,
+        "warnings": warnings,
     }
+    if plan.get("checksum"):
+        header["checksum"] = True
+    if "postgres" in extra:
+        header["postgres"] = extra["postgres"]
+    manifest = {"version": 1, "backup": header, "entries": entries}
     stats["bytes_stored"] += repo.write_manifest(backup_id, manifest)
     with transaction(ctx.sessions) as session:
         row = session.get(Backup, backup_id)
@@ -121,6 +131,8 @@ def finalize_backup(ctx: Context, backup_id: str, *, actor: str | None = None) -
             stats["packs"],
         )
         row.errors = {"errors": errors, "warnings": warnings}
+        if "postgres" in extra:
+            record_postgres(row, extra["postgres"])
         if job_id:
             jobs.finish_job(session, job_id, "succeeded", progress=stats)
         audit.append(

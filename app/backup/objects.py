@@ -1,6 +1,7 @@
 """The temporary objects one backup passes between its steps (docs/FORMAT.md, kind `units`):
 `<id>.plan` (what needs no reading), `<id>.in<N>` (the files unit N reads), `<id>.out<N>` (what it
-stored). Sealed like every object; deleted once the manifest is durable."""
+stored), `<id>.extra` (what a source kind adds at its end: PostgreSQL's pg_control, backup label and
+WAL positions). Sealed like every object; deleted once the manifest is durable."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ def input_name(backup_id: str, number: int) -> str:
 
 def output_name(backup_id: str, number: int) -> str:
     return f"{backup_id}.out{number:05d}"
+
+
+def extra_name(backup_id: str) -> str:
+    return f"{backup_id}.extra"
 
 
 def write(repo: Repository, name: str, doc: dict[str, Any]) -> None:

@@ -6,21 +6,20 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import update
 
 from app import clock
 from app.backup import objects
+from app.backup.hooks import SourceHooks, hooks_for, load_source
 from app.backup.plan import plan_reads, split_units
 from app.catalog import jobs, locks
 from app.catalog.backups import BACKUP_TYPES, FULL_TYPES, latest_backup, new_backup_id
 from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Job
-from app.catalog.sources import get_source
 from app.context import Context
 from app.errors import ConfigurationError
-from app.sources.files import Entry, walk_tree
+from app.sources.files import Entry
 
 #: Lease of a backup run in one process (renewed by a heartbeat) and of one spread over a cluster
 #: (renewed by every unit as it starts and while it runs).
@@ -77,18 +76,35 @@ def _mark_interrupted(ctx: Context, source_id: int) -> None:
 
 
 def prepare_backup(
-    ctx: Context, source_name: str, backup_type: str, *, cluster: bool = False, task_id: str | None = None
+    ctx: Context,
+    source_name: str,
+    backup_type: str,
+    *,
+    cluster: bool = False,
+    task_id: str | None = None,
+    hooks: SourceHooks | None = None,
+    checksum: bool = False,
 ) -> PreparedBackup:
-    """Plan a backup. Raises LockedError when the source is being backed up already."""
+    """Plan a backup. Raises LockedError when the source is being backed up already.
+
+    `hooks` walk the source and bracket the backup (app/backup/hooks.py); by default those of the
+    source's kind. `checksum` re-reads every file whatever the change rule says (the parent is still
+    recorded, and chunks already stored are not stored again)."""
     if backup_type not in BACKUP_TYPES:
         raise ConfigurationError(
             f"unknown backup type {backup_type!r}", hint="use full, incremental, differential or archive"
         )
     repo = ctx.repository  # opens the keys first: a wrong key stops here, before anything is written
-    with ctx.sessions() as session:
-        source = get_source(session, source_name)
-        source_id, root = source.id, Path(source.path or "")
-        queue = str(source.options.get("queue", "chunks"))
+    source = load_source(ctx, source_name)
+    if hooks is None:
+        if source.kind == "postgres" and cluster:
+            raise ConfigurationError(
+                f"source {source_name} is a PostgreSQL cluster: its backup holds one session from start "
+                "to end, so it runs in one process (app.backup.engine.run_backup), not as a chord",
+            )
+        hooks = hooks_for(source)
+    source_id = source.id
+    queue = str(source.options.get("queue", "chunks"))
     backup_id = new_backup_id()
     lease = lease_name(source_name)
     # One process: the holder names it, so a crash frees the lease at once. A cluster: any worker may
@@ -121,12 +137,14 @@ def prepare_backup(
             job = jobs.start_job(session, "backup", source_id=source_id, backup_id=backup_id)
             job.task_id, job.queue = task_id, "backup"
             job_id = job.id
-        walk = walk_tree(root)
-        parent_entries, parent_started_ns = _parent_entries(ctx, parent)
+        hooks.begin(ctx, backup_id)
+        walk = hooks.walk(ctx)
+        root = walk.root
+        parent_entries, parent_started_ns = (None, 0) if checksum else _parent_entries(ctx, parent)
         to_read, reused = plan_reads(walk.entries, parent_entries, parent_started_ns)
         units = split_units(to_read, ctx.settings.backup_unit_bytes)
         unit_paths = {e.path for e in to_read}
-        warnings = [{"path": s["path"], "warning": s["reason"]} for s in walk.skipped]
+        warnings = list(walk.warnings)
         if actual_type != backup_type:
             warnings.append({"path": ".", "warning": f"no base backup for {backup_type}: ran a full backup"})
         for unit in units:
@@ -136,6 +154,7 @@ def prepare_backup(
                 {
                     "root": str(root),
                     "storage_class": storage_class,
+                    "read": walk.read,
                     "entries": [e.to_json() for e in unit.entries],
                 },
             )
@@ -145,6 +164,7 @@ def prepare_backup(
             {
                 "backup_id": backup_id,
                 "source": source_name,
+                "source_kind": walk.kind,
                 "root": str(root),
                 "type": actual_type,
                 "parent": parent.id if parent else None,
@@ -152,6 +172,8 @@ def prepare_backup(
                 "storage_class": storage_class,
                 "units": len(units),
                 "files_reused": reused,
+                "checksum": checksum,
+                "extra": walk.has_extra,
                 "entries": [e.to_json() for e in walk.entries if e.path not in unit_paths],
                 "errors": walk.errors,
                 "warnings": warnings,

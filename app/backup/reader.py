@@ -30,12 +30,19 @@ def _signature(st: os.stat_result) -> tuple[int, int, int]:
 
 
 def read_file(
-    path: str, entry: Entry, chunker: Chunker, writer: ChunkWriter, progress: ProgressFn
+    path: str,
+    entry: Entry,
+    chunker: Chunker,
+    writer: ChunkWriter,
+    progress: ProgressFn,
+    *,
+    attempts: int = READ_ATTEMPTS,
 ) -> ReadResult:
     """Chunk and store the file at `path`; a file that keeps changing is stored as last read, with a
-    warning. OSError (gone, unreadable) propagates for the caller's policy."""
+    warning (none when `attempts` is 1: the caller expects changes, as PostgreSQL's WAL replay repairs
+    them). OSError (gone, unreadable) propagates for the caller's policy."""
     total = new = 0
-    for _attempt in range(READ_ATTEMPTS):
+    for _attempt in range(attempts):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb", buffering=0) as handle:
             before = os.fstat(fd)
@@ -55,11 +62,14 @@ def read_file(
             after = os.fstat(fd)
         total += read
         entry.size, entry.mtime_ns, entry.ctime_ns = before.st_size, before.st_mtime_ns, before.st_ctime_ns
+        if attempts == 1:
+            entry.size = read  # what was stored; the recorded mtime is the older one, so it is re-read
+            return ReadResult(chunks, total, new)
         if _signature(before) == _signature(after) and read == before.st_size:
             return ReadResult(chunks, total, new)
     return ReadResult(
         chunks,
         total,
         new,
-        f"changed while being read ({READ_ATTEMPTS} attempts); the stored copy may mix old and new content",
+        f"changed while being read ({attempts} attempts); the stored copy may mix old and new content",
     )

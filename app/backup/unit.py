@@ -19,7 +19,7 @@ from app import clock
 from app.backup import objects
 from app.backup.heartbeat import Heartbeat
 from app.backup.prepare import CLUSTER_LEASE, lease_name
-from app.backup.reader import read_file
+from app.backup.reader import READ_ATTEMPTS, read_file
 from app.backup.writer import ChunkWriter, PackRecorder
 from app.catalog import chunks, jobs
 from app.catalog.db import transaction
@@ -159,7 +159,10 @@ def _run_claimed(
     totals = {"read": 0, "new": 0}
     results_lock = threading.Lock()
     local = threading.local()
-    on_unreadable = ctx.settings.backup_on_unreadable
+    options = doc.get("read", {})
+    on_unreadable = options.get("on_unreadable", ctx.settings.backup_on_unreadable)
+    missing_ok = bool(options.get("missing_ok", False))
+    attempts = int(options.get("attempts", READ_ATTEMPTS))
 
     def read_one(entry: Entry) -> None:
         cancel.check()
@@ -167,7 +170,14 @@ def _run_claimed(
         if chunker is None:
             chunker = local.chunker = repo.new_chunker()
         try:
-            outcome = read_file(os.path.join(root, entry.path), entry, chunker, writer, progress or _ignore)
+            outcome = read_file(
+                os.path.join(root, entry.path), entry, chunker, writer, progress or _ignore, attempts=attempts
+            )
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+            entry.type = "vanished"  # e.g. a table dropped during a PostgreSQL backup: WAL replay agrees
+            return
         except OSError as exc:
             if on_unreadable == "fail":
                 raise BackupFailedError(
@@ -206,7 +216,7 @@ def _run_claimed(
             executor.shutdown(wait=True, cancel_futures=True)
         if own_writer:
             writer.close()
-    kept = [e for e in entries if e.type != "unreadable"]
+    kept = [e for e in entries if e.type not in ("unreadable", "vanished")]
     objects.write(
         repo,
         objects.output_name(backup_id, number),

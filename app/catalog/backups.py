@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -73,3 +74,12 @@ def backup_stats(backup: Backup) -> dict[str, int]:
         "new_chunks": backup.new_chunk_count,
         "packs": backup.pack_count,
     }
+
+
+def record_postgres(row: Backup, meta: dict[str, Any]) -> None:
+    """The catalog columns of a PostgreSQL base backup, from its manifest's `postgres` object."""
+    row.pg_start_lsn, row.pg_stop_lsn = meta["start_lsn"], meta["stop_lsn"]
+    row.pg_timeline = meta["timeline"]
+    row.pg_start_wal, row.pg_stop_wal = meta["start_wal"], meta["stop_wal"]
+    row.pg_started_at = clock.parse_iso(meta["started_at"])
+    row.pg_stopped_at = clock.parse_iso(meta["stopped_at"])

@@ -48,6 +48,14 @@ class Backup(Base):
     storage_class: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
     errors: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # PostgreSQL base backups (docs/POSTGRES.md): the WAL they need, and when the backup ended.
+    pg_start_lsn: Mapped[str | None] = mapped_column(String(20))
+    pg_stop_lsn: Mapped[str | None] = mapped_column(String(20))
+    pg_timeline: Mapped[int | None] = mapped_column(BigInteger)
+    pg_start_wal: Mapped[str | None] = mapped_column(String(24))
+    pg_stop_wal: Mapped[str | None] = mapped_column(String(24))
+    pg_started_at: Mapped[datetime | None]
+    pg_stopped_at: Mapped[datetime | None]
 
 
 class Pack(Base):

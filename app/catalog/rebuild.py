@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app import clock
 from app.catalog import chunks
+from app.catalog.backups import record_postgres
 from app.catalog.models import Backup, Chunk, Pack, Source
 from app.repo.repository import Repository
 
@@ -81,6 +82,8 @@ def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
         row.chunk_count, row.new_chunk_count = stats.get("chunks", 0), stats.get("new_chunks", 0)
         row.pack_count, row.storage_class = stats.get("packs", 0), doc.get("storage_class")
         row.errors = {"errors": doc.get("errors", []), "warnings": doc.get("warnings", [])}
+        if "postgres" in doc:
+            record_postgres(row, doc["postgres"])
         session.merge(row)
         n_backups += 1
     return RebuildReport(n_packs, n_chunks, n_backups, created, unreadable)

@@ -15,8 +15,16 @@ from app.errors import SourceError
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-def add_source(session: Session, name: str, *, path: Path, kind: str = "files") -> Source:
-    """Register a file-tree source; the path must be an existing directory."""
+_QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def add_source(
+    session: Session, name: str, *, path: Path, kind: str = "files", queue: str | None = None
+) -> Source:
+    """Register a file-tree source; the path must be an existing directory. `queue` names the queue
+    its units go to (default `chunks`): only workers started with `-Q QUEUE` can read its files."""
+    if queue is not None and not _QUEUE.match(queue):
+        raise SourceError(f"queue name {queue!r} is not allowed", hint="use letters, digits, '.', '_' and '-'")
     if not _NAME.match(name):
         raise SourceError(
             f"source name {name!r} is not allowed",
@@ -27,7 +35,8 @@ def add_source(session: Session, name: str, *, path: Path, kind: str = "files") 
     resolved = path.expanduser().resolve()
     if not resolved.is_dir():
         raise SourceError(f"source path {resolved} is not a directory", hint="give the directory to back up")
-    source = Source(name=name, kind=kind, path=str(resolved), options={}, created_at=clock.now())
+    options = {"queue": queue} if queue else {}
+    source = Source(name=name, kind=kind, path=str(resolved), options=options, created_at=clock.now())
     session.add(source)
     session.flush()
     return source

@@ -6,12 +6,13 @@ import filecmp
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from app.backup.plan import GRANULARITY_NS
 from app.cli.render import backups_table, console, human
 from app.cli.sample_tree import make_sample_tree, mutate_sample_tree
-from app.settings import load_settings
+from app.settings import Settings, load_settings
 from app.system import BackupSystem
 
 
@@ -42,7 +43,27 @@ def trees_equal(a: Path, b: Path) -> list[str]:
     return diffs
 
 
-def run_demo(home: Path) -> bool:
+#: Runs one backup and returns its id: in this process by default; workers/demo.py passes one that
+#: goes through the Celery tasks (plan, unit chord, finalize) in eager mode.
+BackupRunner = Callable[[BackupSystem, str, str], str]
+
+
+def _in_process(system: BackupSystem, source: str, backup_type: str) -> str:
+    return system.create_backup(source, backup_type).id
+
+
+def demo_settings(home: Path) -> Settings:
+    """Embedded defaults under `home`, whatever the environment says about servers."""
+    return load_settings(
+        equisplit_dr_home=home,
+        database_url=None,
+        backup_storage_url=None,
+        backup_encryption_key=None,
+        backup_encryption_key_file=None,
+    )
+
+
+def run_demo(home: Path, run: BackupRunner = _in_process, *, flow: str = "in this process") -> bool:
     home = home.resolve()
     if home.exists():
         shutil.rmtree(home)
@@ -52,41 +73,34 @@ def run_demo(home: Path) -> bool:
     # Files changed within the timestamp granularity of a backup's start are re-read by the next one
     # (docs/BACKUP.md); a real tree is older than that, so let the sample age past it.
     time.sleep(GRANULARITY_NS / 1e9 + 0.1)
-    settings = load_settings(
-        equisplit_dr_home=home,
-        database_url=None,
-        backup_storage_url=None,
-        backup_encryption_key=None,
-        backup_encryption_key_file=None,
-    )
-    with BackupSystem(settings, actor="demo") as system:
+    with BackupSystem(demo_settings(home), actor="demo") as system:
         report = system.init()
         console.print(
             f"[bold]2.[/] created repository {report.repository_id} (SQLite catalog, local storage, "
-            f"master key in {report.generated_key_file})"
+            f"master key in {report.generated_key_file}); backups run {flow}"
         )
         system.add_source("sample", source_dir)
         t0 = time.perf_counter()
-        full = system.create_full_backup("sample")
+        full = system.show_backup(run(system, "sample", "full"))
         t1 = time.perf_counter()
         console.print(
-            f"[bold]3.[/] full backup {full.id}: {human(full.stats['bytes_read'])} read in {t1 - t0:.2f}s "
-            f"({full.stats['bytes_read'] / (t1 - t0) / 1e6:.0f} MB/s), stored "
-            f"{human(full.stats['bytes_stored'])}"
+            f"[bold]3.[/] full backup {full['id']}: {human(full['bytes_read'])} read in {t1 - t0:.2f}s "
+            f"({full['bytes_read'] / (t1 - t0) / 1e6:.0f} MB/s) in {len(full['units'])} unit(s), stored "
+            f"{human(full['bytes_stored'])}"
         )
-        again = system.create_incremental_backup("sample")
+        again = system.show_backup(run(system, "sample", "incremental"))
         console.print(
-            f"[bold]4.[/] unchanged incremental {again.id}: read {human(again.stats['bytes_read'])}, "
-            f"stored {human(again.stats['bytes_stored'])}"
+            f"[bold]4.[/] unchanged incremental {again['id']}: read {human(again['bytes_read'])}, "
+            f"stored {human(again['bytes_stored'])}"
         )
         mutate_sample_tree(source_dir)
-        inc = system.create_incremental_backup("sample")
+        inc = system.show_backup(run(system, "sample", "incremental"))
         console.print(
-            f"[bold]5.[/] after a small change, incremental {inc.id}: {inc.stats['files_read']} files "
-            f"re-read, {human(inc.stats['bytes_new'])} new, stored {human(inc.stats['bytes_stored'])}"
+            f"[bold]5.[/] after a small change, incremental {inc['id']}: {inc['files_read']} files "
+            f"re-read, {human(inc['bytes_new'])} new, stored {human(inc['bytes_stored'])}"
         )
         console.print(backups_table(system.list_backups("sample")))
-        plan = system.restore(inc.id, restore_dir)
+        plan = system.restore(inc["id"], restore_dir)
         console.print(f"[bold]6.[/] restored {plan.files} files ({human(plan.bytes)}) into {restore_dir}")
     diffs = trees_equal(source_dir, restore_dir)
     if diffs:

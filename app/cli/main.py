@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from app.cli.dr_commands import dr_app
 from app.cli.render import backups_table, console, err_console, human, print_json, progress_bar
 from app.cli.wal_commands import wal_app
 from app.errors import ConfigurationError, EquisplitError, MasterKeyError
@@ -28,7 +29,6 @@ keys_app = typer.Typer(no_args_is_help=True, help="Manage the repository's keys.
 catalog_app = typer.Typer(no_args_is_help=True, help="Maintain the catalog.")
 schedule_app = typer.Typer(no_args_is_help=True, help="The recurring jobs beat runs.")
 job_app = typer.Typer(no_args_is_help=True, help="Jobs in the catalog's ledger.")
-dr_app = typer.Typer(no_args_is_help=True, help="Disaster recovery: health, recovery.")
 app.add_typer(source_app, name="source")
 app.add_typer(backup_app, name="backup")
 app.add_typer(keys_app, name="keys")
@@ -101,6 +101,9 @@ def source_add(
     pgdata: Annotated[
         Path | None, typer.Option("--pgdata", help="With --postgres: the cluster's data directory.")
     ] = None,
+    queue: Annotated[
+        str | None, typer.Option("--queue", help="Queue of this source's units (workers that can read it).")
+    ] = None,
 ) -> None:
     """Register a directory (--path) or a PostgreSQL cluster (--postgres) as a backup source."""
     if (path is None) == (postgres is None):
@@ -109,8 +112,8 @@ def source_add(
         raise ConfigurationError("--pgdata goes with --postgres")
     with _system() as system:
         if path is not None:
-            info = system.add_source(name, path)
-            console.print(f"source {info['name']} -> {info['path']}")
+            info = system.add_source(name, path, queue=queue)
+            console.print(f"source {info['name']} -> {info['path']} (units on queue {info['queue']})")
             return
         assert postgres is not None
         from app.catalog import audit
@@ -143,11 +146,15 @@ def backup_run(
     type_: Annotated[
         str, typer.Option("--type", "-t", help="full|incremental|differential|archive")
     ] = "incremental",
+    checksum: Annotated[
+        bool,
+        typer.Option("--checksum", help="Re-read every file, whatever the change rule says (dedup by content)."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Back up a source now."""
+    """Back up a source now (a PostgreSQL source: a base backup of the whole cluster)."""
     with _system() as system, progress_bar("backup", not as_json) as progress:
-        result = system.create_backup(source, type_, progress)
+        result = system.create_backup(source, type_, progress, checksum=checksum or None)
         info = system.show_backup(result.id)
     if as_json:
         print_json(info)

@@ -19,7 +19,7 @@ from app.catalog.db import transaction
 from app.catalog.models import Backup
 from app.context import Context
 from app.errors import EquisplitError, IntegrityError, ObjectNotFoundError, RestoreTargetError
-from app.restore.target import PARTIAL_SUFFIX, check_target, normalise_selection, safe_path, selected
+from app.restore.target import PARTIAL_SUFFIX, check_target, normalise_selection, safe_relpath, selected
 
 #: Blobs closer than this in one pack are fetched with one ranged read.
 COALESCE_GAP = 1 << 20
@@ -38,13 +38,42 @@ class RestorePlan:
     missing_chunks: list[str] = field(default_factory=list)
 
 
-@dataclass
 class _FileState:
-    path: Path
-    partial: Path
-    entry: dict[str, Any]
-    remaining: int
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    """One file being restored: created by the first pack worker that has a chunk for it, written at
+    its offsets, renamed into place by whichever worker writes its last chunk."""
+
+    __slots__ = ("entry", "fd", "lock", "partial", "path", "remaining")
+
+    def __init__(self, path: str, entry: dict[str, Any], remaining: int) -> None:
+        self.path = path
+        self.partial = path + PARTIAL_SUFFIX
+        self.entry = entry
+        self.remaining = remaining
+        self.fd: int | None = None
+        self.lock = threading.Lock()
+
+    def write(self, data: bytes, offset: int) -> bool:
+        """Write one chunk; True when it was the file's last one (the file is then closed)."""
+        with self.lock:
+            if self.fd is None:
+                self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                if self.remaining > 1:
+                    os.ftruncate(self.fd, self.entry["size"])
+            os.pwrite(self.fd, data, offset)
+            self.remaining -= 1
+            if self.remaining:
+                return False
+            os.close(self.fd)
+            self.fd = None
+            return True
+
+    def discard(self) -> None:
+        with self.lock:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.partial)
 
 
 def _select(manifest: dict[str, Any], paths: list[str] | None) -> list[dict[str, Any]]:
@@ -95,27 +124,25 @@ class Restorer:
         threads: int,
     ) -> None:
         target.mkdir(parents=True, exist_ok=True)
+        root = str(target)
+        made: set[str] = {root}
         files: list[_FileState] = []
         by_pack: dict[str, list[tuple[str, int, _FileState]]] = defaultdict(list)
-        for e in sorted(entries, key=lambda e: e["path"]):
-            dest = safe_path(target, e["path"])
+        for e in entries:
+            dest = os.path.join(root, safe_relpath(e["path"]))
             if e["type"] == "dir":
-                dest.mkdir(parents=True, exist_ok=True)
+                _makedirs(dest, made)
             elif e["type"] == "file":
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                state = _FileState(dest, dest.with_name(dest.name + PARTIAL_SUFFIX), e, len(e["chunks"]))
+                _makedirs(os.path.dirname(dest), made)
+                state = _FileState(dest, e, len(e["chunks"]))
                 files.append(state)
-                with open(state.partial, "wb") as handle:
-                    handle.truncate(e["size"])
                 offset = 0
-                sizes = []
                 for cid in e["chunks"]:
                     loc = where[cid]
                     by_pack[loc.pack_id].append((cid, offset, state))
                     offset += loc.raw_length
-                    sizes.append(loc.raw_length)
-        done = [0]
         total = sum(f.entry["size"] for f in files)
+        counter = {"done": 0}
         done_lock = threading.Lock()
 
         def finish_file(state: _FileState) -> None:
@@ -137,24 +164,18 @@ class Restorer:
                             detail=exc.message,
                             hint="restore the pack from a replica (secondary region)",
                         ) from None
-                    fd = os.open(state.partial, os.O_WRONLY)
-                    try:
-                        os.pwrite(fd, plain, file_offset)
-                    finally:
-                        os.close(fd)
-                    with state.lock:
-                        state.remaining -= 1
-                        complete = state.remaining == 0
-                    if complete:
+                    if state.write(plain, file_offset):
                         finish_file(state)
-                    with done_lock:
-                        done[0] += len(plain)
-                        if progress:
-                            progress(done[0], total)
+                    if progress:
+                        with done_lock:
+                            counter["done"] += len(plain)
+                            done = counter["done"]
+                        progress(done, total)
 
         try:
             for state in files:
-                if state.remaining == 0:
+                if state.remaining == 0:  # empty file
+                    os.close(os.open(state.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
                     finish_file(state)
             with ThreadPoolExecutor(threads, thread_name_prefix="restore") as pool:
                 futures = [pool.submit(restore_pack, pid) for pid in by_pack]
@@ -170,19 +191,25 @@ class Restorer:
         except BaseException:
             if not keep_partial:
                 for state in files:
-                    state.partial.unlink(missing_ok=True)
+                    state.discard()
             raise
         for e in entries:
             if e["type"] == "symlink":
-                dest = safe_path(target, e["path"])
-                if dest.is_symlink() or dest.exists():
-                    dest.unlink()
+                dest = os.path.join(root, safe_relpath(e["path"]))
+                if os.path.lexists(dest):
+                    os.unlink(dest)
                 os.symlink(e["target"], dest)
                 _apply_metadata(dest, e)
         for e in sorted(
             (e for e in entries if e["type"] == "dir"), key=lambda e: e["path"].count("/"), reverse=True
         ):
-            _apply_metadata(safe_path(target, e["path"]), e)
+            _apply_metadata(os.path.join(root, safe_relpath(e["path"])), e)
+
+
+def _makedirs(path: str, made: set[str]) -> None:
+    if path not in made:
+        os.makedirs(path, exist_ok=True)
+        made.add(path)
 
 
 def _coalesce(items: list[tuple[str, int, _FileState]], where: dict[str, chunks.ChunkLocation]):  # type: ignore[no-untyped-def]
@@ -202,7 +229,7 @@ def _coalesce(items: list[tuple[str, int, _FileState]], where: dict[str, chunks.
         yield start, end, group
 
 
-def _apply_metadata(path: Path, entry: dict[str, Any]) -> None:
+def _apply_metadata(path: str, entry: dict[str, Any]) -> None:
     is_link = entry["type"] == "symlink"
     if os.geteuid() == 0:
         with contextlib.suppress(OSError):

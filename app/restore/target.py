@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from app.errors import IntegrityError, RestoreTargetError
 
@@ -24,12 +24,16 @@ def check_target(target: Path, *, overwrite: bool) -> None:
         )
 
 
+def safe_relpath(rel: str) -> str:
+    """A manifest path, checked: IntegrityError if it would escape the restore target."""
+    if not rel or rel.startswith("/") or "\x00" in rel or ".." in rel.split("/"):
+        raise IntegrityError(f"manifest entry {rel!r} would escape the restore target; refusing it")
+    return rel
+
+
 def safe_path(target: Path, rel: str) -> Path:
     """The target path of a manifest entry; IntegrityError if it would escape the target."""
-    pure = PurePosixPath(rel)
-    if pure.is_absolute() or ".." in pure.parts or not rel or "\x00" in rel:
-        raise IntegrityError(f"manifest entry {rel!r} would escape the restore target; refusing it")
-    return target.joinpath(*pure.parts)
+    return target / safe_relpath(rel)
 
 
 def selected(path: str, wanted: list[str]) -> bool:

@@ -88,8 +88,9 @@ def test_corrupt_byte_in_a_pack_names_file_and_pack_and_leaves_nothing_half_writ
 def test_corrupt_pack_with_keep_partial_keeps_the_partial_file(system: BackupSystem, tmp_path: Path) -> None:
     _src, backup_id = _backed_up(system, tmp_path, big_mib=8, small=0)
     biggest = _pack_paths(system)[-1]
+    last = max(system.context.repository.read_pack_index(biggest.name), key=lambda e: e.offset)
     data = bytearray(biggest.read_bytes())
-    data[100] ^= 0x01
+    data[last.offset + 100] ^= 0x01  # the pack's last blob: the chunks before it are written first
     biggest.write_bytes(bytes(data))
     with pytest.raises(IntegrityError):
         system.restore(backup_id, tmp_path / "out", keep_partial=True)

@@ -338,3 +338,50 @@ def stop_prefetchers(base: Path) -> None:
         if b"app.wal.prefetch" in cmdline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+class RecoveryArea:
+    """A directory under /tmp the `postgres` user can reach, holding recovered clusters; at exit every
+    server started in it is stopped and its prefetchers ended, whether the test passed or not."""
+
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="eqdr-recovered-", dir="/tmp"))
+        self.base.chmod(0o755)
+        self.count = 0
+
+    def new_dir(self) -> Path:
+        self.count += 1
+        return self.base / f"target{self.count}"
+
+    def connect(self, port: int) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            host="127.0.0.1", port=port, user=PG_USER, dbname="postgres", autocommit=True, connect_timeout=10
+        )
+
+    def sql(self, port: int, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self.connect(port) as conn:
+            cursor = conn.execute(query.encode(), params or None)
+            return cursor.fetchall() if cursor.description else []
+
+    def stop_all(self) -> None:
+        for data in self.base.iterdir():
+            if (data / "postmaster.pid").exists():
+                run_as_postgres(
+                    str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop", check=False
+                )
+        stop_prefetchers(self.base)
+
+    def close(self) -> None:
+        try:
+            self.stop_all()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture
+def recovery_area() -> Iterator[RecoveryArea]:
+    area = RecoveryArea()
+    try:
+        yield area
+    finally:
+        area.close()

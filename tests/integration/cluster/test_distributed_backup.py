@@ -84,3 +84,23 @@ def test_a_worker_killed_mid_unit_is_redelivered(cluster: Cluster, tmp_path: Pat
             )
         system.restore(outcome["backup_id"], tmp_path / "out")
     assert_same_tree(src, tmp_path / "out")
+
+
+def test_a_source_on_its_own_queue_is_read_only_by_its_workers(cluster: Cluster, tmp_path: Path) -> None:
+    from tasks.backup import run_backup
+
+    src = flat_tree(tmp_path / "src", files=4, mib=1)
+    small_units = {"BACKUP_UNIT_BYTES": str(1 << 20)}
+    cluster.start_worker("planner", queues="backup,chunks", extra_env=small_units)  # a host without the files
+    cluster.start_worker("nas1", queues="chunks.nas1")  # the host that has them
+    with BackupSystem() as system:
+        system.add_source("docs", src, queue="chunks.nas1")
+    outcome = run_backup.delay("docs", "full").get(timeout=120)
+    assert outcome["state"] == "complete", cluster.logs()
+    nas_log = (cluster.logdir / "nas1.log").read_text()
+    planner_log = (cluster.logdir / "planner.log").read_text()
+    with BackupSystem() as system:
+        assert len(system.show_backup(outcome["backup_id"])["units"]) == 4
+    assert nas_log.count("Task tasks.backup.backup_unit[") >= 4
+    assert "Task tasks.backup.backup_unit[" not in planner_log
+    assert "tasks.backup.run_backup" in planner_log and "tasks.backup.finalize_backup" in planner_log

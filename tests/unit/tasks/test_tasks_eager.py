@@ -33,3 +33,36 @@ def test_backup_and_restore_tasks_return_ids(tmp_path: Path, monkeypatch: pytest
     finally:
         app.conf.task_always_eager = False
     assert_same_tree(src, tmp_path / "out")
+
+
+def test_a_postgres_backup_runs_whole_in_the_planning_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its session must outlive every unit, so the task runs the engine in-process rather than a chord:
+    here it reaches the connection (refused: nothing listens) instead of planning units."""
+    monkeypatch.setenv("EQUISPLIT_DR_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", secrets.token_hex(32))
+    from app.backup.prepare import prepare_backup
+    from app.catalog.db import transaction
+    from app.catalog.sources import add_postgres_source
+    from app.errors import ConfigurationError, SourceError
+    from app.system import BackupSystem
+    from tasks.backup import run_backup
+    from workers import app
+
+    monkeypatch.setattr("workers.base._context", None)  # this test's home, not an earlier test's
+    with BackupSystem() as system:
+        system.init()
+        with transaction(system.context.sessions) as session:
+            add_postgres_source(session, "db", "host=127.0.0.1 port=1 user=postgres connect_timeout=2")
+        with pytest.raises(ConfigurationError, match="runs in one process"):
+            prepare_backup(system.context, "db", "full", cluster=True)
+    app.conf.task_always_eager = True
+    try:
+        with pytest.raises(SourceError, match="cannot connect to the PostgreSQL cluster of source db"):
+            run_backup.apply(args=("db", "full")).get()
+    finally:
+        app.conf.task_always_eager = False
+    with BackupSystem() as system:
+        (row,) = system.list_backups("db")
+        assert row["state"] == "failed" and "cannot connect" in row["error"]

@@ -1,0 +1,161 @@
+"""`equisplit-dr dr`: disaster recovery. `dr recover` is point-in-time recovery of a PostgreSQL source
+(docs/PITR.md); `dr health-check` is registered on the same group by app/cli/main.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from app.cli.render import console, err_console, human, print_json
+from app.errors import EquisplitError
+
+dr_app = typer.Typer(no_args_is_help=True, help="Disaster recovery: health, point-in-time recovery.")
+
+
+def _fail(exc: EquisplitError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    if exc.detail:
+        err_console.print(f"  detail: {exc.detail}", highlight=False)
+    if exc.hint:
+        err_console.print(f"  hint: {exc.hint}", highlight=False)
+    raise typer.Exit(exc.exit_code)
+
+
+@dr_app.command("recover")
+def dr_recover(
+    source: Annotated[str, typer.Option("--source", "-s", help="The PostgreSQL source.")],
+    target: Annotated[Path, typer.Option("--target", help="An empty or new directory to recover into.")],
+    timestamp: Annotated[
+        str | None,
+        typer.Option(
+            "--timestamp", help="Recover to this time (ISO 8601, UTC unless it has an offset), or `latest`."
+        ),
+    ] = None,
+    lsn: Annotated[str | None, typer.Option("--lsn", help="Recover to this WAL position (X/Y).")] = None,
+    xid: Annotated[str | None, typer.Option("--xid", help="Recover to this transaction id.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Recover to this restore point.")] = None,
+    latest: Annotated[bool, typer.Option("--latest", help="Recover to the end of the archived WAL.")] = False,
+    backup: Annotated[str | None, typer.Option("--backup", help="Use this base backup.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and check every WAL file; write nothing.")
+    ] = False,
+    start: Annotated[
+        bool, typer.Option("--start", help="Start the server and wait until recovery has finished.")
+    ] = False,
+    port: Annotated[int | None, typer.Option("--port", help="Port of the recovered server.")] = None,
+    action: Annotated[
+        str, typer.Option("--action", help="At the target: promote (default) or pause.")
+    ] = "promote",
+    restore_command: Annotated[
+        str | None,
+        typer.Option(
+            "--restore-command",
+            help="restore_command to write ({source} is replaced); default PITR_RESTORE_COMMAND.",
+        ),
+    ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option("--owner", help="OS user that owns and runs the cluster (as root: postgres)."),
+    ] = None,
+    keep_archiving: Annotated[
+        bool,
+        typer.Option(
+            "--keep-archiving",
+            help="Keep the backup's archive_mode (default: off, so a drill never archives).",
+        ),
+    ] = False,
+    timeout: Annotated[int | None, typer.Option("--timeout", help="Seconds to wait for recovery.")] = None,
+    tablespace_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--tablespace-dir", help="Where tablespaces go (<dir>/<oid>); default <target>_tablespaces."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Recover a PostgreSQL source to a point in time from its base backups and archived WAL."""
+    from app.pitr.manager import DisasterRecoveryManager
+
+    if action not in ("promote", "pause"):
+        _fail(EquisplitError("--action is promote or pause"))
+    if port is None and start:
+        _fail(EquisplitError("--start needs --port P (the recovered server must not take the source's port)"))
+    try:
+        with DisasterRecoveryManager(source=source, actor="cli") as manager:
+            result = manager.execute_point_in_time_recovery(
+                timestamp,
+                dry_run,
+                target_dir=target,
+                lsn=lsn,
+                xid=xid,
+                name=name,
+                latest=latest,
+                backup_id=backup,
+                start=start,
+                port=port,
+                action=action,
+                restore_command=restore_command,
+                owner=owner,
+                keep_archiving=keep_archiving,
+                timeout=timeout,
+                tablespace_dir=tablespace_dir,
+            )
+    except EquisplitError as exc:
+        _fail(exc)
+        return
+    doc = result.to_json()
+    if as_json:
+        print_json(doc)
+    else:
+        _print(doc)
+    if not result.success:
+        raise typer.Exit(15)
+
+
+def _print(doc: dict[str, Any]) -> None:
+    plan = doc["plan"]
+    backup = plan["backup"]
+    console.print(
+        f"{'plan' if doc['dry_run'] else 'recovery'} of source {plan['source']} to {_target(plan['target'])}",
+        highlight=False,
+    )
+    console.print(
+        f"  base backup {backup['id']} ({backup['type']}, timeline {backup['timeline']}, ended "
+        f"{backup['stopped_at']} at {backup['stop_lsn']}), {human(plan['restore_bytes'])} to restore",
+        highlight=False,
+    )
+    timelines = " -> ".join(str(t["timeline"]) for t in plan["timelines"])
+    console.print(
+        f"  WAL: {plan['segments']} segments {plan['first_segment']} .. {plan['last_segment']} "
+        f"({human(plan['wal_bytes'])}, {human(plan['wal_stored_bytes'])} stored), timelines {timelines}",
+        highlight=False,
+    )
+    console.print(f"  estimated time: {plan['estimated_seconds']} s", highlight=False)
+    for warning in plan["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    for problem in doc["problems"]:
+        err_console.print(f"[red]problem:[/] {problem}", highlight=False)
+    if doc["dry_run"]:
+        console.print("the plan can be carried out" if doc["success"] else "recovery would be refused")
+        return
+    console.print(f"{'recovered' if doc['success'] else 'FAILED'}: {doc['message']}", highlight=False)
+    if doc["started"]:
+        console.print(
+            f"  reached {doc['restored_timestamp'] or '-'} (timeline {doc['timeline'] or '-'}), "
+            f"RTO {doc['rto_seconds']} s (restore {doc['restore_seconds']} s, recovery {doc['recovery_seconds']} s)",
+            highlight=False,
+        )
+    else:
+        console.print(f"  restored into {doc['target_dir']} in {doc['rto_seconds']} s", highlight=False)
+
+
+def _target(target: dict[str, Any]) -> str:
+    kind = target["kind"]
+    return {
+        "time": f"time {target['time']}",
+        "lsn": f"WAL position {target['lsn']}",
+        "xid": f"transaction {target['xid']}",
+        "name": f"restore point {target['name']}",
+    }.get(kind, "latest")
