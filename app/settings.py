@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     @field_validator("equisplit_dr_home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
-        return value.expanduser()
+        return value.expanduser().absolute()  # relative homes resolve against the working directory
 
     # Derived locations for the embedded defaults ------------------------------------------------
 

@@ -1,0 +1,54 @@
+"""The settings object: names from the spec, malformed values named, derived defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.errors import ConfigurationError
+from app.settings import load_settings
+
+
+def test_a_relative_home_gives_absolute_embedded_locations(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(equisplit_dr_home=Path("rel-home"))
+    assert settings.home == tmp_path / "rel-home"
+    assert settings.storage_url == (tmp_path / "rel-home" / "repo").as_uri()
+    assert settings.catalog_url == f"sqlite:///{tmp_path / 'rel-home' / 'catalog.sqlite3'}"
+
+
+def test_secondary_regions_map_and_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SECONDARY_REGIONS", "us-west-2,eu-west-1")
+    monkeypatch.setenv("BACKUP_SECONDARY_STORAGE_URLS", "us-west-2=s3://bucket/dr?region=us-west-2")
+    urls = load_settings(equisplit_dr_home=tmp_path).secondary_storage_urls
+    assert urls == {
+        "us-west-2": "s3://bucket/dr?region=us-west-2",
+        "eu-west-1": (tmp_path / "regions" / "eu-west-1").as_uri(),
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BACKUP_RETENTION_DAILY", "thirty"),
+        ("BACKUP_SECONDARY_STORAGE_URLS", "us-west-2"),
+        ("BACKUP_SCHEDULE_FULL", "0 25 * * *"),
+        ("SCHEDULE_TIMEZONE", "Mars/Olympus"),
+        ("BACKUP_COMPRESSION_LEVEL", "40"),
+    ],
+)
+def test_a_malformed_value_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings()
+
+
+def test_a_secret_value_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DR_SLACK_WEBHOOK", "https://hooks.example/secret-token")
+    monkeypatch.setenv("BACKUP_RETENTION_WEEKLY", "-1")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "secret-token" not in str(caught.value)
