@@ -71,8 +71,13 @@ class ScheduleEntry:
 
     def _fires_at(self, t: datetime) -> bool:
         minute, hour, dom, month, dow = parse_cron(self.cron or "")
-        return (t.minute in minute and t.hour in hour and t.day in dom and t.month in month
-                and (t.weekday() + 1) % 7 in dow)
+        return (
+            t.minute in minute
+            and t.hour in hour
+            and t.day in dom
+            and t.month in month
+            and (t.weekday() + 1) % 7 in dow
+        )
 
     def next_run(self, after: datetime) -> datetime:
         """The first run time strictly after `after` (aware datetime, in the entry's time zone)."""

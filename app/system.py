@@ -100,6 +100,19 @@ class BackupSystem:
             audit.append(session, "source.added", name, {"path": source.path, "queue": queue}, self.actor)
             return {"name": source.name, "kind": source.kind, "path": source.path, "queue": queue or "chunks"}
 
+    def add_postgres_source(self, name: str, dsn: str, pgdata: Path | None = None) -> dict[str, Any]:
+        """Register a PostgreSQL cluster; the DSN is stored (and shown) without its password."""
+        with transaction(self.context.sessions) as session:
+            source = sources.add_postgres_source(session, name, dsn, pgdata)
+            detail = {"kind": "postgres", "dsn": source.options["dsn"], "pgdata": source.path}
+            audit.append(session, "source.added", name, detail, self.actor)
+            return {
+                "name": source.name,
+                "kind": source.kind,
+                "dsn": source.options["dsn"],
+                "pgdata": source.path,
+            }
+
     def list_sources(self) -> list[dict[str, Any]]:
         with self.context.sessions() as session:
             return [

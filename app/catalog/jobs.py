@@ -68,8 +68,11 @@ def backup_job_cancelled(session: Session, backup_id: str) -> bool:
 
 
 def add_backup_progress(session: Session, backup_id: str, *, units: int, bytes_done: int) -> None:
-    """Count a finished unit on the backup's job, and beat its heartbeat."""
-    job = backup_job(session, backup_id)
+    """Count a finished unit on the backup's job, and beat its heartbeat. The job row is locked
+    (PostgreSQL) so two units finishing at once on two workers do not lose an increment."""
+    job = session.scalar(
+        select(Job).where(Job.backup_id == backup_id, Job.kind == "backup").limit(1).with_for_update()
+    )
     if job is None:
         return
     progress = dict(job.progress or {})

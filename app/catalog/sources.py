@@ -24,7 +24,9 @@ def add_source(
     """Register a file-tree source; the path must be an existing directory. `queue` names the queue
     its units go to (default `chunks`): only workers started with `-Q QUEUE` can read its files."""
     if queue is not None and not _QUEUE.match(queue):
-        raise SourceError(f"queue name {queue!r} is not allowed", hint="use letters, digits, '.', '_' and '-'")
+        raise SourceError(
+            f"queue name {queue!r} is not allowed", hint="use letters, digits, '.', '_' and '-'"
+        )
     if not _NAME.match(name):
         raise SourceError(
             f"source name {name!r} is not allowed",

@@ -116,15 +116,8 @@ def source_add(
             console.print(f"source {info['name']} -> {info['path']} (units on queue {info['queue']})")
             return
         assert postgres is not None
-        from app.catalog import audit
-        from app.catalog.db import transaction
-        from app.catalog.sources import add_postgres_source
-
-        with transaction(system.context.sessions) as session:
-            source = add_postgres_source(session, name, postgres, pgdata)
-            detail = {"kind": "postgres", "dsn": source.options["dsn"], "pgdata": source.path}
-            audit.append(session, "source.added", name, detail, system.actor)
-        console.print(f"source {source.name} -> PostgreSQL {source.options['dsn']}", highlight=False)
+        info = system.add_postgres_source(name, postgres, pgdata)
+        console.print(f"source {info['name']} -> PostgreSQL {info['dsn']}", highlight=False)
 
 
 @source_app.command("list")
@@ -148,7 +141,9 @@ def backup_run(
     ] = "incremental",
     checksum: Annotated[
         bool,
-        typer.Option("--checksum", help="Re-read every file, whatever the change rule says (dedup by content)."),
+        typer.Option(
+            "--checksum", help="Re-read every file, whatever the change rule says (dedup by content)."
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

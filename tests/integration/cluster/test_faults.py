@@ -67,6 +67,7 @@ def test_redis_restarted_mid_backup(cluster: Cluster, redis_server: RedisServer,
         os.environ["JOB_STALE_SECONDS"] = "1"
         time.sleep(2)
         from app.scheduler import BackupScheduler
+        from app.timespec import parse_since
 
         with BackupScheduler() as scheduler:
             reaped = scheduler.reap()
@@ -74,10 +75,7 @@ def test_redis_restarted_mid_backup(cluster: Cluster, redis_server: RedisServer,
         with BackupSystem() as system:
             states = [b["state"] for b in system.list_backups("docs")]
             status = {
-                r["job_id"]: r
-                for r in BackupScheduler(context=system.context).job_status(
-                    __import__("app.timespec", fromlist=["parse_since"]).parse_since("1h")
-                )
+                r["job_id"]: r for r in BackupScheduler(context=system.context).job_status(parse_since("1h"))
             }
         assert states == ["failed"] and len(reaped) == 1, cluster.logs()
         assert status[reaped[0]]["state"] == "failed" and "worker lost" in status[reaped[0]]["error"]
