@@ -17,6 +17,10 @@ class EquisplitError(Exception):
         self.detail = detail
         self.hint = hint
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle whatever the subclass's constructor takes: errors cross process pools."""
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
     def __str__(self) -> str:
         parts = [self.message]
         if self.detail:
@@ -24,6 +28,13 @@ class EquisplitError(Exception):
         if self.hint:
             parts.append(f"hint: {self.hint}")
         return "\n".join(parts)
+
+
+def _rebuild(cls: type[EquisplitError], args: tuple[object, ...], state: dict[str, object]) -> EquisplitError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(EquisplitError):

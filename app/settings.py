@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     backup_cross_region: bool = True
     backup_pitr: bool = True
     backup_threads: int = Field(default=0, ge=0, le=256)
+    #: Worker processes of a backup run in one process (the CLI): 0 = one per core, 1 = threads only.
+    backup_processes: int = Field(default=0, ge=0, le=256)
+    #: ... once the walk finds this many bytes to read; below it, threads in the backup's own process.
+    backup_processes_min_bytes: int = Field(default=64 << 20, ge=0)
     backup_unit_bytes: int = Field(default=256 << 20, ge=1 << 20)
     #: Archive backups go to this S3 storage class: instant retrieval, so a restore needs no thaw first.
     backup_archive_storage_class: str = Field(default="GLACIER_IR", pattern="^[A-Z_]+$")

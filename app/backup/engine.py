@@ -7,14 +7,16 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from app.backup import procpool
 from app.backup.finalize import fail_backup, finalize_backup
 from app.backup.heartbeat import Heartbeat
-from app.backup.hooks import hooks_for, load_source
-from app.backup.prepare import LOCAL_LEASE, prepare_backup
+from app.backup.hooks import SourceHooks, hooks_for, load_source
+from app.backup.prepare import LOCAL_LEASE, PreparedBackup, prepare_backup
 from app.backup.result import BackupResult
 from app.backup.unit import new_writer, run_unit
 from app.context import Context
 from app.errors import BackupFailedError, EquisplitError
+from app.sources.watch import SizeWatch
 
 __all__ = ["BackupResult", "run_backup", "runs_in_one_process"]
 
@@ -49,7 +51,9 @@ def run_backup(
     actor: str | None = None,
     checksum: bool | None = None,
 ) -> BackupResult:
-    """Back up a registered source now, using every core of this machine.
+    """Back up a registered source now, using every core of this machine: its units run on a pool of
+    worker processes (BACKUP_PROCESSES, one per core), or on threads here when one process is all
+    there is to use.
 
     A PostgreSQL source's session (pg_backup_start to pg_backup_stop) is held here for the whole
     backup. `checksum` re-reads every file; by default only PostgreSQL sources with
@@ -58,45 +62,98 @@ def run_backup(
     hooks = hooks_for(source)
     if checksum is None:
         checksum = source.kind == "postgres" and ctx.settings.backup_pg_checksum_mode
+    processes = procpool.processes_for(ctx.settings)
+    # Worker processes pay off for a big backup only (BACKUP_PROCESSES_MIN_BYTES); their fork server
+    # starts once the walk has found that much, and imports the data path while the walk goes on.
+    min_bytes = ctx.settings.backup_processes_min_bytes
+    watch = SizeWatch(min_bytes, procpool.warm_up) if processes > 1 else None
+    pool_used = False
     try:
-        prepared = prepare_backup(ctx, source_name, backup_type, hooks=hooks, checksum=checksum)
-    except BaseException:
-        hooks.close()
-        raise
+        try:
+            prepared = prepare_backup(
+                ctx,
+                source_name,
+                backup_type,
+                hooks=hooks,
+                checksum=checksum,
+                parallelism=processes,
+                watch=watch,
+            )
+        except BaseException:
+            hooks.close()
+            raise
+        if watch is None or not watch.fired or prepared.bytes_to_read < min_bytes:
+            processes = 1
+        pool_used = min(processes, len(prepared.units)) > 1
+        return _run_prepared(ctx, prepared, hooks, processes, progress, actor)
+    finally:
+        if watch is not None and watch.fired:
+            procpool.stop_server(used=pool_used)
+
+
+def _run_prepared(
+    ctx: Context,
+    prepared: PreparedBackup,
+    hooks: SourceHooks,
+    processes: int,
+    progress: Callable[[int, int], None] | None,
+    actor: str | None,
+) -> BackupResult:
     heartbeat = Heartbeat(ctx, prepared.backup_id, prepared.lease, prepared.holder, LOCAL_LEASE)
     heartbeat.start()
     tracker = _Progress(progress, prepared.bytes_to_read)
     try:
-        writer = new_writer(ctx, prepared.backup_id, prepared.storage_class)
-        try:
-            threads = ctx.settings.worker_threads
-            with (
-                ThreadPoolExecutor(threads, thread_name_prefix="backup-read") as files,
-                ThreadPoolExecutor(
-                    min(MAX_UNITS_IN_FLIGHT, max(1, len(prepared.units))), thread_name_prefix="backup-unit"
-                ) as units,
-            ):
-                futures = [
-                    units.submit(
-                        run_unit, ctx, prepared.backup_id, n, writer=writer, pool=files, progress=tracker.add
-                    )
-                    for n in prepared.units
-                ]
-                for future in futures:
-                    future.result()
-            writer.flush()
-            hooks.finish(ctx, prepared.backup_id, writer)
-        finally:
-            writer.close()
+        processes = min(processes, len(prepared.units))
+        if processes > 1:
+            _run_units_in_processes(ctx, prepared, processes, tracker)
+        elif prepared.units:
+            _run_units_here(ctx, prepared, tracker)
+        hooks.finish(
+            ctx, prepared.backup_id, lambda: new_writer(ctx, prepared.backup_id, prepared.storage_class)
+        )
         result = finalize_backup(ctx, prepared.backup_id, actor=actor)
     except BaseException as exc:
         hooks.close()  # before marking it failed: PostgreSQL ends the backup with its session
         fail_backup(ctx, prepared.backup_id, exc, actor=actor)
         if isinstance(exc, EquisplitError):
             raise
-        raise BackupFailedError(f"backup {prepared.backup_id} of {source_name} failed: {exc}") from exc
+        raise BackupFailedError(f"backup {prepared.backup_id} of {prepared.source} failed: {exc}") from exc
     finally:
         hooks.close()
         heartbeat.stopped.set()
     result.job_id = prepared.job_id
     return result
+
+
+def _run_units_in_processes(
+    ctx: Context, prepared: PreparedBackup, processes: int, tracker: _Progress
+) -> None:
+    threads = max(1, ctx.settings.worker_threads // processes)
+    # At most one chunk per minimum chunk size of each file, and one per small file.
+    min_chunk = ctx.repository.chunker_params.min_size
+    expected = prepared.files_to_read + prepared.bytes_to_read // min_chunk
+    with procpool.UnitPool(ctx.settings, processes, threads, expected) as pool:
+        pool.run(prepared.backup_id, list(zip(prepared.units, prepared.unit_sizes, strict=True)), tracker.add)
+
+
+def _run_units_here(ctx: Context, prepared: PreparedBackup, tracker: _Progress) -> None:
+    """Every unit in this process, on one shared thread pool and pack writer."""
+    writer = new_writer(ctx, prepared.backup_id, prepared.storage_class)
+    try:
+        with (
+            ThreadPoolExecutor(ctx.settings.worker_threads, thread_name_prefix="backup-read") as files,
+            ThreadPoolExecutor(
+                min(MAX_UNITS_IN_FLIGHT, len(prepared.units)), thread_name_prefix="backup-unit"
+            ) as units,
+        ):
+            futures = [
+                units.submit(
+                    run_unit, ctx, prepared.backup_id, n, writer=writer, pool=files, progress=tracker.add
+                )
+                for n in prepared.units
+            ]
+            for future in futures:
+                future.result()
+        writer.flush()
+    finally:
+        writer.close()

@@ -7,6 +7,7 @@ for the WAL the backup needs (app/backup/postgres.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 from app.backup.writer import ChunkWriter
 from app.context import Context
 from app.sources.files import Entry, walk_tree
+from app.sources.watch import SizeWatch
 
 
 @dataclass
@@ -43,16 +45,16 @@ class SourceInfo:
 
 class SourceHooks(Protocol):
     """A source kind's part in a backup. `begin` runs once the backup row exists, before the walk;
-    `finish` after every unit, before the manifest (it may add entries through `writer` and an extra
+    `finish` after every unit, before the manifest (it may add entries through a writer it makes and an extra
     object, docs/FORMAT.md section 6); `close` always, last."""
 
     kind: str
 
     def begin(self, ctx: Context, backup_id: str) -> None: ...
 
-    def walk(self, ctx: Context) -> SourceWalk: ...
+    def walk(self, ctx: Context, watch: SizeWatch | None = None) -> SourceWalk: ...
 
-    def finish(self, ctx: Context, backup_id: str, writer: ChunkWriter) -> None: ...
+    def finish(self, ctx: Context, backup_id: str, make_writer: Callable[[], ChunkWriter]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -68,13 +70,13 @@ class FileTreeHooks:
     def begin(self, ctx: Context, backup_id: str) -> None:
         return None
 
-    def walk(self, ctx: Context) -> SourceWalk:
+    def walk(self, ctx: Context, watch: SizeWatch | None = None) -> SourceWalk:
         root = Path(self.source.path or "")
-        walk = walk_tree(root)
+        walk = walk_tree(root, watch)
         warnings = [{"path": s["path"], "warning": s["reason"]} for s in walk.skipped]
         return SourceWalk("files", root, walk.entries, walk.errors, warnings)
 
-    def finish(self, ctx: Context, backup_id: str, writer: ChunkWriter) -> None:
+    def finish(self, ctx: Context, backup_id: str, make_writer: Callable[[], ChunkWriter]) -> None:
         return None
 
     def close(self) -> None:

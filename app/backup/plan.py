@@ -53,6 +53,21 @@ def plan_reads(
     return to_read, reused
 
 
+#: Units per process when a backup is spread over this machine's processes: enough that the last
+#: unit to finish is small (units are started biggest first), few enough that their fixed cost (a
+#: claim, an input and a result object, a partial last pack) stays small.
+UNITS_PER_PROCESS = 4
+MIN_UNIT_BYTES = 8 << 20
+
+
+def unit_bytes_for(limit: int, total: int, parallelism: int) -> int:
+    """The unit size: `limit` (BACKUP_UNIT_BYTES), smaller when that would leave processes idle."""
+    if parallelism <= 1:
+        return limit
+    share = -(-total // (parallelism * UNITS_PER_PROCESS))
+    return max(1, min(limit, max(MIN_UNIT_BYTES, share)))
+
+
 def split_units(files: list[Entry], unit_bytes: int) -> list[Unit]:
     """Group files in order into units of about `unit_bytes`; a bigger file is a unit of its own."""
     units: list[Unit] = []

@@ -19,6 +19,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from app.context import Context
 from app.errors import BackupFailedError, SourceError
 from app.sources.files import Entry
 from app.sources.postgres import CONTROL_FILE, Tablespace, system_identifier_of, walk_pgdata
+from app.sources.watch import SizeWatch
 from app.wal import lsn, names
 
 if TYPE_CHECKING:
@@ -191,8 +193,8 @@ class PostgresHooks:
 
     # The walk ------------------------------------------------------------------------------------------
 
-    def walk(self, ctx: Context) -> SourceWalk:
-        found = walk_pgdata(self.pgdata)
+    def walk(self, ctx: Context, watch: SizeWatch | None = None) -> SourceWalk:
+        found = walk_pgdata(self.pgdata, watch)
         if found.errors:
             first = found.errors[0]
             raise SourceError(
@@ -215,7 +217,14 @@ class PostgresHooks:
 
     # After the units -----------------------------------------------------------------------------------
 
-    def finish(self, ctx: Context, backup_id: str, writer: ChunkWriter) -> None:
+    def finish(self, ctx: Context, backup_id: str, make_writer: Callable[[], ChunkWriter]) -> None:
+        writer = make_writer()
+        try:
+            self._finish(ctx, backup_id, writer)
+        finally:
+            writer.close()
+
+    def _finish(self, ctx: Context, backup_id: str, writer: ChunkWriter) -> None:
         repo = ctx.repository
         assert self.control is not None
         control = self.control

@@ -4,7 +4,7 @@ what to read, and split it into units (docs/BACKUP.md)."""
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -12,7 +12,7 @@ from sqlalchemy import update
 from app import clock
 from app.backup import objects
 from app.backup.hooks import SourceHooks, hooks_for, load_source
-from app.backup.plan import plan_reads, split_units
+from app.backup.plan import plan_reads, split_units, unit_bytes_for
 from app.catalog import jobs, locks
 from app.catalog.backups import BACKUP_TYPES, FULL_TYPES, latest_backup, new_backup_id
 from app.catalog.db import transaction
@@ -20,6 +20,7 @@ from app.catalog.models import Backup, BackupUnit, Job
 from app.context import Context
 from app.errors import ConfigurationError
 from app.sources.files import Entry
+from app.sources.watch import SizeWatch
 
 #: Lease of a backup run in one process (renewed by a heartbeat) and of one spread over a cluster
 #: (renewed by every unit as it starts and while it runs).
@@ -40,6 +41,8 @@ class PreparedBackup:
     queue: str
     storage_class: str | None
     bytes_to_read: int
+    unit_sizes: list[int] = field(default_factory=list)
+    files_to_read: int = 0
 
 
 def lease_name(source: str) -> str:
@@ -84,12 +87,16 @@ def prepare_backup(
     task_id: str | None = None,
     hooks: SourceHooks | None = None,
     checksum: bool = False,
+    parallelism: int = 1,
+    watch: SizeWatch | None = None,
 ) -> PreparedBackup:
     """Plan a backup. Raises LockedError when the source is being backed up already.
 
     `hooks` walk the source and bracket the backup (app/backup/hooks.py); by default those of the
     source's kind. `checksum` re-reads every file whatever the change rule says (the parent is still
-    recorded, and chunks already stored are not stored again)."""
+    recorded, and chunks already stored are not stored again). `parallelism` is how many processes
+    will read the units: units are made small enough to keep them all busy; `watch` counts the bytes
+    the walk finds; one that never fires means one process after all."""
     if backup_type not in BACKUP_TYPES:
         raise ConfigurationError(
             f"unknown backup type {backup_type!r}", hint="use full, incremental, differential or archive"
@@ -138,11 +145,12 @@ def prepare_backup(
             job.task_id, job.queue = task_id, "backup"
             job_id = job.id
         hooks.begin(ctx, backup_id)
-        walk = hooks.walk(ctx)
+        walk = hooks.walk(ctx, watch)
         root = walk.root
         parent_entries, parent_started_ns = (None, 0) if checksum else _parent_entries(ctx, parent)
         to_read, reused = plan_reads(walk.entries, parent_entries, parent_started_ns)
-        units = split_units(to_read, ctx.settings.backup_unit_bytes)
+        unit_bytes = unit_bytes_for(ctx.settings.backup_unit_bytes, sum(e.size for e in to_read), parallelism)
+        units = split_units(to_read, unit_bytes)
         unit_paths = {e.path for e in to_read}
         warnings = list(walk.warnings)
         if actual_type != backup_type:
@@ -220,4 +228,6 @@ def prepare_backup(
         queue,
         storage_class,
         sum(u.bytes for u in units),
+        [u.bytes for u in units],
+        len(to_read),
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app import clock
-from app.backup import objects
+from app.backup import known, objects
 from app.backup.heartbeat import Heartbeat
 from app.backup.prepare import CLUSTER_LEASE, lease_name
 from app.backup.reader import READ_ATTEMPTS, read_file
@@ -58,16 +58,17 @@ def pack_recorder(ctx: Context, backup_id: str) -> PackRecorder:
     return record
 
 
-def new_writer(ctx: Context, backup_id: str, storage_class: str | None) -> ChunkWriter:
-    with ctx.sessions() as session:
-        known = chunks.known_chunk_ids(session)
+def new_writer(
+    ctx: Context, backup_id: str, storage_class: str | None, claim: Callable[[str], bool] | None = None
+) -> ChunkWriter:
     s = ctx.settings
     return ChunkWriter(
         ctx.repository,
-        known,
+        known.known_for(ctx, backup_id),
         pack_recorder(ctx, backup_id),
         level=s.backup_compression_level if s.backup_compression else None,
         storage_class=storage_class,
+        claim=claim,
     )
 
 
@@ -117,6 +118,7 @@ def run_unit(
     pool: Executor | None = None,
     progress: Progress | None = None,
     cluster: bool = False,
+    claim: Callable[[str], bool] | None = None,
 ) -> UnitOutcome:
     """Read the unit's files and store their chunks. With a shared `writer` (one process), the caller
     flushes it; otherwise the unit's own packs are durable before its result is written."""
@@ -131,7 +133,7 @@ def run_unit(
         heartbeat.beat()
         heartbeat.start()
     try:
-        return _run_claimed(ctx, unit, writer=writer, pool=pool, progress=progress)
+        return _run_claimed(ctx, unit, writer=writer, pool=pool, progress=progress, claim=claim)
     finally:
         if heartbeat is not None:
             heartbeat.stopped.set()
@@ -144,6 +146,7 @@ def _run_claimed(
     writer: ChunkWriter | None,
     pool: Executor | None,
     progress: Progress | None,
+    claim: Callable[[str], bool] | None,
 ) -> UnitOutcome:
     backup_id, number = unit.backup_id, unit.number
     started = time.monotonic()
@@ -152,7 +155,7 @@ def _run_claimed(
     root = doc["root"]
     entries = [Entry.from_json(e) for e in doc["entries"]]
     own_writer = writer is None
-    writer = writer or new_writer(ctx, backup_id, doc.get("storage_class"))
+    writer = writer or new_writer(ctx, backup_id, doc.get("storage_class"), claim)
     cancel = _CancelWatch(ctx, backup_id)
     errors: list[dict[str, str]] = []
     warnings: list[dict[str, str]] = []
@@ -208,7 +211,9 @@ def _run_claimed(
                 raise future.exception()  # type: ignore[misc]
         if own_writer:
             writer.flush()
+            known.remember(backup_id, writer.claimed)
     except BaseException as exc:
+        known.forget(backup_id)
         _mark_unit_failed(ctx, backup_id, number, exc)
         raise
     finally:

@@ -27,8 +27,9 @@ class WriterStats:
 class ChunkWriter:
     """Thread-safe: many reader threads call `store`; packs upload on their own threads.
 
-    A chunk id in `known` is never sealed again: it is either indexed (durable) or claimed earlier in
-    this run, and `flush` waits for every claimed chunk's pack before anything may name it.
+    A chunk id in `known` (indexed, durable; only read here) or in `claimed` (sealed earlier by this
+    writer) is never sealed again; `flush` waits for every claimed chunk's pack before anything may
+    name it.
     """
 
     def __init__(
@@ -41,9 +42,13 @@ class ChunkWriter:
         upload_threads: int = 2,
         max_pending_packs: int = 4,
         storage_class: str | None = None,
+        claim: Callable[[str], bool] | None = None,
     ) -> None:
         self._repo = repo
         self._known = known
+        self.claimed: set[str] = set()
+        #: Asks the processes of one local backup which of them stores a chunk (app/backup/claims.py).
+        self._claim = claim
         self._record = record
         self._level = level
         self._storage_class = storage_class
@@ -59,9 +64,11 @@ class ChunkWriter:
         chunk_id = self._repo.chunk_ids.of(data)
         with self._lock:
             self.stats.chunks += 1
-            if chunk_id in self._known:
+            if chunk_id in self._known or chunk_id in self.claimed:
                 return chunk_id, False
-            self._known.add(chunk_id)
+            if self._claim is not None and not self._claim(chunk_id):
+                return chunk_id, False  # another process of this backup stores it
+            self.claimed.add(chunk_id)
         blob = self._repo.seal_chunk(chunk_id, data, self._level)
         full = None
         with self._lock:

@@ -33,7 +33,9 @@ def _insert_ignoring_duplicates(session: Session, table: Any) -> Insert:
 
 
 def known_chunk_ids(session: Session) -> set[str]:
-    return set(session.scalars(select(Chunk.id)))
+    """Every indexed chunk id. Plain SQL: the ORM costs about 10 us a row, and the index is large."""
+    rows = session.connection().exec_driver_sql(f"SELECT id FROM {Chunk.__tablename__}")
+    return {row[0] for row in rows}
 
 
 def record_pack(

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from app.errors import IntegrityError, ObjectNotFoundError, RepositoryError
 from app.repo import codecs
 from app.repo.chunker import Chunker, ChunkerParams, ChunkIds
@@ -160,7 +162,7 @@ class Repository:
 
     def write_json(self, kind: str, name: str, object_type: ObjectType, doc: dict[str, Any]) -> int:
         """Seal and store a JSON document (zstd); returns its stored size."""
-        payload = codecs.encode(json.dumps(doc, separators=(",", ":")).encode(), 3, probe=False)
+        payload = codecs.encode(dump_json(doc), 3, probe=False)
         sealed = self.keyring.current.seal(object_type, name, payload)
         self.storage.put(kind, name, sealed)
         return len(sealed)
@@ -168,7 +170,7 @@ class Repository:
     def read_json(self, kind: str, name: str, object_type: ObjectType) -> dict[str, Any]:
         sealed = self.storage.get(kind, name)
         plain = codecs.decode(_open(self.keyring, sealed, object_type, name), describe(object_type, name))
-        doc: dict[str, Any] = json.loads(plain)
+        doc: dict[str, Any] = load_json(plain)
         return doc
 
     def write_manifest(self, backup_id: str, manifest: dict[str, Any]) -> int:
@@ -188,6 +190,22 @@ class Repository:
 
     def list_manifests(self) -> list[str]:
         return sorted(info.name for info in self.storage.list(Kind.MANIFESTS))
+
+
+def dump_json(doc: Any) -> bytes:
+    """Compact JSON; orjson, except for what only the standard encoder writes: names that are not
+    UTF-8 (kept as surrogate escapes, `\\udcXX`) and integers beyond 64 bits."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def load_json(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # e.g. a surrogate escape orjson refuses; real damage raises again
+        return json.loads(data)
 
 
 def _open(keyring: Keyring, sealed: bytes, object_type: ObjectType, object_id: str) -> bytes:

@@ -229,9 +229,12 @@ def _coalesce(items: list[tuple[str, int, _FileState]], where: dict[str, chunks.
         yield start, end, group
 
 
+_IS_ROOT = os.geteuid() == 0
+
+
 def _apply_metadata(path: str, entry: dict[str, Any]) -> None:
     is_link = entry["type"] == "symlink"
-    if os.geteuid() == 0:
+    if _IS_ROOT:  # always: a set-group-id directory gives new files its group, not ours
         with contextlib.suppress(OSError):
             os.chown(path, entry.get("uid", 0), entry.get("gid", 0), follow_symlinks=False)
     if not is_link:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import SourceError
+from app.sources.watch import SizeWatch
 
 
 @dataclass
@@ -112,8 +113,9 @@ def entry_from_stat(rel: str, full: str, st: os.stat_result) -> Entry | None:
     )
 
 
-def walk_tree(root: Path) -> Walk:
-    """Every entry under `root` in a stable order; unreadable paths are collected, not fatal."""
+def walk_tree(root: Path, watch: SizeWatch | None = None) -> Walk:
+    """Every entry under `root` in a stable order; unreadable paths are collected, not fatal. `watch`
+    is told the size of each file found."""
     if not root.exists():
         raise SourceError(f"source path {root} does not exist", hint="fix the source's path or re-create it")
     if not root.is_dir():
@@ -131,6 +133,8 @@ def walk_tree(root: Path) -> Walk:
             )
         else:
             walk.entries.append(entry)
+            if watch is not None:
+                watch.add(entry.size)
     return walk
 
 

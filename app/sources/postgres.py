@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.errors import SourceError
 from app.sources.files import Entry, entry_from_stat
+from app.sources.watch import SizeWatch
 
 #: Left out wherever they appear: recreated at start-up, or belonging to another backup.
 EXCLUDED_FILES = frozenset(
@@ -92,8 +93,9 @@ def _is_database_dir(parts: tuple[str, ...]) -> bool:
 
 
 class _Walker:
-    def __init__(self, pgdata: Path, version: str) -> None:
+    def __init__(self, pgdata: Path, version: str, watch: SizeWatch | None = None) -> None:
         self.pgdata = str(pgdata)
+        self.watch = watch
         self.version_prefix = f"PG_{version}_"
         self.walk = PgWalk([], None, [], [], [], version=version)  # type: ignore[arg-type]
 
@@ -142,6 +144,8 @@ class _Walker:
                 self.walk.control = entry
                 continue
             self.walk.entries.append(entry)
+            if self.watch is not None:
+                self.watch.add(entry.size)
             if entry.type != "dir":
                 continue
             if parts == () and item.name in EXCLUDED_CONTENTS:
@@ -186,12 +190,12 @@ def read_version(pgdata: Path) -> str:
         ) from None
 
 
-def walk_pgdata(pgdata: Path) -> PgWalk:
+def walk_pgdata(pgdata: Path, watch: SizeWatch | None = None) -> PgWalk:
     """Every entry of the cluster at `pgdata` a base backup holds, in a stable order, with pg_control
     apart. Files that vanish during the walk are left out (WAL replay recreates them); any other
     unreadable path is an error the caller must not ignore."""
     version = read_version(pgdata)
-    walker = _Walker(pgdata, version)
+    walker = _Walker(pgdata, version, watch)
     walker.scan("")
     if walker.walk.control is None:
         raise SourceError(f"{pgdata} has no {CONTROL_FILE}", hint="is this a PostgreSQL data directory?")

@@ -91,16 +91,16 @@ def test_a_lost_session_fails_the_backup_and_the_next_one_succeeds(
 ) -> None:
     walk = PostgresHooks.walk
 
-    def cut_connection(self: PostgresHooks, ctx: Any) -> Any:
+    def cut_connection(self: PostgresHooks, ctx: Any, *rest: Any) -> Any:
         cluster.sql(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'equisplit-dr backup'"
         )
-        return walk(self, ctx)
+        return walk(self, ctx, *rest)
 
-    def restart_server(self: PostgresHooks, ctx: Any) -> Any:
+    def restart_server(self: PostgresHooks, ctx: Any, *rest: Any) -> Any:
         cluster.stop("fast")
         cluster.start()
-        return walk(self, ctx)
+        return walk(self, ctx, *rest)
 
     for interruption in (cut_connection, restart_server):
         monkeypatch.setattr(PostgresHooks, "walk", interruption)
