@@ -10,12 +10,13 @@ from typing import Any
 from app import clock
 from app.backup.engine import BackupResult, run_backup
 from app.catalog import audit, sources
-from app.catalog.backups import backup_stats, get_backup, list_backups
+from app.catalog.backups import LOGICAL_TYPE, backup_stats, get_backup, list_backups
 from app.catalog.db import migrate, transaction
 from app.catalog.models import Backup
 from app.catalog.rebuild import RebuildReport, rebuild_catalog
 from app.context import Context
 from app.errors import SourceError
+from app.logical.restore import ImportReport
 from app.repo.keys import MasterKey
 from app.repo.repository import Repository
 from app.restore.engine import RestorePlan, restore_backup
@@ -170,6 +171,40 @@ class BackupSystem:
     ) -> BackupResult:
         return self.create_backup(source, "archive", progress)
 
+    def create_logical_export(
+        self, source: str | None, database: str | None = None, progress: Progress | None = None
+    ) -> BackupResult:
+        """A `pg_dump` of one database of a PostgreSQL source (default: its DSN's database), stored as a
+        backup of type `logical` (docs/POSTGRES.md section 5)."""
+        from app.logical.export import export_database
+
+        return export_database(
+            self.context, self._default_source(source), database, progress=progress, actor=self.actor
+        )
+
+    def restore_logical_export(
+        self,
+        backup_id: str,
+        target_dsn: str,
+        *,
+        source: str | None = None,
+        no_privileges: bool = False,
+        progress: Progress | None = None,
+    ) -> ImportReport:
+        """Import a logical export (an id, or `latest` of `source`) into the empty database at
+        `target_dsn`; a non-empty one is refused before anything is written."""
+        from app.logical.restore import import_export
+
+        return import_export(
+            self.context,
+            backup_id,
+            target_dsn,
+            source=source,
+            no_privileges=no_privileges,
+            progress=progress,
+            actor=self.actor,
+        )
+
     def list_backups(self, source: str | None = None) -> list[dict[str, Any]]:
         with self.context.sessions() as session:
             source_id = sources.get_source(session, source).id if source else None
@@ -201,8 +236,12 @@ class BackupSystem:
                     "stopped_at": clock.iso(backup.pg_stopped_at),
                 }
         info["units"] = self._units(backup.id)
-        if files and backup.state in ("complete", "partial"):
+        manifest: dict[str, Any] | None = None
+        if backup.type == LOGICAL_TYPE and backup.state == "complete":
             manifest = self.context.repository.read_manifest(backup.id)
+            info["logical"] = manifest["backup"].get("logical")
+        if files and backup.state in ("complete", "partial"):
+            manifest = manifest or self.context.repository.read_manifest(backup.id)
             info["entries"] = [
                 {k: e.get(k) for k in ("path", "type", "size", "mode", "mtime_ns")}
                 for e in manifest["entries"]

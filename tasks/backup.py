@@ -1,6 +1,7 @@
 """Backup tasks. A backup is three steps: `run_backup` plans it (queue `backup`), one `backup_unit` per
 unit reads files (queue `chunks`, or the source's own queue so only workers that can read its files
-take them), and `finalize_backup` writes the manifest. Arguments and results are ids and names."""
+take them), and `finalize_backup` writes the manifest. `export_database` is a logical export (pg_dump)
+of one database, whole in one task. Arguments and results are ids and names."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from app.backup.unit import run_unit
 from app.catalog import schedule_claims
 from app.catalog.sources import list_sources
 from app.errors import LockedError
+from app.logical.export import export_database as export_in_process
 from app.scheduling import tick_of
 
 
@@ -60,6 +62,13 @@ def run_backup(self: Any, source: str, backup_type: str, scheduled: bool = False
         with allow_join_result():
             return flow.apply().get()
     raise self.replace(flow)
+
+
+@shared_task(bind=True, name="tasks.backup.export_database")
+def export_database(self: Any, source: str, database: str | None = None) -> dict[str, Any]:
+    """A logical export (pg_dump) of one database of a PostgreSQL source, whole in this task (the dump
+    streams from one process); the summary of the finished backup, of type `logical`."""
+    return _summary(export_in_process(self.ctx, source, database, actor="celery"))
 
 
 @shared_task(bind=True, name="tasks.backup.backup_unit")

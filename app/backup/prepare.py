@@ -14,7 +14,7 @@ from app.backup import objects
 from app.backup.hooks import SourceHooks, hooks_for, load_source
 from app.backup.plan import plan_reads, split_units, unit_bytes_for
 from app.catalog import jobs, locks
-from app.catalog.backups import BACKUP_TYPES, FULL_TYPES, latest_backup, new_backup_id
+from app.catalog.backups import BACKUP_TYPES, FULL_TYPES, LOGICAL_TYPE, latest_backup, new_backup_id
 from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Job
 from app.context import Context
@@ -69,11 +69,14 @@ def _parent_entries(ctx: Context, parent: Backup | None) -> tuple[dict[str, Entr
 
 
 def _mark_interrupted(ctx: Context, source_id: int) -> None:
-    """Backups the source left `running`: we hold its lease, so none of them is running now."""
+    """Backups the source left `running`: we hold its lease, so none of them is running now. Logical
+    exports hold a lease of their own (app/logical/export.py) and are left alone."""
     with transaction(ctx.sessions) as session:
         session.execute(
             update(Backup)
-            .where(Backup.source_id == source_id, Backup.state == "running")
+            .where(
+                Backup.source_id == source_id, Backup.state == "running", Backup.type != LOGICAL_TYPE
+            )
             .values(state="interrupted", finished_at=clock.now(), error="the process running it died")
         )
 
@@ -99,7 +102,9 @@ def prepare_backup(
     the walk finds; one that never fires means one process after all."""
     if backup_type not in BACKUP_TYPES:
         raise ConfigurationError(
-            f"unknown backup type {backup_type!r}", hint="use full, incremental, differential or archive"
+            f"unknown backup type {backup_type!r}",
+            hint="use full, incremental, differential or archive (a logical export of one PostgreSQL "
+            "database: `equisplit-dr pg export`)",
         )
     repo = ctx.repository  # opens the keys first: a wrong key stops here, before anything is written
     source = load_source(ctx, source_name)

@@ -14,6 +14,9 @@ from app.catalog.models import Backup, Source
 from app.errors import BackupNotFoundError
 
 BACKUP_TYPES = ("full", "incremental", "differential", "archive")
+#: A pg_dump of one database of a PostgreSQL source (docs/POSTGRES.md section 5): never a parent, never
+#: a base for recovery, never what `latest` of a file restore means.
+LOGICAL_TYPE = "logical"
 #: Types that read every file, so a differential can use them as its base.
 FULL_TYPES = ("full", "archive")
 USABLE_STATES = ("complete", "partial")

@@ -30,7 +30,7 @@ class Backup(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"))
-    type: Mapped[str] = mapped_column(String(16))  # full | incremental | differential | archive
+    type: Mapped[str] = mapped_column(String(16))  # full | incremental | differential | archive | logical
     parent_id: Mapped[str | None] = mapped_column(String(40))
     state: Mapped[str] = mapped_column(String(16))  # running | complete | partial | failed | interrupted
     host: Mapped[str | None] = mapped_column(String(255))

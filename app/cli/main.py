@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from app.cli.dr_commands import dr_app
+from app.cli.pg_commands import pg_app
 from app.cli.render import backups_table, console, err_console, human, print_json, progress_bar
 from app.cli.wal_commands import wal_app
 from app.errors import ConfigurationError, EquisplitError, MasterKeyError
@@ -37,6 +38,7 @@ app.add_typer(wal_app, name="wal")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(job_app, name="job")
 app.add_typer(dr_app, name="dr")
+app.add_typer(pg_app, name="pg")
 
 F = TypeVar("F", bound=Callable[..., Any])
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]

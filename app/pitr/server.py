@@ -32,17 +32,18 @@ class ServerTools:
         return [*prefix, *environment, str(self.bin_dir / program), *args]
 
 
-def find_bin_dir(configured: Path | None, major: str) -> Path:
-    """`configured`, else /usr/lib/postgresql/<major>/bin (Debian, Ubuntu), else pg_ctl's directory on PATH."""
+def find_bin_dir(configured: Path | None, major: str, program: str = "pg_ctl") -> Path:
+    """`configured`, else /usr/lib/postgresql/<major>/bin (Debian, Ubuntu), else `program`'s directory
+    on PATH; the directory must hold `program`."""
     candidates = [configured] if configured else [Path(f"/usr/lib/postgresql/{major}/bin")]
     for candidate in candidates:
-        if (candidate / "pg_ctl").exists():
+        if (candidate / program).exists():
             return candidate
-    on_path = shutil.which("pg_ctl")
+    on_path = shutil.which(program)
     if configured is None and on_path:
         return Path(on_path).parent
     raise ConfigurationError(
-        f"PostgreSQL {major}'s programs (pg_ctl) are not at {candidates[0]} nor on PATH",
+        f"PostgreSQL {major}'s programs ({program}) are not at {candidates[0]} nor on PATH",
         hint="install PostgreSQL of the backup's major version, or set PG_BIN_DIR",
     )
 
