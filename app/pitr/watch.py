@@ -27,6 +27,9 @@ SERVER_ENV = (
     "WAL_PREFETCH_CONCURRENCY",
     "PYTHONPATH",
 )
+#: Also passed: boto3's own settings (credentials, region, profile and config files, CA bundle, endpoint),
+#: without which restore_command cannot read a repository on S3 when they come from the environment.
+SERVER_ENV_PREFIXES = ("AWS_",)
 _STOPPING = re.compile(r"recovery stopping (before|after|at) [^\n]*")
 _FATAL = re.compile(r"(?:FATAL|PANIC):\s+[^\n]*")
 #: What a connection attempt is told while the server starts or recovers: not the reason it stopped.
@@ -42,6 +45,7 @@ def server_env(ctx: Context, source: str) -> dict[str, str]:
         "EQUISPLIT_DR_SOURCE": source,
     }
     env.update({name: os.environ[name] for name in SERVER_ENV if name in os.environ})
+    env.update({name: value for name, value in os.environ.items() if name.startswith(SERVER_ENV_PREFIXES)})
     return env
 
 
