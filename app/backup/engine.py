@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from app import forkserver
 from app.backup import procpool
 from app.backup.finalize import fail_backup, finalize_backup
 from app.backup.heartbeat import Heartbeat
@@ -62,11 +63,11 @@ def run_backup(
     hooks = hooks_for(source)
     if checksum is None:
         checksum = source.kind == "postgres" and ctx.settings.backup_pg_checksum_mode
-    processes = procpool.processes_for(ctx.settings)
+    processes = forkserver.processes_for(ctx.settings)
     # Worker processes pay off for a big backup only (BACKUP_PROCESSES_MIN_BYTES); their fork server
     # starts once the walk has found that much, and imports the data path while the walk goes on.
     min_bytes = ctx.settings.backup_processes_min_bytes
-    watch = SizeWatch(min_bytes, procpool.warm_up) if processes > 1 else None
+    watch = SizeWatch(min_bytes, forkserver.warm_up) if processes > 1 else None
     pool_used = False
     try:
         try:
@@ -88,7 +89,7 @@ def run_backup(
         return _run_prepared(ctx, prepared, hooks, processes, progress, actor)
     finally:
         if watch is not None and watch.fired:
-            procpool.stop_server(used=pool_used)
+            forkserver.stop_server(used=pool_used)
 
 
 def _run_prepared(

@@ -74,9 +74,7 @@ def _mark_interrupted(ctx: Context, source_id: int) -> None:
     with transaction(ctx.sessions) as session:
         session.execute(
             update(Backup)
-            .where(
-                Backup.source_id == source_id, Backup.state == "running", Backup.type != LOGICAL_TYPE
-            )
+            .where(Backup.source_id == source_id, Backup.state == "running", Backup.type != LOGICAL_TYPE)
             .values(state="interrupted", finished_at=clock.now(), error="the process running it died")
         )
 

@@ -21,7 +21,7 @@ from app.backup.heartbeat import Heartbeat
 from app.backup.prepare import CLUSTER_LEASE, lease_name
 from app.backup.reader import READ_ATTEMPTS, read_file
 from app.backup.writer import ChunkWriter, PackRecorder
-from app.catalog import chunks, jobs
+from app.catalog import chunks, jobs, locks
 from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Source
 from app.context import Context
@@ -77,7 +77,7 @@ class _CancelWatch:
 
     def __init__(self, ctx: Context, backup_id: str) -> None:
         self.ctx, self.backup_id = ctx, backup_id
-        self._checked = 0.0
+        self._checked = time.monotonic()  # the claim has just seen the job not cancelled
         self._cancelled = False
         self._lock = threading.Lock()
 
@@ -91,22 +91,31 @@ class _CancelWatch:
             raise JobCancelledError(f"backup {self.backup_id} was cancelled")
 
 
-def _claim(ctx: Context, backup_id: str, number: int) -> BackupUnit | None:
-    """Mark the unit running; None if it is done already. Refuse if the backup is no longer running."""
+def _claim(ctx: Context, backup_id: str, number: int, *, cluster: bool) -> tuple[BackupUnit | None, str]:
+    """Mark the unit running (None if it is done already) and return the source's lease name. Refuse
+    if the backup is no longer running. In a cluster, the same transaction renews the lease (held by
+    the backup, not by a process) and beats the job: one commit where there were four."""
     with transaction(ctx.sessions) as session:
         backup = session.get(Backup, backup_id)
         unit = session.get(BackupUnit, (backup_id, number))
         if backup is None or unit is None:
             raise BackupFailedError(f"backup {backup_id} has no unit {number}")
+        source = session.get(Source, backup.source_id)
+        lease = lease_name(source.name if source else "?")
         if unit.state == "done":
-            return None
+            return None, lease
         if backup.state != "running":
             raise BackupFailedError(f"backup {backup_id} is {backup.state}; unit {number} not run")
+        if jobs.backup_job_cancelled(session, backup_id):
+            raise JobCancelledError(f"backup {backup_id} was cancelled")
         unit.state, unit.attempts = "running", unit.attempts + 1
         unit.worker, unit.started_at, unit.error = worker_name(), clock.now(), None
+        if cluster:
+            locks.renew_in(session, lease, f"cluster:{backup_id}", CLUSTER_LEASE)
+            jobs.beat_backup_job(session, backup_id)
         session.flush()
         session.expunge(unit)
-        return unit
+        return unit, lease
 
 
 def run_unit(
@@ -122,15 +131,12 @@ def run_unit(
 ) -> UnitOutcome:
     """Read the unit's files and store their chunks. With a shared `writer` (one process), the caller
     flushes it; otherwise the unit's own packs are durable before its result is written."""
-    unit = _claim(ctx, backup_id, number)
+    unit, lease = _claim(ctx, backup_id, number, cluster=cluster)
     if unit is None:
         return _outcome_of_done(ctx, backup_id, number)
     heartbeat = None
-    if cluster:
-        heartbeat = Heartbeat(
-            ctx, backup_id, _lease_of(ctx, backup_id), f"cluster:{backup_id}", CLUSTER_LEASE
-        )
-        heartbeat.beat()
+    if cluster:  # beaten just now, with the claim
+        heartbeat = Heartbeat(ctx, backup_id, lease, f"cluster:{backup_id}", CLUSTER_LEASE)
         heartbeat.start()
     try:
         return _run_claimed(ctx, unit, writer=writer, pool=pool, progress=progress, claim=claim)
@@ -270,10 +276,3 @@ def _mark_unit_failed(ctx: Context, backup_id: str, number: int, exc: BaseExcept
         row = session.get(BackupUnit, (backup_id, number))
         if row is not None:
             row.state, row.error = "failed", str(exc)[:2000]
-
-
-def _lease_of(ctx: Context, backup_id: str) -> str:
-    with ctx.sessions() as session:
-        backup = session.get(Backup, backup_id)
-        source = session.get(Source, backup.source_id) if backup else None
-        return lease_name(source.name if source else "?")

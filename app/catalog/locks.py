@@ -67,10 +67,15 @@ def acquire(factory: sessionmaker[Session], name: str, holder: str, ttl: timedel
 def renew(factory: sessionmaker[Session], name: str, holder: str, ttl: timedelta) -> bool:
     """Extend the lease; False if it is no longer ours."""
     with transaction(factory) as session:
-        result = session.execute(
-            update(Lock).where(Lock.name == name, Lock.holder == holder).values(expires_at=clock.now() + ttl)
-        )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return renew_in(session, name, holder, ttl)
+
+
+def renew_in(session: Session, name: str, holder: str, ttl: timedelta) -> bool:
+    """`renew`, inside the caller's transaction."""
+    result = session.execute(
+        update(Lock).where(Lock.name == name, Lock.holder == holder).values(expires_at=clock.now() + ttl)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def release(factory: sessionmaker[Session], name: str, holder: str) -> None:

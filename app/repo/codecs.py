@@ -52,13 +52,13 @@ def encode(data: bytes | memoryview, level: int | None, *, probe: bool = True) -
     return bytes([Codec.RAW]) + bytes(data)
 
 
-def decode(payload: bytes, what: str, max_size: int | None = None) -> bytes:
+def decode(payload: bytes | memoryview, what: str, max_size: int | None = None) -> bytes:
     """The plaintext of `codec || body`; an unknown codec or a bad frame names `what`."""
     if not payload:
         raise IntegrityError(f"{what}: empty payload")
-    codec, body = payload[0], payload[1:]
+    codec, body = payload[0], memoryview(payload)[1:]  # a view: zstd reads it without a copy
     if codec == Codec.RAW:
-        return body
+        return bytes(body)
     if codec == Codec.ZSTD:
         try:
             if max_size is not None:

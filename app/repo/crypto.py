@@ -57,11 +57,11 @@ class DataKey:
         aad = header[:AAD_HEADER] + object_id.encode("ascii")
         return header + self._aead.encrypt(nonce, payload, aad)
 
-    def open(self, envelope: bytes, object_type: ObjectType, object_id: str) -> bytes:
+    def open(self, envelope: bytes | memoryview, object_type: ObjectType, object_id: str) -> bytes:
         """The payload; IntegrityError if the envelope was altered, moved, retyped or is not ours."""
         check_header(envelope, object_type, object_id)
-        nonce = envelope[AAD_HEADER:ENVELOPE_HEADER]
-        aad = envelope[:AAD_HEADER] + object_id.encode("ascii")
+        nonce = bytes(envelope[AAD_HEADER:ENVELOPE_HEADER])
+        aad = bytes(envelope[:AAD_HEADER]) + object_id.encode("ascii")
         try:
             return self._aead.decrypt(nonce, envelope[ENVELOPE_HEADER:], aad)
         except InvalidTag:
@@ -72,7 +72,7 @@ class DataKey:
             ) from None
 
 
-def check_header(envelope: bytes, object_type: ObjectType, object_id: str) -> None:
+def check_header(envelope: bytes | memoryview, object_type: ObjectType, object_id: str) -> None:
     """Raise IntegrityError naming the object if the envelope's header is not what is expected."""
     what = describe(object_type, object_id)
     if len(envelope) < ENVELOPE_OVERHEAD:
@@ -89,6 +89,6 @@ def check_header(envelope: bytes, object_type: ObjectType, object_id: str) -> No
         raise IntegrityError(f"{what} has object type {type_id}, expected {int(object_type)}")
 
 
-def envelope_key_id(envelope: bytes) -> bytes:
+def envelope_key_id(envelope: bytes | memoryview) -> bytes:
     """The key id named in an envelope's header."""
     return bytes(envelope[6 : 6 + KEY_ID_SIZE])

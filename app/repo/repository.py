@@ -114,7 +114,7 @@ class Repository:
     def seal_chunk(self, chunk_id: str, data: bytes | memoryview, level: int | None) -> bytes:
         return self.keyring.current.seal(ObjectType.CHUNK, chunk_id, codecs.encode(data, level))
 
-    def open_chunk(self, chunk_id: str, blob: bytes, *, raw_length: int | None = None) -> bytes:
+    def open_chunk(self, chunk_id: str, blob: bytes | memoryview, *, raw_length: int | None = None) -> bytes:
         """The plaintext of a chunk blob, checked against its id."""
 
         payload = _open(self.keyring, blob, ObjectType.CHUNK, chunk_id)
@@ -208,7 +208,7 @@ def load_json(data: bytes) -> Any:
         return json.loads(data)
 
 
-def _open(keyring: Keyring, sealed: bytes, object_type: ObjectType, object_id: str) -> bytes:
+def _open(keyring: Keyring, sealed: bytes | memoryview, object_type: ObjectType, object_id: str) -> bytes:
     """Check the envelope's header first, so damage reads as damage, not as an unknown key."""
     check_header(sealed, object_type, object_id)
     key = keyring.key(envelope_key_id(sealed), describe(object_type, object_id))

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app import forkserver
 from app.catalog import audit, chunks, jobs
 from app.catalog.backups import resolve
 from app.catalog.db import transaction
 from app.catalog.models import Backup
 from app.context import Context
 from app.errors import EquisplitError, IntegrityError, ObjectNotFoundError, RestoreTargetError
+from app.repo.repository import Repository
 from app.restore.target import PARTIAL_SUFFIX, check_target, normalise_selection, safe_relpath, selected
 
 #: Blobs closer than this in one pack are fetched with one ranged read.
@@ -122,77 +124,36 @@ class Restorer:
         progress: Callable[[int, int], None] | None,
         keep_partial: bool,
         threads: int,
+        processes: int = 1,
     ) -> None:
         target.mkdir(parents=True, exist_ok=True)
         root = str(target)
         made: set[str] = {root}
-        files: list[_FileState] = []
-        by_pack: dict[str, list[tuple[str, int, _FileState]]] = defaultdict(list)
+        files: list[dict[str, Any]] = []
         for e in entries:
             dest = os.path.join(root, safe_relpath(e["path"]))
             if e["type"] == "dir":
                 _makedirs(dest, made)
             elif e["type"] == "file":
                 _makedirs(os.path.dirname(dest), made)
-                state = _FileState(dest, e, len(e["chunks"]))
-                files.append(state)
-                offset = 0
-                for cid in e["chunks"]:
-                    loc = where[cid]
-                    by_pack[loc.pack_id].append((cid, offset, state))
-                    offset += loc.raw_length
-        total = sum(f.entry["size"] for f in files)
+                files.append(e)
+        total = sum(e["size"] for e in files)
         counter = {"done": 0}
         done_lock = threading.Lock()
 
-        def finish_file(state: _FileState) -> None:
-            os.replace(state.partial, state.path)
-            _apply_metadata(state.path, state.entry)
+        def tick(nbytes: int) -> None:
+            if progress:
+                with done_lock:
+                    counter["done"] += nbytes
+                    done = counter["done"]
+                progress(done, total)
 
-        def restore_pack(pack_id: str) -> None:
-            items = sorted(by_pack[pack_id], key=lambda item: where[item[0]].offset)
-            for start, end, group in _coalesce(items, where):
-                data = self.repo.read_blob(pack_id, start, end - start)
-                for cid, file_offset, state in group:
-                    loc = where[cid]
-                    blob = data[loc.offset - start : loc.offset - start + loc.length]
-                    try:
-                        plain = self.repo.open_chunk(cid, blob, raw_length=loc.raw_length)
-                    except IntegrityError as exc:
-                        raise IntegrityError(
-                            f"cannot restore {state.entry['path']}: chunk {cid} in pack {pack_id} is corrupt",
-                            detail=exc.message,
-                            hint="restore the pack from a replica (secondary region)",
-                        ) from None
-                    if state.write(plain, file_offset):
-                        finish_file(state)
-                    if progress:
-                        with done_lock:
-                            counter["done"] += len(plain)
-                            done = counter["done"]
-                        progress(done, total)
+        if processes > 1:
+            from app.restore.procpool import restore_files_in_processes
 
-        try:
-            for state in files:
-                if state.remaining == 0:  # empty file
-                    os.close(os.open(state.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-                    finish_file(state)
-            with ThreadPoolExecutor(threads, thread_name_prefix="restore") as pool:
-                futures = [pool.submit(restore_pack, pid) for pid in by_pack]
-                first_error: BaseException | None = None
-                for future in futures:
-                    exc = future.exception()
-                    if exc is not None and first_error is None:
-                        first_error = exc
-                        for other in futures:
-                            other.cancel()
-                if first_error is not None:
-                    raise first_error
-        except BaseException:
-            if not keep_partial:
-                for state in files:
-                    state.discard()
-            raise
+            restore_files_in_processes(self.ctx.settings, root, files, where, tick, keep_partial, processes)
+        else:
+            restore_files(self.repo, root, files, where, tick, keep_partial, threads)
         for e in entries:
             if e["type"] == "symlink":
                 dest = os.path.join(root, safe_relpath(e["path"]))
@@ -204,6 +165,74 @@ class Restorer:
             (e for e in entries if e["type"] == "dir"), key=lambda e: e["path"].count("/"), reverse=True
         ):
             _apply_metadata(os.path.join(root, safe_relpath(e["path"])), e)
+
+
+def restore_files(
+    repo: Repository,
+    root: str,
+    entries: list[dict[str, Any]],
+    where: dict[str, chunks.ChunkLocation],
+    progress: Callable[[int], None],
+    keep_partial: bool,
+    threads: int,
+) -> None:
+    """Write the files `entries` under `root` (their directories exist), reading each pack they need
+    on `threads` threads; on failure, remove the partial files (unless `keep_partial`) and raise."""
+    files: list[_FileState] = []
+    by_pack: dict[str, list[tuple[str, int, _FileState]]] = defaultdict(list)
+    for e in entries:
+        state = _FileState(os.path.join(root, safe_relpath(e["path"])), e, len(e["chunks"]))
+        files.append(state)
+        offset = 0
+        for cid in e["chunks"]:
+            loc = where[cid]
+            by_pack[loc.pack_id].append((cid, offset, state))
+            offset += loc.raw_length
+
+    def finish_file(state: _FileState) -> None:
+        os.replace(state.partial, state.path)
+        _apply_metadata(state.path, state.entry)
+
+    def restore_pack(pack_id: str) -> None:
+        items = sorted(by_pack[pack_id], key=lambda item: where[item[0]].offset)
+        for start, end, group in _coalesce(items, where):
+            data = memoryview(repo.read_blob(pack_id, start, end - start))
+            for cid, file_offset, state in group:
+                loc = where[cid]
+                blob = data[loc.offset - start : loc.offset - start + loc.length]
+                try:
+                    plain = repo.open_chunk(cid, blob, raw_length=loc.raw_length)
+                except IntegrityError as exc:
+                    raise IntegrityError(
+                        f"cannot restore {state.entry['path']}: chunk {cid} in pack {pack_id} is corrupt",
+                        detail=exc.message,
+                        hint="restore the pack from a replica (secondary region)",
+                    ) from None
+                if state.write(plain, file_offset):
+                    finish_file(state)
+                progress(len(plain))
+
+    try:
+        for state in files:
+            if state.remaining == 0:  # empty file
+                os.close(os.open(state.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+                finish_file(state)
+        with ThreadPoolExecutor(threads, thread_name_prefix="restore") as pool:
+            futures = [pool.submit(restore_pack, pid) for pid in by_pack]
+            first_error: BaseException | None = None
+            for future in futures:
+                exc = future.exception()
+                if exc is not None and first_error is None:
+                    first_error = exc
+                    for other in futures:
+                        other.cancel()
+            if first_error is not None:
+                raise first_error
+    except BaseException:
+        if not keep_partial:
+            for state in files:
+                state.discard()
+        raise
 
 
 def _makedirs(path: str, made: set[str]) -> None:
@@ -293,10 +322,23 @@ def restore_backup(
             if ctx.repository.storage.stat("packs", pack_id) is None:
                 raise ObjectNotFoundError("packs", pack_id, ctx.repository.storage.location)
         return plan
+    # Worker processes for a big restore (docs/BACKUP.md, "Using every core"); the fork server starts
+    # now, so its imports overlap the job row and the directories.
+    processes = forkserver.processes_for(ctx.settings)
+    if plan.bytes < ctx.settings.backup_processes_min_bytes or plan.files < 2:
+        processes = 1
+    if processes > 1:
+        forkserver.warm_up()
     with transaction(ctx.sessions) as session:
         job_id = jobs.start_job(session, "restore", source_id=backup.source_id, backup_id=backup.id).id
     try:
-        restorer.run(target, entries, where, progress, keep_partial, ctx.settings.worker_threads)
+        try:
+            restorer.run(
+                target, entries, where, progress, keep_partial, ctx.settings.worker_threads, processes
+            )
+        finally:
+            if processes > 1:
+                forkserver.stop_server(used=True)
     except BaseException as exc:
         message = exc.message if isinstance(exc, EquisplitError) else f"{exc.__class__.__name__}: {exc}"
         _finish(ctx, job_id, backup.id, target, "restore.failed", {"error": message}, actor, error=message)

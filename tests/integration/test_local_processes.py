@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from app.catalog.models import Chunk
@@ -160,3 +161,25 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"  # a zombie has exited
     except FileNotFoundError:
         return False
+
+
+def test_a_corrupt_pack_stops_a_restore_on_processes_naming_the_file_with_nothing_half_written(
+    make_system: Factory, tmp_path: Path
+) -> None:
+    from app.errors import IntegrityError
+    from app.restore.target import PARTIAL_SUFFIX
+
+    src = make_tree(tmp_path / "src", big_mib=12, small=30)
+    system = make_system(**POOL)
+    system.add_source("docs", src)
+    backup = system.create_full_backup("docs")
+    packs = sorted((system.settings.home / "repo" / "packs").rglob("*"), key=lambda p: p.stat().st_size)
+    biggest = [p for p in packs if p.is_file()][-1]
+    data = bytearray(biggest.read_bytes())
+    data[100] ^= 0x01  # inside the pack's first blob
+    biggest.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    with pytest.raises(IntegrityError) as caught:  # raised in a worker process, same type here
+        system.restore(backup.id, out)
+    assert biggest.name in str(caught.value) and "cannot restore" in str(caught.value)
+    assert not list(out.rglob("*" + PARTIAL_SUFFIX))

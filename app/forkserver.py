@@ -1,0 +1,140 @@
+"""Worker processes for one job on this machine (a backup's units, a restore's files), forked from a
+`multiprocessing` fork server that has imported the data path once.
+
+Why processes: FastCDC, BLAKE3, zstd and AES-GCM release the GIL, but the Python around each chunk
+and each small file does not, and threads handing the GIL over cost more than they save
+(docs/BACKUP.md, "Using every core"). Why a fork server: it starts clean (no threads, no open
+catalog connections to inherit), imports once, and can start while the job is still planning.
+
+Workers watch the job's process and end the moment it does, so a killed job leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import multiprocessing
+import os
+import select
+import signal
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from multiprocessing.context import ForkServerContext
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any, TypeVar
+
+from app.settings import Settings
+
+#: What the fork server imports before forking workers: everything a worker runs.
+PRELOAD = ["app.backup.procpool", "app.restore.procpool"]
+#: A worker adds to the shared progress counter once it has this many bytes to report (it is locked).
+PROGRESS_STEP = 4 << 20
+POLL_SECONDS = 0.2
+
+T = TypeVar("T")
+
+
+def processes_for(settings: Settings) -> int:
+    """How many worker processes a job may use: BACKUP_PROCESSES, or one per core."""
+    return settings.backup_processes or (os.cpu_count() or 1)
+
+
+def context() -> ForkServerContext:
+    mp = multiprocessing.get_context("forkserver")
+    assert isinstance(mp, ForkServerContext)
+    mp.set_forkserver_preload(PRELOAD)
+    return mp
+
+
+def warm_up() -> None:
+    """Start the fork server now, so its imports overlap the job's planning; harmless if never used."""
+    from multiprocessing import forkserver
+
+    context()
+    forkserver.ensure_running()
+
+
+def stop_server(*, used: bool) -> None:
+    """Stop the fork server and reap it, so its workers' CPU time is counted as this process's. One
+    that never forked a worker may still be importing: it is killed rather than waited for."""
+    from multiprocessing import forkserver
+
+    server: Any = getattr(forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    if server is None or pid is None:
+        return
+    if not used:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(AttributeError, ChildProcessError):
+        server._stop()
+
+
+def die_with(pid: int) -> None:
+    """End this worker as soon as process `pid` (the job's) has ended, however it ended: a worker
+    holds its own pipes open, so it would otherwise wait forever, and keep the fork server alive."""
+
+    def watch() -> None:
+        try:
+            handle = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # no pidfd (not Linux 5.3+): look twice a second
+            while True:
+                time.sleep(0.5)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    os._exit(1)
+        select.select([handle], [], [])  # readable once the process has ended
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-job-process", daemon=True).start()
+
+
+def init_worker(parent: int) -> None:
+    """What every worker does first: end with the job's process, leave Ctrl-C to it, tune the
+    collector as the CLI does (app/cli/entry.py)."""
+    die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
+class Progress:
+    """A byte counter shared by a job's workers; each adds in steps of PROGRESS_STEP."""
+
+    def __init__(self, counter: Synchronized[int]) -> None:
+        self.counter = counter
+        self.pending = 0
+
+    def add(self, nbytes: int) -> None:
+        self.pending += nbytes
+        if self.pending >= PROGRESS_STEP:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            with self.counter.get_lock():
+                self.counter.value += self.pending
+            self.pending = 0
+
+
+def wait_all(futures: list[Future[T]], counter: Synchronized[int], progress: Any | None = None) -> list[T]:
+    """Wait for every future, reporting the counter's growth to `progress(nbytes)` as it goes; the
+    first failure cancels what has not started and is raised once the running ones have ended."""
+    reported = 0
+    pending: set[Future[T]] = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)
+        if progress is not None:
+            value = int(counter.value)
+            if value > reported:
+                progress(value - reported)
+                reported = value
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            for other in pending:
+                other.cancel()
+            wait(pending)
+            raise failed[0].exception()  # type: ignore[misc]
+    return [f.result() for f in futures]
