@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     wal_compression_level: int = Field(default=1, ge=1, le=19)
     wal_push_concurrency: int = Field(default=4, ge=1, le=64)
     wal_push_lookahead: int = Field(default=8, ge=0, le=1024)
+    #: Archive ready files ahead in a detached pusher; `wal push` answers from its acknowledgements.
+    wal_push_async: bool = True
     wal_prefetch: int = Field(default=8, ge=0, le=1024)
     wal_prefetch_concurrency: int = Field(default=4, ge=1, le=64)
 

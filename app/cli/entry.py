@@ -1,6 +1,7 @@
-"""The `equisplit-dr` console script. `wal fetch` of a segment the prefetcher has spooled is served
-here, before the CLI framework and settings are imported: recovery runs that command once per segment,
-and the full start-up costs more than the segment itself (docs/WAL.md section 4)."""
+"""The `equisplit-dr` console script. `wal push` and `wal fetch`, which PostgreSQL runs once per WAL
+file, skip the CLI framework (docs/WAL.md sections 3 and 4): a push the pusher has acknowledged and a
+fetch of a segment the prefetcher has spooled are answered before settings, catalog or keys load, and
+the others load only what they need. Any other form of those commands takes the full CLI."""
 
 from __future__ import annotations
 
@@ -9,40 +10,77 @@ import os
 import sys
 from pathlib import Path
 
+SOURCE_ENV = "EQUISPLIT_DR_SOURCE"
 
-def _spool_hit(args: list[str]) -> bool:
-    """Serve `wal fetch NAME DEST [--source S] [--spool DIR]` from the spool; False to take the full path."""
+
+def _parse(args: list[str], options: tuple[str, ...]) -> tuple[list[str], dict[str, str]] | None:
+    """Positional arguments and `options` (with `--source`/`-s`, whose default is EQUISPLIT_DR_SOURCE);
+    None for anything else (`--help`, `--verbose`, a typo): the full CLI decides."""
     positional: list[str] = []
-    source = os.environ.get("EQUISPLIT_DR_SOURCE")
-    spool: str | None = None
+    found: dict[str, str] = {}
+    if source := os.environ.get(SOURCE_ENV):
+        found["--source"] = source
     rest = iter(args)
     for arg in rest:
-        if arg in ("--source", "-s"):
-            source = next(rest, None)
-        elif arg.startswith("--source="):
-            source = arg.split("=", 1)[1]
-        elif arg == "--spool":
-            spool = next(rest, None)
-        elif arg.startswith("--spool="):
-            spool = arg.split("=", 1)[1]
+        option, equals, value = arg.partition("=")
+        option = "--source" if option == "-s" else option
+        if option in ("--source", *options):
+            given = value if equals else next(rest, None)
+            if given is None:
+                return None
+            found[option] = given
         elif arg.startswith("-"):
-            return False  # anything else (--prefetch, --help): the full command decides
+            return None
         else:
             positional.append(arg)
-    if len(positional) != 2 or not source:
-        return False
-    from app.wal.spool import serve_hit
+    return positional, found
 
-    try:
-        return serve_hit(source, positional[0], Path(positional[1]), Path(spool) if spool else None)
-    except OSError:
-        return False  # the full path fetches from storage and reports what is wrong
+
+def _fetch(args: list[str]) -> int | None:
+    """`wal fetch NAME DEST [--source S] [--spool DIR] [--prefetch N]`: a spool hit, else a fetch."""
+    parsed = _parse(args, ("--spool", "--prefetch"))
+    if parsed is None or len(parsed[0]) != 2 or "--source" not in parsed[1]:
+        return None
+    (name, dest), options = parsed
+    prefetch = options.get("--prefetch")
+    if prefetch is not None and not prefetch.isdigit():
+        return None  # the full CLI reports it
+    source, spool = options["--source"], options.get("--spool")
+    if prefetch is None:
+        from app.wal.spool import serve_hit
+
+        try:
+            if serve_hit(source, name, Path(dest), Path(spool) if spool else None):
+                return 0
+        except OSError:
+            pass  # fetched from storage below, which reports what is wrong
+    from app.cli.wal_process import fetch_command
+
+    depth = int(prefetch) if prefetch is not None else None
+    return fetch_command(name, Path(dest), source, spool=Path(spool) if spool else None, prefetch=depth)
+
+
+def _push(args: list[str]) -> int | None:
+    """`wal push PATH [--source S] [--spool DIR]`."""
+    parsed = _parse(args, ("--spool",))
+    if parsed is None or len(parsed[0]) != 1 or "--source" not in parsed[1]:
+        return None
+    (path,), options = parsed
+    from app.cli.wal_process import push_command
+
+    spool = options.get("--spool")
+    return push_command(Path(path), options["--source"], spool=Path(spool) if spool else None)
 
 
 def main() -> None:
     args = sys.argv[1:]
-    if args[:2] == ["wal", "fetch"] and _spool_hit(args[2:]):
-        return
+    fast = {"fetch": _fetch, "push": _push}.get(args[1]) if len(args) > 1 and args[0] == "wal" else None
+    try:
+        code = fast(args[2:]) if fast is not None else None
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if code is not None:
+        sys.exit(code)
     from app.cli.main import main as cli_main
 
     # A backup builds hundreds of thousands of small objects (manifest entries) that live to the end:

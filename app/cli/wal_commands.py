@@ -1,5 +1,5 @@
-"""`equisplit-dr wal`: push (archive_command), fetch (restore_command) and status. Thin: the work is in
-app/wal/. Nothing here is imported before a command runs, so start-up stays short."""
+"""`equisplit-dr wal`: push (archive_command), fetch (restore_command) and status. Thin: push and fetch
+are `app/cli/wal_process.py` (which `app/cli/entry.py` also runs without Typer), the work is in app/wal/."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from app.cli.render import console, err_console, human, print_json
-from app.errors import EquisplitError, WalNotFoundError
+from app.cli.render import console, err_console, print_json
+from app.errors import EquisplitError
 
 if TYPE_CHECKING:
     from app.context import Context
@@ -20,10 +20,6 @@ wal_app = typer.Typer(
     help="Archive and restore PostgreSQL WAL: archive_command = 'equisplit-dr wal push %p', "
     "restore_command = 'equisplit-dr wal fetch %f %p'.",
 )
-
-#: `wal fetch` adds this to an error's exit code: PostgreSQL stops recovery on a status above 125
-#: instead of ending it early at a file that exists but cannot be restored (docs/WAL.md section 4).
-FETCH_FATAL_BASE = 128
 
 SOURCE_ENV = "EQUISPLIT_DR_SOURCE"
 SourceOpt = Annotated[
@@ -40,9 +36,9 @@ def _report(exc: EquisplitError) -> None:
         err_console.print(f"  hint: {exc.hint}", highlight=False)
 
 
-def _fail(exc: EquisplitError, exit_code: int | None = None) -> NoReturn:
+def _fail(exc: EquisplitError) -> NoReturn:
     _report(exc)
-    raise typer.Exit(exc.exit_code if exit_code is None else exit_code) from None
+    raise typer.Exit(exc.exit_code) from None
 
 
 def _context() -> Context:
@@ -56,27 +52,16 @@ def _context() -> Context:
 def wal_push(
     path: Annotated[Path, typer.Argument(help="The WAL file: PostgreSQL's %p.")],
     source: SourceOpt,
+    spool: Annotated[
+        Path | None,
+        typer.Option("--spool", help="Push spool root (default: .equisplit-dr-push beside PATH)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Name every file archived.")] = False,
 ) -> None:
     """Archive a WAL file (and files PostgreSQL marked ready); exit 0 only once it is durable and recorded."""
-    from app.wal.push import push
+    from app.cli.wal_process import push_command
 
-    try:
-        ctx = _context()
-        try:
-            report = push(ctx, source, path)
-        finally:
-            ctx.close()
-    except EquisplitError as exc:
-        _fail(exc)
-    for name, reason in report.failed:
-        err_console.print(f"[yellow]warning:[/] {name} (ahead) not archived: {reason}", highlight=False)
-    if verbose:
-        for pushed in (report.requested, *report.ahead):
-            console.print(
-                f"{pushed.name}: {pushed.outcome} ({human(pushed.size)} -> {human(pushed.stored_size)})",
-                highlight=False,
-            )
+    raise typer.Exit(push_command(path, source, spool=spool, verbose=verbose))
 
 
 @wal_app.command("fetch")
@@ -92,25 +77,9 @@ def wal_fetch(
     ] = None,
 ) -> None:
     """Restore a WAL file. Exit 1 silently if it is not archived; above 128 on any other failure."""
-    from app.settings import load_settings
-    from app.wal.fetch import fetch, open_repository
+    from app.cli.wal_process import fetch_command
 
-    try:
-        settings = load_settings()
-        repo = open_repository(settings)
-        try:
-            depth = settings.wal_prefetch if prefetch is None else prefetch
-            width = settings.wal_prefetch_concurrency
-            fetch(repo, source, name, dest, prefetch=depth, concurrency=width, spool_root=spool)
-        finally:
-            repo.storage.close()
-    except WalNotFoundError:
-        raise typer.Exit(1) from None
-    except EquisplitError as exc:
-        _fail(exc, FETCH_FATAL_BASE + exc.exit_code)
-    except Exception as exc:  # an unforeseen failure must stop recovery too, not read as "not archived"
-        err_console.print(f"[bold red]error:[/] fetching {name} failed: {exc!r}", highlight=False)
-        raise typer.Exit(FETCH_FATAL_BASE + 1) from None
+    raise typer.Exit(fetch_command(name, dest, source, spool=spool, prefetch=prefetch))
 
 
 @wal_app.command("status")

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import blake3
-from pyfastcdc import FastCDC
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,8 @@ class Chunker:
     """Cuts buffers into chunks. One instance per thread: pyfastcdc's object is not thread safe."""
 
     def __init__(self, params: ChunkerParams, seed: int) -> None:
+        from pyfastcdc import FastCDC  # ~20 ms: not for a process that only archives WAL
+
         self.params = params
         # pyfastcdc takes a seed that perturbs its gear table; it must fit in 64 bits.
         self._cdc = FastCDC(

@@ -4,6 +4,7 @@ safe to share."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from enum import IntEnum
 
 import zstandard
@@ -50,6 +51,19 @@ def encode(data: bytes | memoryview, level: int | None, *, probe: bool = True) -
         if len(body) < len(data):
             return bytes([Codec.ZSTD]) + body
     return bytes([Codec.RAW]) + bytes(data)
+
+
+def encode_parts(parts: Sequence[bytes | memoryview], level: int | None) -> bytes:
+    """`encode(b"".join(parts), level, probe=False)` without joining the parts first: a large body
+    (a 16 MiB WAL segment) behind a small head is compressed in place, never copied whole."""
+    total = sum(len(part) for part in parts)
+    if level is not None:
+        stream = _compressor(level).compressobj(size=total)
+        body = [stream.compress(part) for part in parts]
+        body.append(stream.flush())
+        if sum(len(piece) for piece in body) < total:
+            return b"".join([bytes([Codec.ZSTD]), *body])
+    return b"".join([bytes([Codec.RAW]), *parts])
 
 
 def decode(payload: bytes | memoryview, what: str, max_size: int | None = None) -> bytes:

@@ -52,9 +52,11 @@ def fetch(
     prefetch: int,
     concurrency: int = 4,
     spool_root: Path | None = None,
+    start_prefetcher: bool = True,
 ) -> FetchResult:
     """Write WAL file `name` of `source` to `dest`, verified; keep a prefetcher `prefetch` segments ahead.
 
+    With `start_prefetcher` false, the caller starts the prefetcher itself (`wal fetch` forks into it).
     WalNotFoundError if it is not in the archive; WalError if it is missing but later segments of its
     timeline exist (a hole); IntegrityError if the stored object is damaged.
     """
@@ -72,6 +74,8 @@ def fetch(
         size = len(data)
     if wal.is_segment and prefetch > 0:
         spool.set_want(name, size)
+        if not start_prefetcher:
+            return FetchResult(name, size, from_spool)
         spool.ensure_prefetcher()
         if not from_spool:
             # The prefetcher needs a second or two to start; this process is up and holds the keys, so

@@ -14,10 +14,14 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.errors import ObjectNotFoundError
 from app.wal import names
 from app.wal.spool import Spool
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 #: seconds without a new position after which the prefetcher clears the spool and exits
 IDLE_EXIT = 30.0
@@ -83,12 +87,9 @@ def run(
         spool.clear()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.wal.prefetch", description=__doc__)
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--spool", required=True, type=Path, help="the spool root")
-    args = parser.parse_args(argv)
-    spool = Spool(args.spool, args.source)
+def serve(spool: Spool, settings: Settings | None = None) -> int:
+    """Be the prefetcher of `spool` until recovery stops moving: 0 at once if another holds its lock;
+    the settings are read from the environment unless given (a fetch that forked into the prefetcher)."""
     lock = spool.lock()
     if lock is None:
         return 0  # another prefetcher serves this spool
@@ -97,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         from app.wal import segment
         from app.wal.fetch import open_repository
 
-        settings = load_settings()
+        settings = settings or load_settings()
         if settings.wal_prefetch == 0:
             return 0
         repo = open_repository(settings)
         try:
 
             def fetch(name: str) -> bytes:
-                return segment.read(repo, args.source, name)[1]
+                return segment.read(repo, spool.source, name)[1]
 
             run(spool, fetch, settings.wal_prefetch, settings.wal_prefetch_concurrency)
         finally:
@@ -112,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         os.close(lock)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.wal.prefetch", description=__doc__)
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--spool", required=True, type=Path, help="the spool root")
+    args = parser.parse_args(argv)
+    return serve(Spool(args.spool, args.source))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from app import clock
 from app.catalog import wal as catalog_wal
@@ -18,9 +19,8 @@ from app.errors import EquisplitError, IntegrityError, SourceError, WalConflictE
 from app.repo.format import Kind
 from app.repo.repository import Repository
 from app.wal import names, segment
+from app.wal.pushspool import ARCHIVE_STATUS, READY, ready_files
 
-ARCHIVE_STATUS = "archive_status"
-READY = ".ready"
 DONE = ".done"
 #: bytes of WAL read at once by one push: each file is held in memory with its sealed copy, so large
 #: segments (up to 1 GiB) run on fewer threads
@@ -95,6 +95,8 @@ def push(
     repo = ctx.repository
     status_dir = path.parent / ARCHIVE_STATUS
     ahead = ready_files(status_dir, exclude=requested.name, limit=lookahead) if lookahead > 0 else []
+    if not ahead:
+        return PushReport(push_file(ctx, repo, target, path))
     files = [path, *(path.parent / name for name in ahead)]
     try:
         largest = max(1, path.stat().st_size)
@@ -125,8 +127,16 @@ def _outcome(future: Future[PushedFile]) -> PushedFile | Exception:
         return exc
 
 
-def push_file(ctx: Context, repo: Repository, target: ArchiveTarget, path: Path) -> PushedFile:
-    """Archive one WAL file (docs/WAL.md section 3, the table): put durably, then record."""
+class WalFile(NamedTuple):
+    """A WAL file as read for archiving: its parsed name, its bytes and its modification time."""
+
+    name: names.WalName
+    data: bytes
+    mtime: float
+
+
+def read_wal_file(path: Path) -> WalFile:
+    """Read the WAL file at `path` whole; WalError if its name is not a WAL name or it does not exist."""
     name = names.parse(path.name)
     try:
         with open(path, "rb") as file:
@@ -137,6 +147,17 @@ def push_file(ctx: Context, repo: Repository, target: ArchiveTarget, path: Path)
             f"WAL file {path} does not exist",
             hint="archive_command must be given %p, and runs in the data directory",
         ) from None
+    return WalFile(name, data, mtime)
+
+
+def push_file(ctx: Context, repo: Repository, target: ArchiveTarget, path: Path) -> PushedFile:
+    """Archive one WAL file (docs/WAL.md section 3, the table): put durably, then record."""
+    return archive_file(ctx, repo, target, read_wal_file(path))
+
+
+def archive_file(ctx: Context, repo: Repository, target: ArchiveTarget, file: WalFile) -> PushedFile:
+    """Archive a WAL file read by `read_wal_file`: put durably, then record. Returns once both are done."""
+    name, data, mtime = file.name, file.data, file.mtime
     header = segment.check_page_header(name, data, target.system_identifier)
     segment_size = header.segment_size if header else target.segment_size
     if segment_size is None and name.is_segment:
@@ -225,18 +246,6 @@ def _conflict(what: str, archived_hash: str, new_hash: str) -> WalConflictError:
         hint="a second or re-initialised cluster is archiving into this source: give it its own source "
         "(`equisplit-dr source add NAME --postgres DSN`) and point its archive_command there",
     )
-
-
-def ready_files(status_dir: Path, *, exclude: str, limit: int) -> list[str]:
-    """Up to `limit` WAL files PostgreSQL marked ready, in its archiver's order: history files first."""
-    try:
-        entries = os.listdir(status_dir)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    ready = [entry[: -len(READY)] for entry in entries if entry.endswith(READY)]
-    wanted = [name for name in ready if name != exclude and names.is_wal_name(name)]
-    wanted.sort(key=lambda name: (not name.endswith(".history"), name))
-    return wanted[:limit]
 
 
 def mark_done(status_dir: Path, archived: list[str]) -> None:

@@ -88,8 +88,7 @@ def describe_object(source: str, name: str) -> str:
 def seal(repo: Repository, meta: WalMeta, data: bytes, level: int | None) -> bytes:
     """The envelope of one WAL file: type 5, the object name bound as associated data."""
     meta_bytes = meta.to_bytes()
-    plaintext = META_LENGTH.pack(len(meta_bytes)) + meta_bytes + data
-    payload = codecs.encode(plaintext, level, probe=False)
+    payload = codecs.encode_parts((META_LENGTH.pack(len(meta_bytes)) + meta_bytes, data), level)
     object_id = names.object_name(meta.source, meta.name)
     return repo.keyring.current.seal(ObjectType.WAL_SEGMENT, object_id, payload)
 

@@ -18,6 +18,7 @@ from app import clock
 from app.catalog.models import WalSegment
 from app.catalog.sources import get_source
 from app.wal import names
+from app.wal.pushspool import PUSH_DIRNAME, PushSpool
 from tests.support.pgarchive import SOURCE, Archive
 from tests.support.pgcluster import PgCluster, chown_to_postgres
 
@@ -156,39 +157,90 @@ def test_lookahead_archives_ready_segments_in_one_call(archive: Archive, pg_temp
 
 
 def test_push_killed_mid_flight_is_retried_and_archived_exactly_once(
+    archive: Archive, pg_template: Path
+) -> None:
+    direct = {**archive.env, "WAL_PUSH_ASYNC": "false"}  # the archive_command pushes each file itself
+    with PgCluster.create(pg_template, direct) as cluster:
+        warm = cluster.switch_wal()
+        cluster.wait_archived(warm)
+        catalog = sqlite3.connect(archive.home / "catalog.sqlite3", timeout=30, isolation_level=None)
+        try:
+            catalog.execute("BEGIN IMMEDIATE")  # holds the catalog's write lock: push stores, then waits
+            name = cluster.switch_wal()
+            deadline = time.monotonic() + 60
+            while not archive.object_path(name).exists():
+                assert time.monotonic() < deadline, cluster.server_log()[-2000:]
+                time.sleep(0.02)
+            time.sleep(0.3)  # the push is now blocked on the catalog, between its two steps
+            pid = next(pid for pid, path in reversed(cluster.calls()) if path.endswith(name))
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                catalog.execute("ROLLBACK")
+            catalog.close()
+
+        # PostgreSQL 15 takes a killed archive_command (exit 137 from its shell) as fatal for the archiver;
+        # the postmaster starts a new one on its next loop, which a connection triggers (else up to 60 s).
+        deadline = time.monotonic() + 60
+        while not cluster.is_archived(name):
+            assert time.monotonic() < deadline, cluster.server_log()[-3000:]
+            cluster.sql("SELECT 1")
+            time.sleep(0.2)
+
+        attempts = [path for _, path in cluster.calls() if path.endswith(name)]
+        assert len(attempts) >= 2, "PostgreSQL did not retry the killed push"
+        assert "archive command failed with exit code 137" in cluster.server_log()
+        assert [row.name for row in archive.rows()].count(name) == 1
+        assert archive.stored(name) == cluster.wal_file(name)
+        assert not (cluster.data / "pg_wal" / PUSH_DIRNAME).exists()  # no pusher when asynchronous is off
+
+
+def test_the_pusher_archives_ahead_and_a_pusher_killed_mid_flight_leaves_no_acknowledgement(
     archive: Archive, cluster: PgCluster
 ) -> None:
     warm = cluster.switch_wal()
     cluster.wait_archived(warm)
+    spool = PushSpool(cluster.data / "pg_wal", SOURCE)
+    deadline = time.monotonic() + 60
+    while spool.pusher() is None:  # the first archive_command pushed itself, then became the pusher
+        assert time.monotonic() < deadline, cluster.server_log()[-2000:]
+        time.sleep(0.02)
+    owner = spool.pusher()
+    assert owner is not None and owner.pid != next(
+        pid for pid, path in cluster.calls() if path.endswith(warm)
+    )
+
+    answered = [cluster.switch_wal() for _ in range(3)]
+    cluster.wait_archived(*answered)
+    log = (spool.dir / "pusher.log").read_text()
+    assert log == "", log
+
     catalog = sqlite3.connect(archive.home / "catalog.sqlite3", timeout=30, isolation_level=None)
     try:
-        catalog.execute("BEGIN IMMEDIATE")  # holds the catalog's write lock: push stores, then waits
+        catalog.execute("BEGIN IMMEDIATE")  # the pusher stores the next segment, then waits to record it
         name = cluster.switch_wal()
         deadline = time.monotonic() + 60
         while not archive.object_path(name).exists():
             assert time.monotonic() < deadline, cluster.server_log()[-2000:]
             time.sleep(0.02)
-        time.sleep(0.3)  # the push is now blocked on the catalog, between its two steps
-        pid = next(pid for pid, path in reversed(cluster.calls()) if path.endswith(name))
-        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
+        assert spool.ack(name) is None  # stored, not recorded: not acknowledged
+        os.kill(owner.pid, signal.SIGKILL)
+        time.sleep(0.3)
+        assert spool.ack(name) is None
     finally:
         with contextlib.suppress(sqlite3.Error):
             catalog.execute("ROLLBACK")
         catalog.close()
 
-    # PostgreSQL 15 takes a killed archive_command (exit 137 from its shell) as fatal for the archiver;
-    # the postmaster starts a new one on its next loop, which a connection triggers (else up to 60 s).
-    deadline = time.monotonic() + 60
-    while not cluster.is_archived(name):
-        assert time.monotonic() < deadline, cluster.server_log()[-3000:]
-        cluster.sql("SELECT 1")
-        time.sleep(0.2)
-
-    attempts = [path for _, path in cluster.calls() if path.endswith(name)]
-    assert len(attempts) >= 2, "PostgreSQL did not retry the killed push"
-    assert "archive command failed with exit code 137" in cluster.server_log()
+    # The waiting archive_command saw its pusher die and pushed the file itself: it found the object
+    # and recorded it. PostgreSQL saw no failure at all.
+    cluster.wait_archived(name)
     assert [row.name for row in archive.rows()].count(name) == 1
-    assert archive.stored(name) == cluster.wal_file(name)
+    for segment_name in (warm, *answered, name):
+        assert archive.stored(segment_name) == cluster.wal_file(segment_name)
+    assert cluster.archiver()["failed_count"] == 0
+    assert not archive.broker_was_contacted()
 
 
 def test_recovery_fetches_through_the_spool_and_archives_the_new_timeline(
