@@ -856,21 +856,32 @@ def pitr(tool: Any, target_time: datetime, expected: dict[str, str], area: Path,
 
 
 def bench_push(ours: Ours, segments: list[Path], work: Path) -> dict[str, Any]:
-    """One `wal push` process per real 16 MiB segment into a fresh local archive (no lookahead)."""
+    """One `wal push pg_wal/NAME` process per real 16 MiB segment into a fresh local archive, run the
+    way PostgreSQL's archiver runs it: each segment is in pg_wal beforehand and marked `.ready` just
+    before its call (0.2 s apart, as PostgreSQL writes the next one meanwhile), `.done` after. The first
+    call pushes its segment itself and becomes the pusher (docs/WAL.md section 3); it is reported apart."""
     home = work / "push-home"
     env = {**ours.env, "EQUISPLIT_DR_HOME": str(home)}
     run([*ours.cli, "init"], env, cwd=PROJECT)
     run([*ours.cli, "source", "add", "pushbench", "--postgres", "host=127.0.0.1 dbname=none"], env, cwd=PROJECT)
+    pgdata = work / "push-pgdata"
+    status = pgdata / "pg_wal" / "archive_status"
+    status.mkdir(parents=True, exist_ok=True)
+    for path in segments:
+        shutil.copyfile(path, pgdata / "pg_wal" / path.name)
     took = []
     for path in segments:
-        sync()
-        timed = run([*ours.cli, "wal", "push", str(path), "--source", "pushbench"], env, cwd=PROJECT)
+        time.sleep(0.2)
+        (status / f"{path.name}.ready").touch()
+        timed = run([*ours.cli, "wal", "push", f"pg_wal/{path.name}", "--source", "pushbench"], env, cwd=pgdata)
         took.append(timed.wall)
+        os.rename(status / f"{path.name}.ready", status / f"{path.name}.done")
+    first, rest = took[0], took[1:] or took
     stored = du_sb(home / "repo" / "wal")
     raw = sum(p.stat().st_size for p in segments)
-    return {"segments": len(took), "median_ms": statistics.median(took) * 1000,
-            "p95_ms": percentile(took, 0.95) * 1000, "all_ms": [round(t * 1000) for t in took],
-            "compression": raw / stored if stored else None}
+    return {"segments": len(took), "median_ms": statistics.median(rest) * 1000,
+            "p95_ms": percentile(rest, 0.95) * 1000, "first_ms": first * 1000,
+            "all_ms": [round(t * 1000) for t in took], "compression": raw / stored if stored else None}
 
 
 def benchmark(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
@@ -926,8 +937,9 @@ def benchmark(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
     if not segments:
         raise Broke("pgbench wrote no whole WAL segment to time `wal push` with: raise --pgbench-seconds")
     push = bench_push(ours, segments, work)
-    log(f"[wal push] {push['segments']} segments, one process each, local storage: median "
-        f"{push['median_ms']:.0f} ms, p95 {push['p95_ms']:.0f} ms ({push['all_ms']}); compression "
+    log(f"[wal push] {push['segments']} segments, one process each as the archiver runs it, local storage: "
+        f"median {push['median_ms']:.0f} ms, p95 {push['p95_ms']:.0f} ms after the first call "
+        f"({push['first_ms']:.0f} ms: it pushes itself and becomes the pusher); all {push['all_ms']}; compression "
         f"{push['compression']:.1f}:1")
     phases[ours.key].figures["push"] = push
 

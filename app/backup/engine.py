@@ -79,6 +79,7 @@ def run_backup(
                 checksum=checksum,
                 parallelism=processes,
                 watch=watch,
+                keep_plan=True,
             )
         except BaseException:
             hooks.close()
@@ -112,7 +113,7 @@ def _run_prepared(
         hooks.finish(
             ctx, prepared.backup_id, lambda: new_writer(ctx, prepared.backup_id, prepared.storage_class)
         )
-        result = finalize_backup(ctx, prepared.backup_id, actor=actor)
+        result = finalize_backup(ctx, prepared.backup_id, actor=actor, plan=prepared.plan)
     except BaseException as exc:
         hooks.close()  # before marking it failed: PostgreSQL ends the backup with its session
         fail_backup(ctx, prepared.backup_id, exc, actor=actor)

@@ -30,8 +30,11 @@ def _release(ctx: Context, backup_id: str, source: str) -> None:
         locks.release(ctx.sessions, lease_name(source), holder)
 
 
-def finalize_backup(ctx: Context, backup_id: str, *, actor: str | None = None) -> BackupResult:
-    """Write the manifest from the plan and every unit's result; idempotent once complete."""
+def finalize_backup(
+    ctx: Context, backup_id: str, *, actor: str | None = None, plan: dict[str, Any] | None = None
+) -> BackupResult:
+    """Write the manifest from the plan (read from storage unless given) and every unit's result;
+    idempotent once complete."""
     repo = ctx.repository
     with ctx.sessions() as session:
         backup = session.get(Backup, backup_id)
@@ -58,7 +61,8 @@ def finalize_backup(ctx: Context, backup_id: str, *, actor: str | None = None) -
         job_id = job.id if job else None
         if job is not None and job.state == "cancelled":
             raise JobCancelledError(f"backup {backup_id} was cancelled before it was finalized")
-    plan = objects.read(repo, objects.plan_name(backup_id))
+    if plan is None:
+        plan = objects.read(repo, objects.plan_name(backup_id))
     entries: list[dict[str, Any]] = list(plan["entries"])
     errors: list[dict[str, str]] = list(plan["errors"])
     warnings: list[dict[str, str]] = list(plan["warnings"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.sources.files import Entry
 
@@ -20,33 +21,43 @@ class Unit:
     bytes: int = 0
 
 
-def is_unchanged(entry: Entry, previous: Entry | None, parent_started_ns: int) -> bool:
-    """Whether `entry` may reuse the parent's chunks without being read (docs/BACKUP.md)."""
-    if previous is None or previous.type != "file" or entry.type != "file":
+def is_unchanged(entry: Entry, previous: dict[str, Any] | None, parent_started_ns: int) -> bool:
+    """Whether `entry` may reuse the parent's chunks without being read (docs/BACKUP.md). `previous`
+    is the parent manifest's entry for the same path, as stored."""
+    if previous is None or previous["type"] != "file" or entry.type != "file":
         return False
     if (entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode) != (
-        previous.size,
-        previous.mtime_ns,
-        previous.ctime_ns,
-        previous.inode,
+        previous.get("size", 0),
+        previous["mtime_ns"],
+        previous.get("ctime_ns", 0),
+        previous.get("inode", 0),
     ):
         return False
     cutoff = parent_started_ns - GRANULARITY_NS
-    return previous.mtime_ns < cutoff and previous.ctime_ns < cutoff
+    return bool(previous["mtime_ns"] < cutoff and previous.get("ctime_ns", 0) < cutoff)
 
 
-def plan_reads(
-    entries: list[Entry], parent: dict[str, Entry] | None, parent_started_ns: int
-) -> tuple[list[Entry], int]:
+@dataclass
+class Parent:
+    """The parent backup's files by path (manifest entries as stored) and when it started."""
+
+    files: dict[str, dict[str, Any]]
+    started_ns: int
+
+    def needs_reading(self, entry: Entry) -> bool:
+        return entry.type == "file" and not is_unchanged(entry, self.files.get(entry.path), self.started_ns)
+
+
+def plan_reads(entries: list[Entry], parent: Parent | None) -> tuple[list[Entry], int]:
     """Fill reused files' chunks from the parent; return the files to read and the count reused."""
     to_read: list[Entry] = []
     reused = 0
     for entry in entries:
         if entry.type != "file":
             continue
-        previous = parent.get(entry.path) if parent is not None else None
-        if previous is not None and is_unchanged(entry, previous, parent_started_ns):
-            entry.chunks = list(previous.chunks)
+        previous = parent.files.get(entry.path) if parent is not None else None
+        if parent is not None and previous is not None and is_unchanged(entry, previous, parent.started_ns):
+            entry.chunks = list(previous["chunks"])
             reused += 1
         else:
             to_read.append(entry)

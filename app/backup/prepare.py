@@ -6,20 +6,20 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import update
 
 from app import clock
 from app.backup import objects
 from app.backup.hooks import SourceHooks, hooks_for, load_source
-from app.backup.plan import plan_reads, split_units, unit_bytes_for
+from app.backup.plan import Parent, plan_reads, split_units, unit_bytes_for
 from app.catalog import jobs, locks
 from app.catalog.backups import BACKUP_TYPES, FULL_TYPES, LOGICAL_TYPE, latest_backup, new_backup_id
 from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Job
 from app.context import Context
 from app.errors import ConfigurationError
-from app.sources.files import Entry
 from app.sources.watch import SizeWatch
 
 #: Lease of a backup run in one process (renewed by a heartbeat) and of one spread over a cluster
@@ -43,6 +43,7 @@ class PreparedBackup:
     bytes_to_read: int
     unit_sizes: list[int] = field(default_factory=list)
     files_to_read: int = 0
+    plan: dict[str, Any] | None = None
 
 
 def lease_name(source: str) -> str:
@@ -59,13 +60,13 @@ def _parent_for(ctx: Context, source_id: int, backup_type: str) -> tuple[str, Ba
     return (backup_type, parent) if parent is not None else ("full", None)
 
 
-def _parent_entries(ctx: Context, parent: Backup | None) -> tuple[dict[str, Entry] | None, int]:
+def _parent_of(ctx: Context, parent: Backup | None) -> Parent | None:
     if parent is None:
-        return None, 0
+        return None
     manifest = ctx.repository.read_manifest(parent.id)
     started = clock.as_utc(parent.started_at).timestamp()
-    entries = {d["path"]: Entry.from_json(d) for d in manifest["entries"] if d["type"] == "file"}
-    return entries, int(started * 1_000_000_000)
+    files = {d["path"]: d for d in manifest["entries"] if d["type"] == "file"}
+    return Parent(files, int(started * 1_000_000_000))
 
 
 def _mark_interrupted(ctx: Context, source_id: int) -> None:
@@ -90,6 +91,7 @@ def prepare_backup(
     checksum: bool = False,
     parallelism: int = 1,
     watch: SizeWatch | None = None,
+    keep_plan: bool = False,
 ) -> PreparedBackup:
     """Plan a backup. Raises LockedError when the source is being backed up already.
 
@@ -97,7 +99,8 @@ def prepare_backup(
     source's kind. `checksum` re-reads every file whatever the change rule says (the parent is still
     recorded, and chunks already stored are not stored again). `parallelism` is how many processes
     will read the units: units are made small enough to keep them all busy; `watch` counts the bytes
-    the walk finds; one that never fires means one process after all."""
+    the walk finds; one that never fires means one process after all. `keep_plan`: the plan is handed
+    to `finalize_backup` in memory (one process) instead of through storage (a cluster)."""
     if backup_type not in BACKUP_TYPES:
         raise ConfigurationError(
             f"unknown backup type {backup_type!r}",
@@ -147,11 +150,13 @@ def prepare_backup(
             job = jobs.start_job(session, "backup", source_id=source_id, backup_id=backup_id)
             job.task_id, job.queue = task_id, "backup"
             job_id = job.id
+        previous = None if checksum else _parent_of(ctx, parent)
+        if watch is not None and previous is not None:
+            watch.counts = previous.needs_reading  # what an unchanged tree costs is the walk alone
         hooks.begin(ctx, backup_id)
         walk = hooks.walk(ctx, watch)
         root = walk.root
-        parent_entries, parent_started_ns = (None, 0) if checksum else _parent_entries(ctx, parent)
-        to_read, reused = plan_reads(walk.entries, parent_entries, parent_started_ns)
+        to_read, reused = plan_reads(walk.entries, previous)
         unit_bytes = unit_bytes_for(ctx.settings.backup_unit_bytes, sum(e.size for e in to_read), parallelism)
         units = split_units(to_read, unit_bytes)
         unit_paths = {e.path for e in to_read}
@@ -169,27 +174,25 @@ def prepare_backup(
                     "entries": [e.to_json() for e in unit.entries],
                 },
             )
-        objects.write(
-            repo,
-            objects.plan_name(backup_id),
-            {
-                "backup_id": backup_id,
-                "source": source_name,
-                "source_kind": walk.kind,
-                "root": str(root),
-                "type": actual_type,
-                "parent": parent.id if parent else None,
-                "started_at": clock.iso(started),
-                "storage_class": storage_class,
-                "units": len(units),
-                "files_reused": reused,
-                "checksum": checksum,
-                "extra": walk.has_extra,
-                "entries": [e.to_json() for e in walk.entries if e.path not in unit_paths],
-                "errors": walk.errors,
-                "warnings": warnings,
-            },
-        )
+        plan_doc = {
+            "backup_id": backup_id,
+            "source": source_name,
+            "source_kind": walk.kind,
+            "root": str(root),
+            "type": actual_type,
+            "parent": parent.id if parent else None,
+            "started_at": clock.iso(started),
+            "storage_class": storage_class,
+            "units": len(units),
+            "files_reused": reused,
+            "checksum": checksum,
+            "extra": walk.has_extra,
+            "entries": [e.to_json() for e in walk.entries if e.path not in unit_paths],
+            "errors": walk.errors,
+            "warnings": warnings,
+        }
+        if not keep_plan:
+            objects.write(repo, objects.plan_name(backup_id), plan_doc)
         with transaction(ctx.sessions) as session:
             for unit in units:
                 session.add(
@@ -233,4 +236,5 @@ def prepare_backup(
         sum(u.bytes for u in units),
         [u.bytes for u in units],
         len(to_read),
+        plan_doc if keep_plan else None,
     )

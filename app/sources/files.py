@@ -134,7 +134,7 @@ def walk_tree(root: Path, watch: SizeWatch | None = None) -> Walk:
         else:
             walk.entries.append(entry)
             if watch is not None:
-                watch.add(entry.size)
+                watch.add(entry)
     return walk
 
 

@@ -145,7 +145,7 @@ class _Walker:
                 continue
             self.walk.entries.append(entry)
             if self.watch is not None:
-                self.watch.add(entry.size)
+                self.watch.add(entry)
             if entry.type != "dir":
                 continue
             if parts == () and item.name in EXCLUDED_CONTENTS:
