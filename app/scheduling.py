@@ -102,7 +102,7 @@ class ScheduleEntry:
 def build_schedule(settings: Settings) -> list[ScheduleEntry]:
     """The spec's table (full daily at 02:00, incremental every 6 h, differential weekly, archive
     monthly), each rule overridable with BACKUP_SCHEDULE_<TYPE>; health checks every
-    HEALTH_CHECK_INTERVAL seconds; the job reaper every minute."""
+    HEALTH_CHECK_INTERVAL seconds; the job reaper and the WAL archive check every minute."""
     s = settings
     return [
         ScheduleEntry(
@@ -146,6 +146,13 @@ def build_schedule(settings: Settings) -> list[ScheduleEntry]:
             queue="monitor",
             every=60,
             description="fail jobs whose worker stopped beating",
+        ),
+        ScheduleEntry(
+            "wal-archive-check",
+            "tasks.wal.archive_check",
+            queue="wal",
+            every=60,
+            description="WAL archive of every PostgreSQL source: gaps and achieved RPO",
         ),
     ]
 

@@ -58,7 +58,7 @@ DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 UNIT_TASK = "tasks.backup.backup_unit"
 PLAN_TASK = "tasks.backup.run_backup"
 FINAL_TASK = "tasks.backup.finalize_backup"
-PROBE_TASK = "tasks.monitor.health_check"
+PROBE_TASK = "tasks.wal.archive_check"
 BULK_QUEUES = "backup,chunks"
 
 # Targets (from the issue)
@@ -291,7 +291,7 @@ def plan_preview(tree: Path, unit_bytes: int) -> tuple[float, list[str]]:
     started = time.perf_counter()
     walk = walk_tree(tree)
     walk_s = time.perf_counter() - started
-    to_read, _ = plan_reads(walk.entries, None, 0)
+    to_read, _ = plan_reads(walk.entries, None)
     units = split_units(to_read, unit_bytes)
     sizes = sorted(u.bytes for u in units)
     many = sum(1 for u in units if len(u.entries) >= 1000)
@@ -906,21 +906,21 @@ class Bench:
 
     def _probe_warmup(self) -> float:
         """One probe before timing, so the worker that serves `wal` has opened its catalog connection."""
-        from tasks.monitor import health_check
+        from tasks.wal import archive_check
 
         t = time.time()
-        result = health_check.apply_async(queue="wal")
+        result = archive_check.apply_async()
         result.get(timeout=60)
         return time.time() - t
 
     def _probe_loop(self, stop: threading.Event, out: list[tuple[str, float]]) -> None:
-        from tasks.monitor import health_check
+        from tasks.wal import archive_check
 
         interval = self.args.wal_interval
         next_at = time.monotonic()
         while not stop.is_set():
             enqueued = time.time()
-            out.append((health_check.apply_async(queue="wal").id, enqueued))
+            out.append((archive_check.apply_async().id, enqueued))
             next_at += interval
             stop.wait(max(0.0, next_at - time.monotonic()))
 
@@ -1296,9 +1296,8 @@ def report(
         )
         log(f"\nWAL-queue latency, enqueue -> task-started, while a (d)-style backup runs ({what}):")
         log(
-            f"  probe: tasks.monitor.health_check sent with .apply_async(queue='wal') every "
-            f"{args.wal_interval} s (the real WAL push task does not exist yet, so a light catalog task "
-            f"stands in)"
+            f"  probe: tasks.wal.archive_check (routed to queue `wal`; archiving itself never goes through "
+            f"the broker) sent every {args.wal_interval} s"
         )
         if started:
             log(
