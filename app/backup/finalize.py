@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from app import clock
 from app.backup import objects
+from app.backup.pieces import merge_pieces
 from app.backup.result import BackupResult
 from app.catalog import audit, jobs, locks
 from app.catalog.backups import backup_stats, record_postgres
@@ -67,13 +68,20 @@ def finalize_backup(
     errors: list[dict[str, str]] = list(plan["errors"])
     warnings: list[dict[str, str]] = list(plan["warnings"])
     bytes_read = bytes_new = 0
+    read_entries: list[dict[str, Any]] = []
+    unit_errors: list[dict[str, str]] = []
     for unit in sorted(units, key=lambda u: u.number):
         out = objects.read(repo, objects.output_name(backup_id, unit.number))
-        entries.extend(out["entries"])
-        errors.extend(out["errors"])
+        read_entries.extend(out["entries"])
+        unit_errors.extend(out["errors"])
         warnings.extend(out["warnings"])
         bytes_read += out["bytes_read"]
         bytes_new += out["bytes_new"]
+    read_entries = merge_pieces(
+        read_entries, unit_errors, warnings, expect_changes=plan.get("source_kind") == "postgres"
+    )
+    entries.extend(read_entries)
+    errors.extend(unit_errors)
     extra: dict[str, Any] = {}
     if plan.get("extra"):
         extra = objects.read(repo, objects.extra_name(backup_id))
@@ -86,10 +94,7 @@ def finalize_backup(
     finished = clock.now()
     stats = {
         "files": len(files),
-        "files_read": sum(u.files for u in units)
-        - len(errors)
-        + len(plan["errors"])
-        + len(extra.get("entries", [])),
+        "files_read": len(read_entries) + len(extra.get("entries", [])),
         "bytes_total": sum(e["size"] for e in files),
         "bytes_read": bytes_read,
         "bytes_new": bytes_new,

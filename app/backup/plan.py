@@ -12,12 +12,40 @@ from app.sources.files import Entry
 GRANULARITY_NS = 2_000_000_000
 
 
+#: A file bigger than this is read in pieces of this size at fixed offsets (0, PIECE_BYTES, ...), each
+#: a work item of its own, so one big file (a PostgreSQL relation segment, a disk image) is read by
+#: several processes or hosts at once. Each piece is cut into chunks on its own, so chunk boundaries
+#: restart at every piece offset; the offsets being fixed, unchanged content dedups as before.
+PIECE_BYTES = 32 << 20
+
+
+@dataclass
+class Item:
+    """One unit's work on one file: all of it (`length` None, `offset` 0), or the piece from `offset`,
+    `length` bytes long (None for the last piece: to the end of the file as it is when read)."""
+
+    entry: Entry
+    offset: int = 0
+    length: int | None = None
+    is_piece: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.length if self.length is not None else max(0, self.entry.size - self.offset)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = self.entry.to_json()
+        if self.is_piece:
+            doc["piece"] = {"offset": self.offset, "length": self.length}
+        return doc
+
+
 @dataclass
 class Unit:
     """Files one worker reads; bounded in bytes so any unit finishes well inside a task's time limit."""
 
     number: int
-    entries: list[Entry] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
     bytes: int = 0
 
 
@@ -79,16 +107,28 @@ def unit_bytes_for(limit: int, total: int, parallelism: int) -> int:
     return max(1, min(limit, max(MIN_UNIT_BYTES, share)))
 
 
-def split_units(files: list[Entry], unit_bytes: int) -> list[Unit]:
-    """Group files in order into units of about `unit_bytes`; a bigger file is a unit of its own."""
+def items_of(entry: Entry, piece_bytes: int | None = None) -> list[Item]:
+    """The work items of one file: itself, or its pieces when bigger than `piece_bytes` (PIECE_BYTES)."""
+    piece_bytes = piece_bytes or PIECE_BYTES
+    if entry.size <= piece_bytes:
+        return [Item(entry)]
+    offsets = range(0, entry.size, piece_bytes)
+    last = offsets[-1]
+    return [Item(entry, o, None if o == last else piece_bytes, is_piece=True) for o in offsets]
+
+
+def split_units(files: list[Entry], unit_bytes: int, piece_bytes: int | None = None) -> list[Unit]:
+    """Group the files' items in order into units of about `unit_bytes`; a bigger item is a unit of its
+    own."""
     units: list[Unit] = []
     current = Unit(0)
     for entry in files:
-        if current.entries and current.bytes + entry.size > unit_bytes:
-            units.append(current)
-            current = Unit(len(units))
-        current.entries.append(entry)
-        current.bytes += entry.size
-    if current.entries:
+        for item in items_of(entry, piece_bytes):
+            if current.items and current.bytes + item.size > unit_bytes:
+                units.append(current)
+                current = Unit(len(units))
+            current.items.append(item)
+            current.bytes += item.size
+    if current.items:
         units.append(current)
     return units

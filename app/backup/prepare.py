@@ -171,7 +171,7 @@ def prepare_backup(
                     "root": str(root),
                     "storage_class": storage_class,
                     "read": walk.read,
-                    "entries": [e.to_json() for e in unit.entries],
+                    "entries": [item.to_json() for item in unit.items],
                 },
             )
         plan_doc = {
@@ -200,7 +200,7 @@ def prepare_backup(
                         backup_id=backup_id,
                         number=unit.number,
                         state="pending",
-                        files=len(unit.entries),
+                        files=len(unit.items),
                         bytes=unit.bytes,
                         attempts=0,
                     )

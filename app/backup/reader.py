@@ -20,9 +20,10 @@ ProgressFn = Callable[[int], None]
 @dataclass
 class ReadResult:
     chunks: list[str]
-    bytes_read: int
+    bytes_read: int  # over every attempt
     bytes_new: int
     warning: str | None = None
+    stored: int = 0  # what the stored copy holds (the last attempt's bytes)
 
 
 def _signature(st: os.stat_result) -> tuple[int, int, int]:
@@ -37,39 +38,60 @@ def read_file(
     progress: ProgressFn,
     *,
     attempts: int = READ_ATTEMPTS,
+    piece: tuple[int, int | None] | None = None,
 ) -> ReadResult:
-    """Chunk and store the file at `path`; a file that keeps changing is stored as last read, with a
-    warning (none when `attempts` is 1: the caller expects changes, as PostgreSQL's WAL replay repairs
-    them). OSError (gone, unreadable) propagates for the caller's policy."""
+    """Chunk and store the file at `path` (or only its `piece`: offset and length, None = to its end);
+    a file that keeps changing is stored as last read, with a warning (none when `attempts` is 1: the
+    caller expects changes, as PostgreSQL's WAL replay repairs them). OSError (gone, unreadable)
+    propagates for the caller's policy."""
     total = new = 0
     for _attempt in range(attempts):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb", buffering=0) as handle:
             before = os.fstat(fd)
             chunks: list[str] = []
-            if before.st_size <= SMALL_FILE:
+            expected = before.st_size
+            if piece is not None:
+                data = _read_range(fd, piece[0], piece[1])
+                expected = piece[1] if piece[1] is not None else max(0, before.st_size - piece[0])
+                cuts = chunker.cut(data)
+            elif before.st_size <= SMALL_FILE:
                 data = handle.read()
-                pieces = chunker.cut(data)
+                cuts = chunker.cut(data)
             else:
-                pieces = (c.data for c in chunker.stream(handle))
+                cuts = (c.data for c in chunker.stream(handle))
             read = 0
-            for piece in pieces:
-                chunk_id, is_new = writer.store(piece)
+            for cut in cuts:
+                chunk_id, is_new = writer.store(cut)
                 chunks.append(chunk_id)
-                read += len(piece)
-                new += len(piece) if is_new else 0
-                progress(len(piece))
+                read += len(cut)
+                new += len(cut) if is_new else 0
+                progress(len(cut))
             after = os.fstat(fd)
         total += read
         entry.size, entry.mtime_ns, entry.ctime_ns = before.st_size, before.st_mtime_ns, before.st_ctime_ns
         if attempts == 1:
             entry.size = read  # what was stored; the recorded mtime is the older one, so it is re-read
-            return ReadResult(chunks, total, new)
-        if _signature(before) == _signature(after) and read == before.st_size:
-            return ReadResult(chunks, total, new)
+            return ReadResult(chunks, total, new, stored=read)
+        if _signature(before) == _signature(after) and read == expected:
+            return ReadResult(chunks, total, new, stored=read)
     return ReadResult(
         chunks,
         total,
         new,
         f"changed while being read ({attempts} attempts); the stored copy may mix old and new content",
+        stored=read,
     )
+
+
+def _read_range(fd: int, offset: int, length: int | None) -> bytes:
+    """`length` bytes from `offset` (None: to the end of the file), fewer if the file ends first."""
+    parts: list[bytes] = []
+    got = 0
+    while length is None or got < length:
+        part = os.pread(fd, (length - got) if length is not None else (8 << 20), offset + got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)

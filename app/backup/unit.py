@@ -160,6 +160,8 @@ def _run_claimed(
     doc = objects.read(repo, objects.input_name(backup_id, number))
     root = doc["root"]
     entries = [Entry.from_json(e) for e in doc["entries"]]
+    # a big file's piece (app/backup/plan.py, Item): where it starts, how long, and what was stored
+    pieces: list[dict[str, Any] | None] = [e.get("piece") for e in doc["entries"]]
     own_writer = writer is None
     writer = writer or new_writer(ctx, backup_id, doc.get("storage_class"), claim)
     cancel = _CancelWatch(ctx, backup_id)
@@ -173,14 +175,21 @@ def _run_claimed(
     missing_ok = bool(options.get("missing_ok", False))
     attempts = int(options.get("attempts", READ_ATTEMPTS))
 
-    def read_one(entry: Entry) -> None:
+    def read_one(index: int) -> None:
+        entry, piece = entries[index], pieces[index]
         cancel.check()
         chunker = getattr(local, "chunker", None)
         if chunker is None:
             chunker = local.chunker = repo.new_chunker()
         try:
             outcome = read_file(
-                os.path.join(root, entry.path), entry, chunker, writer, progress or _ignore, attempts=attempts
+                os.path.join(root, entry.path),
+                entry,
+                chunker,
+                writer,
+                progress or _ignore,
+                attempts=attempts,
+                piece=(piece["offset"], piece["length"]) if piece is not None else None,
             )
         except FileNotFoundError:
             if not missing_ok:
@@ -199,6 +208,8 @@ def _run_claimed(
             entry.type = "unreadable"
             return
         entry.chunks = outcome.chunks
+        if piece is not None:
+            piece["read"] = outcome.stored
         with results_lock:
             totals["read"] += outcome.bytes_read
             totals["new"] += outcome.bytes_new
@@ -208,7 +219,7 @@ def _run_claimed(
     own_pool = pool is None
     executor = pool or ThreadPoolExecutor(ctx.settings.worker_threads, thread_name_prefix="unit-read")
     try:
-        futures = [executor.submit(read_one, e) for e in entries]
+        futures = [executor.submit(read_one, i) for i in range(len(entries))]
         wait(futures, return_when=FIRST_EXCEPTION)
         for future in futures:
             if future.done() and future.exception() is not None:
@@ -227,12 +238,16 @@ def _run_claimed(
             executor.shutdown(wait=True, cancel_futures=True)
         if own_writer:
             writer.close()
-    kept = [e for e in entries if e.type not in ("unreadable", "vanished")]
+    kept = [
+        _with_piece(e, p)
+        for e, p in zip(entries, pieces, strict=True)
+        if e.type not in ("unreadable", "vanished")
+    ]
     objects.write(
         repo,
         objects.output_name(backup_id, number),
         {
-            "entries": [e.to_json() for e in kept],
+            "entries": kept,
             "errors": errors,
             "warnings": warnings,
             "bytes_read": totals["read"],
@@ -249,6 +264,13 @@ def _run_claimed(
     return UnitOutcome(
         backup_id, number, len(entries), totals["read"], totals["new"], seconds, unit.worker or ""
     )
+
+
+def _with_piece(entry: Entry, piece: dict[str, Any] | None) -> dict[str, Any]:
+    doc = entry.to_json()
+    if piece is not None:
+        doc["piece"] = {"offset": piece["offset"], "read": piece.get("read", 0)}
+    return doc
 
 
 def _ignore(_n: int) -> None:

@@ -42,22 +42,27 @@ class RestorePlan:
 
 class _FileState:
     """One file being restored: created by the first pack worker that has a chunk for it, written at
-    its offsets, renamed into place by whichever worker writes its last chunk."""
+    its offsets, renamed into place by whichever worker writes its last chunk. A piece of a big file
+    (`piece`: shared out over processes, app/restore/procpool.py) writes into the partial file its
+    process's parent made, and leaves renaming it to that parent."""
 
-    __slots__ = ("entry", "fd", "lock", "partial", "path", "remaining")
+    __slots__ = ("entry", "fd", "lock", "partial", "path", "piece", "remaining")
 
-    def __init__(self, path: str, entry: dict[str, Any], remaining: int) -> None:
+    def __init__(self, path: str, entry: dict[str, Any], remaining: int, *, piece: bool = False) -> None:
         self.path = path
         self.partial = path + PARTIAL_SUFFIX
         self.entry = entry
         self.remaining = remaining
+        self.piece = piece
         self.fd: int | None = None
         self.lock = threading.Lock()
 
-    def write(self, data: bytes, offset: int) -> bool:
+    def write(self, data: bytes | memoryview, offset: int) -> bool:
         """Write one chunk; True when it was the file's last one (the file is then closed)."""
         with self.lock:
-            if self.fd is None:
+            if self.fd is None and self.piece:
+                self.fd = os.open(self.partial, os.O_WRONLY)
+            elif self.fd is None:
                 self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 if self.remaining > 1:
                     os.ftruncate(self.fd, self.entry["size"])
@@ -74,8 +79,9 @@ class _FileState:
             if self.fd is not None:
                 os.close(self.fd)
                 self.fd = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.partial)
+        if not self.piece:  # a piece's file is its parent process's to remove
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.partial)
 
 
 def _select(manifest: dict[str, Any], paths: list[str] | None) -> list[dict[str, Any]]:
@@ -181,15 +187,19 @@ def restore_files(
     files: list[_FileState] = []
     by_pack: dict[str, list[tuple[str, int, _FileState]]] = defaultdict(list)
     for e in entries:
-        state = _FileState(os.path.join(root, safe_relpath(e["path"])), e, len(e["chunks"]))
+        piece = e.get("piece")  # {"first", "count", "offset"}: chunks first..first+count-1 of a big file
+        ids = e["chunks"][piece["first"] : piece["first"] + piece["count"]] if piece else e["chunks"]
+        state = _FileState(os.path.join(root, safe_relpath(e["path"])), e, len(ids), piece=piece is not None)
         files.append(state)
-        offset = 0
-        for cid in e["chunks"]:
+        offset = piece["offset"] if piece else 0
+        for cid in ids:
             loc = where[cid]
             by_pack[loc.pack_id].append((cid, offset, state))
             offset += loc.raw_length
 
     def finish_file(state: _FileState) -> None:
+        if state.piece:
+            return  # renamed by the process that shared the file out, once every piece is written
         os.replace(state.partial, state.path)
         _apply_metadata(state.path, state.entry)
 
@@ -259,6 +269,12 @@ def _coalesce(items: list[tuple[str, int, _FileState]], where: dict[str, chunks.
 
 
 _IS_ROOT = os.geteuid() == 0
+
+
+def finish_big_file(path: str, entry: dict[str, Any]) -> None:
+    """Rename a file restored in pieces into place and give it its metadata."""
+    os.replace(path + PARTIAL_SUFFIX, path)
+    _apply_metadata(path, entry)
 
 
 def _apply_metadata(path: str, entry: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ mostly read by one process."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -14,7 +15,8 @@ from typing import Any
 from app import forkserver
 from app.catalog.chunks import ChunkLocation
 from app.context import Context
-from app.restore.engine import restore_files
+from app.restore.engine import finish_big_file, restore_files
+from app.restore.target import PARTIAL_SUFFIX, safe_relpath
 from app.settings import Settings
 
 _worker_ctx: Context | None = None
@@ -44,27 +46,68 @@ def _restore_share(
     return len(entries)
 
 
+#: A file bigger than this is shared out in pieces (runs of its chunks), so one big file (a database's
+#: relation segment) is written by every process at once.
+PIECE_BYTES = 32 << 20
+
+
+def _weight(e: dict[str, Any]) -> int:
+    piece = e.get("piece")
+    return int(piece["bytes"]) if piece else int(e["size"])
+
+
+def _chunks_of(item: dict[str, Any]) -> list[str]:
+    piece = item.get("piece")
+    chunks: list[str] = item["chunks"]
+    return chunks[piece["first"] : piece["first"] + piece["count"]] if piece else chunks
+
+
+def split_big(
+    files: list[dict[str, Any]], where: dict[str, ChunkLocation], piece_bytes: int | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the work items, the big files): a file over `piece_bytes` becomes pieces of whole chunks."""
+    limit = piece_bytes or PIECE_BYTES
+    items: list[dict[str, Any]] = []
+    big: list[dict[str, Any]] = []
+    for e in files:
+        if e["size"] <= limit:
+            items.append(e)
+            continue
+        big.append(e)
+        first = offset = size = 0
+        for index, cid in enumerate(e["chunks"]):
+            size += where[cid].raw_length
+            if size >= limit or index == len(e["chunks"]) - 1:
+                count = index + 1 - first
+                items.append(
+                    {**e, "piece": {"first": first, "count": count, "offset": offset, "bytes": size}}
+                )
+                first, offset, size = index + 1, offset + size, 0
+    return items, big
+
+
 def shares(
-    files: list[dict[str, Any]], where: dict[str, ChunkLocation], count: int
+    items: list[dict[str, Any]], where: dict[str, ChunkLocation], count: int
 ) -> list[list[dict[str, Any]]]:
-    """`files` in order of their first chunk's place (pack, offset), cut into `count` runs of about
-    equal bytes; empty files go with the first run."""
+    """`items` (files and pieces) in order of their first chunk's place (pack, offset), cut into `count`
+    runs of about equal bytes; empty files go with the first run."""
 
     def place(e: dict[str, Any]) -> tuple[str, int]:
+        first = e["piece"]["first"] if "piece" in e else 0
         if not e["chunks"]:
             return ("", 0)
-        loc = where[e["chunks"][0]]
+        loc = where[e["chunks"][first]]
         return (loc.pack_id, loc.offset)
 
-    ordered = sorted(files, key=place)
-    total = sum(e["size"] for e in ordered)
+    ordered = sorted(items, key=place)
+    total = sum(_weight(e) for e in ordered)
     runs: list[list[dict[str, Any]]] = [[] for _ in range(count)]
     done, run = 0, 0
     for e in ordered:
         if run < count - 1 and done >= total * (run + 1) / count:
             run += 1
         runs[run].append(e)
-        done += e["size"]
+        done += _weight(e)
     return [r for r in runs if r]
 
 
@@ -79,17 +122,34 @@ def restore_files_in_processes(
 ) -> None:
     mp = forkserver.context()
     counter: Synchronized[int] = mp.Value("q", 0)
-    runs = shares(files, where, processes * 2)
+    items, big = split_big(files, where)
+    paths = [os.path.join(root, safe_relpath(e["path"])) for e in big]
+    for path, e in zip(paths, big, strict=True):  # the pieces' processes write into these
+        fd = os.open(path + PARTIAL_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, e["size"])
+        finally:
+            os.close(fd)
+    runs = shares(items, where, processes * 2)
     threads = max(1, settings.worker_threads // processes)
-    with ProcessPoolExecutor(
-        processes, mp_context=mp, initializer=_init_worker, initargs=(settings, counter, os.getpid())
-    ) as pool:
-        futures = []
-        for run in runs:
-            chunk_ids = {c for e in run for c in e["chunks"]}
-            futures.append(
-                pool.submit(
-                    _restore_share, root, run, {c: where[c] for c in chunk_ids}, keep_partial, threads
+    try:
+        with ProcessPoolExecutor(
+            processes, mp_context=mp, initializer=_init_worker, initargs=(settings, counter, os.getpid())
+        ) as pool:
+            futures = []
+            for run in runs:
+                chunk_ids = {c for e in run for c in _chunks_of(e)}
+                futures.append(
+                    pool.submit(
+                        _restore_share, root, run, {c: where[c] for c in chunk_ids}, keep_partial, threads
+                    )
                 )
-            )
-        forkserver.wait_all(futures, counter, progress)
+            forkserver.wait_all(futures, counter, progress)
+    except BaseException:
+        if not keep_partial:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path + PARTIAL_SUFFIX)
+        raise
+    for path, e in zip(paths, big, strict=True):
+        finish_big_file(path, e)

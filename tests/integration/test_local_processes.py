@@ -183,3 +183,36 @@ def test_a_corrupt_pack_stops_a_restore_on_processes_naming_the_file_with_nothin
         system.restore(backup.id, out)
     assert biggest.name in str(caught.value) and "cannot restore" in str(caught.value)
     assert not list(out.rglob("*" + PARTIAL_SUFFIX))
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_big_file_is_read_in_pieces_by_several_units_and_restores_whole(
+    make_system: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int
+) -> None:
+    monkeypatch.setattr("app.backup.plan.PIECE_BYTES", 1 << 20)  # planned here; workers read given ranges
+    monkeypatch.setattr("app.restore.procpool.PIECE_BYTES", 1 << 20)  # and shared out here on restore
+    src = tmp_path / "src"
+    src.mkdir()
+    big = src / "disk.img"
+    big.write_bytes(os.urandom((5 << 20) + 12345))
+    (src / "note.txt").write_text("small\n")
+    system = make_system(
+        backup_processes=processes, backup_processes_min_bytes=1 << 20, backup_unit_bytes=1 << 20
+    )
+    system.add_source("img", src)
+    first = system.create_full_backup("img")
+    units = system.show_backup(first.id)["units"]
+    assert len(units) >= 6  # six pieces of disk.img (and the note with one of them)
+    assert first.stats["files_read"] == 2 and first.stats["files"] == 2
+    system.restore(first.id, tmp_path / "out")
+    assert_same_tree(src, tmp_path / "out")
+
+    again = system.create_full_backup("img")  # pieces are cut at the same offsets: nothing new
+    assert again.stats["bytes_new"] == 0
+    with big.open("r+b") as handle:  # change 1 KiB in the third piece
+        handle.seek((2 << 20) + 500)
+        handle.write(os.urandom(1024))
+    changed = system.create_full_backup("img")
+    assert 0 < changed.stats["bytes_new"] <= 2 << 20  # one piece's chunk(s), not the whole file
+    system.restore(changed.id, tmp_path / "out2")
+    assert_same_tree(src, tmp_path / "out2")
