@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from app.errors import EquisplitError
+from app.errors import EquisplitError, WalError
 from app.wal.pushspool import ACK, Ack, PushSpool, fingerprint, ready_files
 
 if TYPE_CHECKING:
@@ -143,7 +143,15 @@ def _serve(spool: PushSpool, source: str, mark: str, settings: Settings | None) 
             repo = ctx.repository
             largest = target.segment_size or 16 << 20
 
+            still_same = _identity_check(ctx)
+
             def archive(path: Path) -> str:
+                if not still_same():
+                    spool.request_stop()  # archive_commands push themselves, into what is there now
+                    raise WalError(
+                        "the repository or catalog this pusher opened was replaced (same settings, new "
+                        "repository): it stops, and archive_command pushes into the new one"
+                    )
                 file = read_wal_file(path)
                 # read again each time: the first segment archived records the cluster's identity
                 archive_file(ctx, repo, archive_target(ctx, source), file)
@@ -157,6 +165,37 @@ def _serve(spool: PushSpool, source: str, mark: str, settings: Settings | None) 
         print(f"pusher for source {source} stopped: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     return 0
+
+
+def _identity_check(ctx: Any) -> Callable[[], bool]:
+    """Whether the repository and the catalog at the settings' locations are still the ones this
+    long-lived process opened: a repository re-created in place has a new config object (sealed with
+    a new nonce), and an SQLite catalog re-created in place a new file, while this process would go on
+    writing into the deleted one."""
+    from sqlalchemy.engine import make_url
+
+    from app.repo.format import Kind
+
+    config = ctx.storage.get(Kind.CONFIG, "config")
+    url = make_url(ctx.settings.catalog_url)
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    ctx.engine.connect().close()  # the file this process writes into from now on
+    inode = _inode(database)
+
+    def still_same() -> bool:
+        return ctx.storage.get(Kind.CONFIG, "config") == config and _inode(database) == inode
+
+    return still_same
+
+
+def _inode(path: str | None) -> tuple[int, int] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return (0, 0)
+    return (st.st_dev, st.st_ino)
 
 
 if __name__ == "__main__":

@@ -286,3 +286,29 @@ def test_a_new_pusher_redoes_what_a_pusher_with_other_settings_acknowledged(
     running()
     wait_until(lambda: (spool.ack(path.name) or Ack("", "")).fingerprint == MARK)
     assert spool.await_ack(path, MARK) and list(rows(ctx)) == [path.name]
+
+
+def test_a_pusher_notices_its_repository_and_catalog_were_re_created_in_place(
+    ctx: Context, tmp_path: Path
+) -> None:
+    """Same settings, new repository: a long-lived pusher must not go on writing into the deleted
+    catalog file (PostgreSQL would be told segments are archived that the new catalog never saw)."""
+    import shutil
+
+    from app.catalog.db import migrate
+    from app.repo.repository import Repository
+    from app.wal.pusher import _identity_check
+
+    still_same = _identity_check(ctx)
+    assert still_same()
+    home = ctx.settings.home
+    shutil.rmtree(home / "repo")
+    for suffix in ("", "-wal", "-shm"):
+        (home / f"catalog.sqlite3{suffix}").unlink(missing_ok=True)
+    fresh = Context(ctx.settings)
+    try:
+        migrate(fresh.engine)
+        Repository.init(fresh.storage, fresh.master_key())
+        assert not still_same()
+    finally:
+        fresh.close()
