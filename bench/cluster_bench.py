@@ -294,13 +294,13 @@ def plan_preview(tree: Path, unit_bytes: int) -> tuple[float, list[str]]:
     to_read, _ = plan_reads(walk.entries, None)
     units = split_units(to_read, unit_bytes)
     sizes = sorted(u.bytes for u in units)
-    many = sum(1 for u in units if len(u.entries) >= 1000)
+    many = sum(1 for u in units if len(u.items) >= 1000)
     lines = [
         f"  walk_tree: {len(walk.entries)} entries in {walk_s:.2f} s (warm cache, in this process)",
         f"  {len(units)} units of {unit_bytes // MiB} MiB: sizes {sizes[0] / MiB:.1f} .. "
         f"{statistics.median(sizes) / MiB:.1f} (median) .. {sizes[-1] / MiB:.1f} MiB; {many} of them hold "
         f">= 1000 files (the small files), "
-        f"{sum(len(u.entries) for u in units if len(u.entries) >= 1000)} files in all",
+        f"{sum(len(u.items) for u in units if len(u.items) >= 1000)} files in all",
     ]
     return walk_s, lines
 
