@@ -179,8 +179,10 @@ def _profiled(fn: Any, timer_name: str) -> tuple[pstats.Stats, Any, dict[str, fl
 def _settings(home: Path) -> Any:
     from app.settings import load_settings
 
+    # One process: cProfile sees this process's threads only, and the CLI's worker processes
+    # (docs/BACKUP.md, "Using every core") run this same code per unit.
     return load_settings(equisplit_dr_home=home, database_url=None, backup_storage_url=None,
-                         backup_encryption_key=None, backup_encryption_key_file=None)
+                         backup_encryption_key=None, backup_encryption_key_file=None, backup_processes=1)
 
 
 def report(title: str, stats: pstats.Stats, timing: dict[str, float], nbytes: int, timer: str,
