@@ -30,6 +30,11 @@ class EquisplitError(Exception):
         return "\n".join(parts)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error from psycopg or a program: what to show as an error's `detail`."""
+    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+
+
 def _rebuild(cls: type[EquisplitError], args: tuple[object, ...], state: dict[str, object]) -> EquisplitError:
     error = cls.__new__(cls)
     Exception.__init__(error, *args)

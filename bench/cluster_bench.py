@@ -28,7 +28,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -49,6 +48,9 @@ PROJECT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(PROJECT))
 import gen_tree  # noqa: E402
+from run import cpu_busy_seconds, log, machine, sync  # noqa: E402
+
+from tests.support.cluster import RedisServer, free_port  # noqa: E402
 
 MB = 1_000_000
 MiB = 1 << 20
@@ -72,21 +74,7 @@ class Broke(Exception):
     """Something failed that makes the figures worthless."""
 
 
-def log(msg: str = "") -> None:
-    print(msg, flush=True)
-
-
 # --- machine -----------------------------------------------------------------------------------------
-
-
-def cpu_busy_seconds() -> float:
-    """CPU seconds all processes of the machine have used since boot (from /proc/stat)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_of_pids(pids: set[int]) -> dict[int, float]:
@@ -145,36 +133,6 @@ def wait_for_quiet(limit: float, threshold: float = 0.25) -> float:
     return busy
 
 
-def machine() -> str:
-    cpu = "?"
-    memory = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem = next(
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        )
-        memory = f"{mem / 1024 / 1024:.0f} GiB"
-    except (OSError, StopIteration):
-        pass
-    return (
-        f"{os.cpu_count()} CPUs ({cpu}), {memory} RAM, {platform.system()} {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
-def sync() -> None:
-    subprocess.run(["sync"], check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], p: float) -> float:
@@ -306,61 +264,6 @@ def plan_preview(tree: Path, unit_bytes: int) -> tuple[float, list[str]]:
 
 
 # --- redis, postgres ---------------------------------------------------------------------------------
-
-
-class Redis:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if not binary:
-            raise Broke("redis-server is not on PATH (Debian package redis-server)")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise Broke(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.process = None
 
 
 class Postgres:
@@ -719,7 +622,8 @@ class Bench:
         self.work = work
         self.tree = tree
         self.tree_bytes = tree_bytes
-        self.redis = Redis(work / "redis")
+        (work / "redis").mkdir(parents=True, exist_ok=True)
+        self.redis = RedisServer(free_port(), work / "redis")
         self.pg = Postgres(args.pg_url)
         self.recorder: EventRecorder | None = None
         self.app: Any = None

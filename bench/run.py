@@ -83,7 +83,7 @@ class ToolResult:
     walls: dict[str, list[float]] = field(default_factory=dict)  # every round's wall time, per step
 
 
-def log(msg: str) -> None:
+def log(msg: str = "") -> None:
     print(msg, flush=True)
 
 

@@ -32,12 +32,6 @@ class SharedClaims:
         self._table: Any = mp.RawArray(ctypes.c_uint64, slots * 2)  # (high, low); (0, 0) is empty
         self._lock = mp.Lock()
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"_mask": self._mask, "_table": self._table, "_lock": self._lock}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
     def claim(self, chunk_id: str) -> bool:
         """True if this caller is the first to claim `chunk_id` (a hex id) and so must store it."""
         high, low = int(chunk_id[:16], 16), int(chunk_id[16:32], 16)

@@ -34,7 +34,7 @@ from app.backup.writer import ChunkWriter
 from app.catalog import wal as catalog_wal
 from app.catalog.models import WalSegment
 from app.context import Context
-from app.errors import BackupFailedError, SourceError
+from app.errors import BackupFailedError, SourceError, first_line
 from app.sources.files import Entry
 from app.sources.postgres import CONTROL_FILE, Tablespace, system_identifier_of, walk_pgdata
 from app.sources.watch import SizeWatch
@@ -84,10 +84,6 @@ def parse_label(text: str) -> BackupLabel:
         ) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-
-
 class PostgresHooks:
     """One base backup of one cluster; the session is held from `begin` to `finish` (or `close`)."""
 
@@ -121,7 +117,7 @@ class PostgresHooks:
         except psycopg.Error as exc:
             raise SourceError(
                 f"cannot connect to the PostgreSQL cluster of source {name}",
-                detail=_first_line(exc),
+                detail=first_line(exc),
                 hint="check the source's DSN (`source list`), that the server is up, and the password in "
                 "~/.pgpass or PGPASSWORD",
             ) from None
@@ -289,7 +285,7 @@ class PostgresHooks:
         except psycopg.Error as exc:
             raise BackupFailedError(
                 f"the PostgreSQL session holding backup {backup_id} of source {self.source.name} was lost",
-                detail=_first_line(exc),
+                detail=first_line(exc),
                 hint="the server restarted or the connection was cut; PostgreSQL ends a backup with its "
                 "session, so the server is not left in backup mode: run the backup again",
             ) from None

@@ -56,7 +56,6 @@ class UnitPool:
             initializer=_init_worker,
             initargs=(worker_settings, self._counter, claims, os.getpid()),
         )
-        self.processes = processes
 
     def __enter__(self) -> UnitPool:
         return self

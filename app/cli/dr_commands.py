@@ -8,19 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli.render import console, err_console, human, print_json
+from app.cli.render import console, err_console, fail, human, print_json
 from app.errors import EquisplitError
 
 dr_app = typer.Typer(no_args_is_help=True, help="Disaster recovery: health, point-in-time recovery.")
-
-
-def _fail(exc: EquisplitError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-    if exc.detail:
-        err_console.print(f"  detail: {exc.detail}", highlight=False)
-    if exc.hint:
-        err_console.print(f"  hint: {exc.hint}", highlight=False)
-    raise typer.Exit(exc.exit_code)
 
 
 @dr_app.command("recover")
@@ -79,9 +70,9 @@ def dr_recover(
     from app.pitr.manager import DisasterRecoveryManager
 
     if action not in ("promote", "pause"):
-        _fail(EquisplitError("--action is promote or pause"))
+        fail(EquisplitError("--action is promote or pause"))
     if port is None and start:
-        _fail(EquisplitError("--start needs --port P (the recovered server must not take the source's port)"))
+        fail(EquisplitError("--start needs --port P (the recovered server must not take the source's port)"))
     try:
         with DisasterRecoveryManager(source=source, actor="cli") as manager:
             result = manager.execute_point_in_time_recovery(
@@ -103,7 +94,7 @@ def dr_recover(
                 tablespace_dir=tablespace_dir,
             )
     except EquisplitError as exc:
-        _fail(exc)
+        fail(exc)
         return
     doc = result.to_json()
     if as_json:

@@ -13,7 +13,7 @@ import typer
 
 from app.cli.dr_commands import dr_app
 from app.cli.pg_commands import pg_app
-from app.cli.render import backups_table, console, err_console, human, print_json, progress_bar
+from app.cli.render import JsonOpt, backups_table, console, err_console, fail, human, print_json, progress_bar
 from app.cli.wal_commands import wal_app
 from app.errors import ConfigurationError, EquisplitError, MasterKeyError
 from app.settings import load_settings
@@ -41,7 +41,6 @@ app.add_typer(dr_app, name="dr")
 app.add_typer(pg_app, name="pg")
 
 F = TypeVar("F", bound=Callable[..., Any])
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Source name.")]
 
 
@@ -51,12 +50,7 @@ def handles_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except EquisplitError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-            if exc.detail:
-                err_console.print(f"  detail: {exc.detail}", highlight=False)
-            if exc.hint:
-                err_console.print(f"  hint: {exc.hint}", highlight=False)
-            raise typer.Exit(exc.exit_code) from None
+            fail(exc)
 
     return wrapper  # type: ignore[return-value]
 

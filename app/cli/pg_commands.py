@@ -3,28 +3,17 @@ empty database (docs/POSTGRES.md section 5). Thin: the work is in app/logical/."
 
 from __future__ import annotations
 
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from app.cli.render import console, err_console, human, print_json, progress_bar
+from app.cli.render import JsonOpt, console, fail, human, print_json, progress_bar
 from app.errors import EquisplitError
 
 pg_app = typer.Typer(
     no_args_is_help=True,
     help="Logical exports of one PostgreSQL database (pg_dump), and their import into an empty database.",
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _fail(exc: EquisplitError) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-    if exc.detail:
-        err_console.print(f"  detail: {exc.detail}", highlight=False)
-    if exc.hint:
-        err_console.print(f"  hint: {exc.hint}", highlight=False)
-    raise typer.Exit(exc.exit_code)
 
 
 @pg_app.command("export")
@@ -44,7 +33,7 @@ def pg_export(
             result = system.create_logical_export(source, database, progress)
             info = system.show_backup(result.id)
     except EquisplitError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print_json(info)
         return
@@ -84,7 +73,7 @@ def pg_import(
                 backup_id, dsn, source=source, no_privileges=no_privileges, progress=progress
             )
     except EquisplitError as exc:
-        _fail(exc)
+        fail(exc)
     doc = {
         "backup": report.backup_id,
         "source": report.source,

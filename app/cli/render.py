@@ -6,8 +6,9 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any, NoReturn
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,9 +20,23 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from app.errors import EquisplitError
+
 # Wide when piped, so tables stay readable in logs and CI output.
 console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def fail(exc: EquisplitError) -> NoReturn:
+    """Print a domain error (message, detail, hint) on stderr and exit with its exit code."""
+    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    if exc.detail:
+        err_console.print(f"  detail: {exc.detail}", highlight=False)
+    if exc.hint:
+        err_console.print(f"  hint: {exc.hint}", highlight=False)
+    raise typer.Exit(exc.exit_code) from None
 
 
 def print_json(data: Any) -> None:

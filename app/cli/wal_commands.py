@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.cli.render import console, err_console, print_json
+from app.cli.render import JsonOpt, console, fail, print_json
 from app.errors import EquisplitError
 
 if TYPE_CHECKING:
@@ -25,20 +25,6 @@ SOURCE_ENV = "EQUISPLIT_DR_SOURCE"
 SourceOpt = Annotated[
     str, typer.Option("--source", "-s", envvar=SOURCE_ENV, help="The PostgreSQL source.", show_envvar=True)
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _report(exc: EquisplitError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-    if exc.detail:
-        err_console.print(f"  detail: {exc.detail}", highlight=False)
-    if exc.hint:
-        err_console.print(f"  hint: {exc.hint}", highlight=False)
-
-
-def _fail(exc: EquisplitError) -> NoReturn:
-    _report(exc)
-    raise typer.Exit(exc.exit_code) from None
 
 
 def _context() -> Context:
@@ -106,7 +92,7 @@ def wal_status(
         finally:
             ctx.close()
     except EquisplitError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         docs = [report.to_json() for report in reports]
         print_json(docs[0] if source is not None else docs)

@@ -68,8 +68,3 @@ def connection_for(dsn: str, database: str | None = None) -> Connection:
     kept = {key: str(value) for key, value in params.items() if "password" not in key.lower()}
     name = kept.get("dbname")
     return Connection(conninfo.make_conninfo(**kept), name, None if password is None else str(password))
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an error from psycopg or a program: what to show as `detail`."""
-    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from app.catalog import audit, chunks, jobs
+from app.catalog import chunks, jobs
 from app.catalog.backups import LOGICAL_TYPE, get_backup, latest_backup
 from app.catalog.db import transaction
 from app.catalog.models import Backup, Source
@@ -31,6 +31,7 @@ from app.logical.programs import Program, StderrTail, find_program
 from app.logical.server import empty_target
 from app.repo.format import Kind
 from app.repo.repository import Repository
+from app.restore.engine import finish_restore_job
 
 #: Chunks read ahead of pg_restore, in parallel: bounds memory to this many chunks (4 MiB at most each).
 READ_AHEAD = 8
@@ -121,7 +122,9 @@ def import_export(
         size = _pipe(ctx, pg_restore, target, chunk_ids, where, entry["size"], no_privileges, progress)
     except BaseException as exc:
         message = exc.message if isinstance(exc, EquisplitError) else f"{exc.__class__.__name__}: {exc}"
-        _finish(ctx, job_id, backup.id, "restore.failed", {**detail, "error": message}, actor, message)
+        finish_restore_job(
+            ctx, job_id, backup.id, "restore.failed", {**detail, "error": message}, actor, message
+        )
         raise
     report = ImportReport(
         backup.id,
@@ -134,7 +137,7 @@ def import_export(
         time.monotonic() - started,
         job_id,
     )
-    _finish(ctx, job_id, backup.id, "restore.completed", {**detail, "bytes": size}, actor)
+    finish_restore_job(ctx, job_id, backup.id, "restore.completed", {**detail, "bytes": size}, actor)
     return report
 
 
@@ -257,24 +260,3 @@ def _pipe(
         )
     tail.summary()
     return written
-
-
-def _finish(
-    ctx: Context,
-    job_id: str,
-    backup_id: str,
-    action: str,
-    detail: dict[str, Any],
-    actor: str | None,
-    error: str | None = None,
-) -> None:
-    """Close the import's job and audit it, in one transaction."""
-    with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
-        jobs.finish_job(
-            session,
-            job_id,
-            "failed" if error else "succeeded",
-            error=error,
-            progress={k: v for k, v in detail.items() if k == "bytes"},
-        )
-        audit.append(session, action, backup_id, detail, actor)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from app.errors import RestoreTargetError, SourceError
-from app.logical.connection import Connection, first_line
+from app.errors import RestoreTargetError, SourceError, first_line
+from app.logical.connection import Connection
 
 if TYPE_CHECKING:
     import psycopg

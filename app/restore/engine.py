@@ -357,31 +357,38 @@ def restore_backup(
                 forkserver.stop_server(used=True)
     except BaseException as exc:
         message = exc.message if isinstance(exc, EquisplitError) else f"{exc.__class__.__name__}: {exc}"
-        _finish(ctx, job_id, backup.id, target, "restore.failed", {"error": message}, actor, error=message)
+        finish_restore_job(
+            ctx,
+            job_id,
+            backup.id,
+            "restore.failed",
+            {"target": str(target), "error": message},
+            actor,
+            message,
+        )
         raise
-    _finish(
+    finish_restore_job(
         ctx,
         job_id,
         backup.id,
-        target,
         "restore.completed",
-        {"files": plan.files, "bytes": plan.bytes, "paths": wanted},
+        {"target": str(target), "files": plan.files, "bytes": plan.bytes, "paths": wanted},
         actor,
     )
     return plan
 
 
-def _finish(
+def finish_restore_job(
     ctx: Context,
     job_id: str,
     backup_id: str,
-    target: Path,
     action: str,
     detail: dict[str, Any],
     actor: str | None,
     error: str | None = None,
 ) -> None:
-    """Close the restore's job and audit it, in one transaction."""
+    """Close a restore's (or an import's) job and audit it, in one transaction; the job's progress is
+    the detail's `files` and `bytes`."""
     with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
         jobs.finish_job(
             session,
@@ -390,4 +397,4 @@ def _finish(
             error=error,
             progress={k: v for k, v in detail.items() if k in ("files", "bytes")},
         )
-        audit.append(session, action, backup_id, {"target": str(target), **detail}, actor)
+        audit.append(session, action, backup_id, detail, actor)
