@@ -250,7 +250,7 @@ def plan_preview(tree: Path, unit_bytes: int) -> tuple[float, list[str]]:
     walk = walk_tree(tree)
     walk_s = time.perf_counter() - started
     to_read, _ = plan_reads(walk.entries, None)
-    units = split_units(to_read, unit_bytes)
+    units = split_units(to_read, unit_bytes, guided=True)
     sizes = sorted(u.bytes for u in units)
     many = sum(1 for u in units if len(u.items) >= 1000)
     lines = [

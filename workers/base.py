@@ -3,7 +3,9 @@ of domain errors to retry (transient) or failure (everything else)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from typing import Any
 
 from celery import Task
@@ -15,6 +17,10 @@ from app.settings import load_settings
 
 _context: Context | None = None
 _context_pid: int | None = None
+_warming: threading.Thread | None = None
+#: How long a task waits for its process's warm-up to finish before it opens what it needs itself.
+WARM_UP_WAIT = 10.0
+log = logging.getLogger(__name__)
 
 #: Retries of a task that met a transient failure (catalog unreachable, storage hiccup): exponential
 #: backoff from 1 s, capped, so a database restart of a minute loses no job.
@@ -29,6 +35,26 @@ def process_context() -> Context:
         _context = Context(load_settings())
         _context_pid = os.getpid()
     return _context
+
+
+def warm_up() -> None:
+    """Open this process's catalog connection and storage client on a background thread, while the process
+    waits for its first task: a unit then costs the same on a fresh worker as on a busy one. In a
+    thread, so a catalog that is unreachable now never delays the process's start (Celery kills a
+    child not up within `worker_proc_alive_timeout`); a failure is left for the first task to meet."""
+    global _warming
+    ctx = process_context()
+
+    def run() -> None:
+        try:
+            ctx.sessions  # noqa: B018 - the engine, the migration check, a first pooled connection
+            ctx.storage  # noqa: B018 - the storage client (boto3's is slow to build)
+            import pyfastcdc  # noqa: F401 - the chunker, imported by a unit's first file
+        except Exception as exc:  # the first task opens them itself and meets the error there
+            log.info("warm-up of the catalog and storage failed: %s", exc.__class__.__name__)
+
+    _warming = threading.Thread(target=run, name="warm-up", daemon=True)
+    _warming.start()
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -47,6 +73,9 @@ class EquisplitTask(Task):  # type: ignore[misc]
 
     @property
     def ctx(self) -> Context:
+        warming = _warming
+        if warming is not None and warming.is_alive():
+            warming.join(WARM_UP_WAIT)
         return process_context()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

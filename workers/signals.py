@@ -31,6 +31,6 @@ beat_init.connect(init_sentry, weak=False)
 
 @worker_process_init.connect(weak=False)
 def _fresh_context(**_: Any) -> None:
-    from workers.base import process_context
+    from workers.base import warm_up
 
-    process_context()  # built in the child: no engine or socket inherited across the fork
+    warm_up()  # a context built in the child (no engine or socket inherited across the fork), opened

@@ -117,18 +117,51 @@ def items_of(entry: Entry, piece_bytes: int | None = None) -> list[Item]:
     return [Item(entry, o, None if o == last else piece_bytes, is_piece=True) for o in offsets]
 
 
-def split_units(files: list[Entry], unit_bytes: int, piece_bytes: int | None = None) -> list[Unit]:
+#: Cost of one item beyond its bytes, in bytes (open, stat, close, a chunk of its own, an entry in the
+#: unit's result): measured in bench/cluster_bench.py, a 5 KiB file takes as long as ~20 KiB of a big one.
+ITEM_COST_BYTES = 16 << 10
+#: In a cluster, how fast unit sizes shrink toward the end of a backup: each unit is at most the cost
+#: left to plan divided by this, so the last units to run are small and no worker waits long for the
+#: last one (guided self-scheduling; units are sent biggest first).
+GUIDED_DIVISOR = 4
+#: Items this big go first in a guided plan (a stable sort: path order otherwise).
+BIG_ITEM_BYTES = 8 << 20
+
+
+def split_units(
+    files: list[Entry], unit_bytes: int, piece_bytes: int | None = None, *, guided: bool = False
+) -> list[Unit]:
     """Group the files' items in order into units of about `unit_bytes`; a bigger item is a unit of its
-    own."""
+    own. `guided`: units shrink as the plan nears its end (to `MIN_UNIT_BYTES` of cost, never below
+    what is left), and the units are numbered biggest first, the order a cluster runs them in."""
+    items = [item for entry in files for item in items_of(entry, piece_bytes)]
+    if guided:  # big items first: the end of the plan is made of small ones, that split finely
+        items.sort(key=lambda item: item.size < BIG_ITEM_BYTES)
+    sizes = [item.size for item in items]
+    weights = [size + ITEM_COST_BYTES for size in sizes] if guided else sizes
+    left = sum(weights)
     units: list[Unit] = []
-    current = Unit(0)
-    for entry in files:
-        for item in items_of(entry, piece_bytes):
-            if current.items and current.bytes + item.size > unit_bytes:
-                units.append(current)
-                current = Unit(len(units))
-            current.items.append(item)
-            current.bytes += item.size
+    current, cost = Unit(0), 0
+
+    def target() -> int:
+        if not guided:
+            return unit_bytes
+        return min(unit_bytes, max(MIN_UNIT_BYTES, left // GUIDED_DIVISOR))
+
+    limit = target()
+    for item, size, weight in zip(items, sizes, weights, strict=True):
+        if current.items and cost + weight > limit:
+            units.append(current)
+            current, cost = Unit(len(units)), 0
+            limit = target()
+        current.items.append(item)
+        current.bytes += size
+        cost += weight
+        left -= weight
     if current.items:
         units.append(current)
+    if guided:
+        units.sort(key=lambda u: -(u.bytes + ITEM_COST_BYTES * len(u.items)))
+        for number, unit in enumerate(units):
+            unit.number = number
     return units

@@ -158,7 +158,7 @@ def prepare_backup(
         root = walk.root
         to_read, reused = plan_reads(walk.entries, previous)
         unit_bytes = unit_bytes_for(ctx.settings.backup_unit_bytes, sum(e.size for e in to_read), parallelism)
-        units = split_units(to_read, unit_bytes)
+        units = split_units(to_read, unit_bytes, guided=cluster)
         unit_paths = {e.path for e in to_read}
         warnings = list(walk.warnings)
         if actual_type != backup_type:

@@ -67,12 +67,14 @@ def backup_job_cancelled(session: Session, backup_id: str) -> bool:
     return job is not None and job.state == "cancelled"
 
 
-def add_backup_progress(session: Session, backup_id: str, *, units: int, bytes_done: int) -> None:
-    """Count a finished unit on the backup's job, and beat its heartbeat. The job row is locked
-    (PostgreSQL) so two units finishing at once on two workers do not lose an increment."""
-    job = session.scalar(
-        select(Job).where(Job.backup_id == backup_id, Job.kind == "backup").limit(1).with_for_update()
-    )
+def add_backup_progress(
+    session: Session, backup_id: str, *, units: int, bytes_done: int, job_id: str | None = None
+) -> None:
+    """Count a finished unit on the backup's job (`job_id` when the caller knows it), and beat its
+    heartbeat. The job row is locked (PostgreSQL) so two units finishing at once on two workers do not
+    lose an increment."""
+    where = (Job.id == job_id,) if job_id is not None else (Job.backup_id == backup_id, Job.kind == "backup")
+    job = session.scalar(select(Job).where(*where).limit(1).with_for_update())
     if job is None:
         return
     progress = dict(job.progress or {})

@@ -175,14 +175,17 @@ def configure_client(env: dict[str, str]) -> Any:
     """Point this process's Celery app at the cluster's broker (the tests enqueue from here)."""
     from workers import app
 
-    if app.conf.broker_url == env["CELERY_BROKER_URL"] and not app.conf.task_always_eager:
+    url = env["CELERY_BROKER_URL"]
+    # conf.broker_url reads CELERY_BROKER_URL from the environment first: compare what the conf holds
+    if app.conf.first("broker_url") == url and app.conf.result_backend == url and not app.conf.task_always_eager:
         return app
-    app.conf.update(
-        broker_url=env["CELERY_BROKER_URL"], result_backend=env["CELERY_BROKER_URL"], task_always_eager=False
-    )
+    app.conf.update(broker_url=url, result_backend=url, task_always_eager=False)
     if app._pool is not None:  # connections made under an earlier broker URL
         app._pool.force_close_all()
         app._pool = None
+    # and the result backend an earlier test built (an eager one's): .get() would wait on it for ever
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)
     return app
 
 
