@@ -67,9 +67,12 @@ class StorageError(EquisplitError):
 class ObjectNotFoundError(StorageError):
     """An object the repository needs is missing from storage."""
 
-    def __init__(self, kind: str, name: str, where: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, kind: str, name: str, where: str, *, detail: str | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(
             f"object {kind}/{name} is missing from storage {where}",
+            detail=detail,
             hint=hint
             or "run `equisplit-dr catalog rebuild` if the catalog is stale, "
             "or restore the object from a replica",

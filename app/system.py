@@ -236,12 +236,10 @@ class BackupSystem:
                     "stopped_at": clock.iso(backup.pg_stopped_at),
                 }
         info["units"] = self._units(backup.id)
-        manifest: dict[str, Any] | None = None
         if backup.type == LOGICAL_TYPE and backup.state == "complete":
-            manifest = self.context.repository.read_manifest(backup.id)
-            info["logical"] = manifest["backup"].get("logical")
+            info["logical"] = self.context.repository.read_manifest_header(backup.id).get("logical")
         if files and backup.state in ("complete", "partial"):
-            manifest = manifest or self.context.repository.read_manifest(backup.id)
+            manifest = self.context.repository.read_manifest(backup.id)
             info["entries"] = [
                 {k: e.get(k) for k in ("path", "type", "size", "mode", "mtime_ns")}
                 for e in manifest["entries"]

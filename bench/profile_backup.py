@@ -67,7 +67,8 @@ KEY_FUNCTIONS = [
     ("    fsync", "~:<built-in method posix.fsync>", False),
     ("  catalog: record_pack (SQL insert)", "catalog/chunks.py:record_pack", True),
     ("  catalog: SQLite commits", "~:<method 'commit' of 'sqlite3.Connection' objects>", False),
-    ("write the manifest", "repo/repository.py:write_manifest", True),
+    ("write the manifest's entries (manifest chunks)", "backup/manifests.py:store_entries", True),
+    ("write the manifest's root", "backup/manifests.py:write_root", True),
     ("  Entry.to_json", "sources/files.py:to_json", True),
 ]
 

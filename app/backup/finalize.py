@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from app import clock
-from app.backup import objects
+from app.backup import manifests, objects
 from app.backup.pieces import merge_pieces
 from app.backup.result import BackupResult
 from app.catalog import audit, jobs, locks
@@ -89,6 +89,7 @@ def finalize_backup(
         bytes_read += extra["bytes_read"]
         bytes_new += extra["bytes_new"]
     entries.sort(key=lambda e: e["path"])
+    stored_entries = manifests.store_entries(ctx, backup_id, entries)
     files = [e for e in entries if e["type"] == "file"]
     state = "partial" if errors else "complete"
     finished = clock.now()
@@ -104,6 +105,7 @@ def finalize_backup(
         "packs": int(packs),
         "units": len(units),
     }
+    stored_entries.count_in(stats)
     header: dict[str, Any] = {
         "id": backup_id,
         "source": source_name,
@@ -125,8 +127,7 @@ def finalize_backup(
         header["checksum"] = True
     if "postgres" in extra:
         header["postgres"] = extra["postgres"]
-    manifest = {"version": 1, "backup": header, "entries": entries}
-    stats["bytes_stored"] += repo.write_manifest(backup_id, manifest)
+    stats["bytes_stored"] += manifests.write_root(repo, backup_id, header, stored_entries)
     with transaction(ctx.sessions) as session:
         row = session.get(Backup, backup_id)
         assert row is not None

@@ -49,7 +49,7 @@ def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
     n_backups = created = 0
     for backup_id in repo.list_manifests():
         try:
-            doc = repo.read_manifest(backup_id)["backup"]
+            doc = repo.read_manifest_header(backup_id)
         except Exception as exc:
             unreadable.append(f"manifest {backup_id}: {exc}")
             continue

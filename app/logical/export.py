@@ -20,6 +20,7 @@ from app import clock
 from app.backup.finalize import fail_backup
 from app.backup.heartbeat import Heartbeat
 from app.backup.hooks import SourceInfo, load_source
+from app.backup.manifests import store_entries, write_root
 from app.backup.prepare import LOCAL_LEASE
 from app.backup.result import BackupResult
 from app.backup.unit import new_writer
@@ -186,6 +187,8 @@ def _export(
         "mtime_ns": time.time_ns(),
         "chunks": dump.chunks,
     }
+    stored_entries = store_entries(ctx, backup_id, [entry])
+    stored_entries.count_in(stats)
     header: dict[str, Any] = {
         "id": backup_id,
         "source": source.name,
@@ -204,9 +207,7 @@ def _export(
         "warnings": [],
         "logical": meta,
     }
-    stats["bytes_stored"] += repo.write_manifest(
-        backup_id, {"version": 1, "backup": header, "entries": [entry]}
-    )
+    stats["bytes_stored"] += write_root(repo, backup_id, header, stored_entries)
     with transaction(ctx.sessions) as session:
         row = session.get(Backup, backup_id)
         assert row is not None

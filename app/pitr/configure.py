@@ -78,7 +78,7 @@ def configure(
 
 
 def tablespaces_of(ctx: Context, plan: RecoveryPlan) -> list[dict[str, str]]:
-    meta = ctx.repository.read_manifest(plan.backup.id)["backup"].get("postgres", {})
+    meta = ctx.repository.read_manifest_header(plan.backup.id).get("postgres", {})
     return list(meta.get("tablespaces", []))
 
 

@@ -194,7 +194,7 @@ def recover(
 
 
 def _major(ctx: Context, plan: RecoveryPlan) -> str:
-    version = ctx.repository.read_manifest(plan.backup.id)["backup"].get("postgres", {}).get("server_version")
+    version = ctx.repository.read_manifest_header(plan.backup.id).get("postgres", {}).get("server_version")
     return str(int(version) // 10000) if version else "15"
 
 

@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from app.errors import IntegrityError, ObjectNotFoundError, RepositoryError
-from app.repo import codecs
+from app.repo import codecs, manifest
 from app.repo.chunker import Chunker, ChunkerParams, ChunkIds
 from app.repo.crypto import check_header, describe, envelope_key_id
 from app.repo.format import FORMAT_VERSION, PACK_TRAILER, Kind, ObjectType
+from app.repo.jsondoc import dump_json, load_json
 from app.repo.keys import Keyring, MasterKey
 from app.repo.pack import PackBuilder, PackEntry, parse_index, parse_trailer
 from app.storage import ObjectInfo, PutOptions, Storage
@@ -158,7 +157,7 @@ class Repository:
     def list_packs(self) -> Iterator[ObjectInfo]:
         return self.storage.list(Kind.PACKS)
 
-    # Sealed JSON objects: manifests, backup plans and unit results -------------------------------------
+    # Sealed JSON objects: manifest roots, backup plans and unit results --------------------------------
 
     def write_json(self, kind: str, name: str, object_type: ObjectType, doc: dict[str, Any]) -> int:
         """Seal and store a JSON document (zstd); returns its stored size."""
@@ -173,13 +172,30 @@ class Repository:
         doc: dict[str, Any] = load_json(plain)
         return doc
 
-    def write_manifest(self, backup_id: str, manifest: dict[str, Any]) -> int:
-        """Seal and store a manifest; returns its stored size."""
-        return self.write_json(Kind.MANIFESTS, backup_id, ObjectType.MANIFEST, manifest)
+    def write_manifest_root(self, backup_id: str, root: dict[str, Any]) -> int:
+        """Seal and store a manifest's root (`manifest.root`); returns its stored size. Every chunk it
+        lists MUST already be durable (docs/FORMAT.md section 7)."""
+        if root.get("version") != manifest.MANIFEST_VERSION:
+            raise ValueError(f"a manifest root is written as version {manifest.MANIFEST_VERSION}")
+        return self.write_json(Kind.MANIFESTS, backup_id, ObjectType.MANIFEST, root)
 
     def read_manifest(self, backup_id: str) -> dict[str, Any]:
+        """`{"version", "backup", "entries": [entry, ...]}` of a version 1 or 2 manifest (docs/FORMAT.md
+        section 6); a version 2 manifest's entries are read from the chunks its root lists."""
+        doc = self._read_manifest_root(backup_id)
+        if doc["version"] == 1:
+            return doc
+        entries = manifest.read_entries(self, backup_id, doc["entries"])
+        return {"version": doc["version"], "backup": doc["backup"], "entries": entries}
+
+    def read_manifest_header(self, backup_id: str) -> dict[str, Any]:
+        """The manifest's `backup` object alone; a version 2 manifest's entries are not read."""
+        header: dict[str, Any] = self._read_manifest_root(backup_id)["backup"]
+        return header
+
+    def _read_manifest_root(self, backup_id: str) -> dict[str, Any]:
         try:
-            return self.read_json(Kind.MANIFESTS, backup_id, ObjectType.MANIFEST)
+            doc = self.read_json(Kind.MANIFESTS, backup_id, ObjectType.MANIFEST)
         except ObjectNotFoundError:
             raise ObjectNotFoundError(
                 Kind.MANIFESTS,
@@ -187,25 +203,11 @@ class Repository:
                 self.storage.location,
                 hint="the backup was never completed, or its manifest was deleted",
             ) from None
+        manifest.check_version(doc, backup_id)
+        return doc
 
     def list_manifests(self) -> list[str]:
         return sorted(info.name for info in self.storage.list(Kind.MANIFESTS))
-
-
-def dump_json(doc: Any) -> bytes:
-    """Compact JSON; orjson, except for what only the standard encoder writes: names that are not
-    UTF-8 (kept as surrogate escapes, `\\udcXX`) and integers beyond 64 bits."""
-    try:
-        return orjson.dumps(doc)
-    except TypeError:  # orjson.JSONEncodeError
-        return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def load_json(data: bytes) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:  # e.g. a surrogate escape orjson refuses; real damage raises again
-        return json.loads(data)
 
 
 def _open(keyring: Keyring, sealed: bytes | memoryview, object_type: ObjectType, object_id: str) -> bytes:

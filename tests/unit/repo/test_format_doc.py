@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.repo import codecs, format
+from app.repo import codecs, format, manifest
 from app.repo.chunker import ChunkerParams
 from app.repo.codecs import Codec
 from app.repo.format import ObjectType
@@ -209,3 +209,29 @@ def test_config_example_matches_the_defaults_and_what_init_writes() -> None:
     assert repo.config["chunker"] == doc["chunker"]
     assert repo.config["chunk_id"] == doc["chunk_id"]
     assert repo.config["pack_target_size"] == doc["pack_target_size"]
+
+
+def test_manifest_root_example_matches_the_version_2_constants() -> None:
+    doc = json_example("6")
+    assert doc["version"] == manifest.MANIFEST_VERSION == 2
+    entries = doc["entries"]
+    assert isinstance(entries, dict) and set(entries) == {"format", "count", "bytes", "chunks"}
+    assert entries["format"] == manifest.ENTRIES_FORMAT
+    (chunk,) = entries["chunks"]
+    located = manifest.ManifestChunk.from_json(chunk)
+    assert located.to_json() == chunk and located.raw_length == entries["bytes"]
+
+
+def test_manifest_chunker_table_matches_the_constant() -> None:
+    rows = table_with("6", ["parameter", "value"])
+    documented = {name: int(value) for name, value in rows}
+    params = manifest.MANIFEST_CHUNKER.to_json()
+    assert documented == {name: params[name] for name in documented}
+    assert set(documented) == {"min_size", "avg_size", "max_size", "normalization"}
+    assert params["algorithm"] in sections()["6"]
+
+
+def test_manifest_read_coalescing_numbers_match() -> None:
+    match = search(r"less than (\d+) MiB apart into one ranged read of\s+at most (\d+) MiB", sections()["6"])
+    assert int(match.group(1)) << 20 == manifest.READ_GAP
+    assert int(match.group(2)) << 20 == manifest.READ_LIMIT

@@ -37,6 +37,11 @@ def sealed_chunk(repo: Repository, data: bytes) -> tuple[str, bytes]:
     return chunk_id, repo.seal_chunk(chunk_id, data, 3)
 
 
+def write_v1_manifest(repo: Repository, backup_id: str, doc: dict[str, object]) -> int:
+    """A manifest as written before version 2 (docs/FORMAT.md section 6): entries inline in one object."""
+    return repo.write_json(Kind.MANIFESTS, backup_id, ObjectType.MANIFEST, doc)
+
+
 def manifest_doc(rng: random.Random, backup_id: str = BACKUP_ID) -> dict[str, object]:
     return {
         "version": 1,
@@ -134,7 +139,7 @@ def test_open_with_a_wrong_master_key_reads_nothing_else_and_writes_nothing(
     storage: MemoryStorage, master: MasterKey, rng: random.Random
 ) -> None:
     repo = Repository.init(storage, master)
-    repo.write_manifest(BACKUP_ID, manifest_doc(rng))
+    write_v1_manifest(repo, BACKUP_ID, manifest_doc(rng))
     before = snapshot(storage)
     recording = RecordingStorage(storage)
     with pytest.raises(WrongKeyError, match="wrong master key") as caught:
@@ -181,7 +186,7 @@ def test_rotation_switches_the_master_key_and_keeps_old_chunks_readable(
     old_key_id = repo.keyring.current_key_id
     old_data = text_bytes(rng, 50_000)
     old_id, old_blob = sealed_chunk(repo, old_data)
-    repo.write_manifest(BACKUP_ID, manifest_doc(rng))
+    write_v1_manifest(repo, BACKUP_ID, manifest_doc(rng))
     keyring_before = storage.get(Kind.KEYS, "keyring")
     new_master = other_master(rng)
 
@@ -211,7 +216,7 @@ def test_rotation_keeps_old_manifests_readable(
 ) -> None:
     repo = Repository.init(storage, master)
     doc = manifest_doc(rng)
-    repo.write_manifest(BACKUP_ID, doc)
+    write_v1_manifest(repo, BACKUP_ID, doc)
     new_master = other_master(rng)
     repo.rotate_master_key(new_master, new_data_key=True)
     assert Repository.open(storage, new_master).read_manifest(BACKUP_ID) == doc
@@ -301,7 +306,7 @@ def test_after_a_failed_rotation_new_chunks_stay_readable(
 
 def test_manifest_round_trip(repo: Repository, storage: MemoryStorage, rng: random.Random) -> None:
     doc = manifest_doc(rng)
-    size = repo.write_manifest(BACKUP_ID, doc)
+    size = write_v1_manifest(repo, BACKUP_ID, doc)
     stored = storage.get(Kind.MANIFESTS, BACKUP_ID)
     assert size == len(stored)
     assert repo.read_manifest(BACKUP_ID) == doc
@@ -315,7 +320,7 @@ def test_manifest_round_trip(repo: Repository, storage: MemoryStorage, rng: rand
 def test_manifests_list_in_id_order(repo: Repository, rng: random.Random) -> None:
     ids = ["20261127T040000Z-a1b2c3", "20261126T020000Z-0f9e8d", "20261128T000000Z-000001"]
     for backup_id in ids:
-        repo.write_manifest(backup_id, manifest_doc(rng, backup_id))
+        write_v1_manifest(repo, backup_id, manifest_doc(rng, backup_id))
     assert repo.list_manifests() == sorted(ids)
     for backup_id in ids:
         assert repo.read_manifest(backup_id)["backup"]["id"] == backup_id
@@ -324,7 +329,7 @@ def test_manifests_list_in_id_order(repo: Repository, rng: random.Random) -> Non
 def test_a_manifest_moved_to_another_backup_id_fails(
     repo: Repository, storage: MemoryStorage, rng: random.Random
 ) -> None:
-    repo.write_manifest(BACKUP_ID, manifest_doc(rng))
+    write_v1_manifest(repo, BACKUP_ID, manifest_doc(rng))
     other = "20261201T000000Z-ffffff"
     storage.put(Kind.MANIFESTS, other, storage.get(Kind.MANIFESTS, BACKUP_ID))
     with pytest.raises(IntegrityError, match=f"manifest {other} failed authentication"):
@@ -332,7 +337,7 @@ def test_a_manifest_moved_to_another_backup_id_fails(
 
 
 def test_a_tampered_manifest_fails(repo: Repository, storage: MemoryStorage, rng: random.Random) -> None:
-    repo.write_manifest(BACKUP_ID, manifest_doc(rng))
+    write_v1_manifest(repo, BACKUP_ID, manifest_doc(rng))
     sealed = storage.get(Kind.MANIFESTS, BACKUP_ID)
     for position in (0, 4, 5, 30, len(sealed) // 2, len(sealed) - 1):
         damaged = bytearray(sealed)
@@ -351,7 +356,7 @@ def test_a_missing_manifest_says_why(repo: Repository) -> None:
 def test_another_repository_cannot_read_a_manifest(
     repo: Repository, storage: MemoryStorage, rng: random.Random
 ) -> None:
-    repo.write_manifest(BACKUP_ID, manifest_doc(rng))
+    write_v1_manifest(repo, BACKUP_ID, manifest_doc(rng))
     other = Repository.init(MemoryStorage(), other_master(rng))
     other.storage.put(Kind.MANIFESTS, BACKUP_ID, storage.get(Kind.MANIFESTS, BACKUP_ID))
     with pytest.raises(RepositoryError, match=f"manifest {BACKUP_ID} is sealed with data key"):
@@ -413,7 +418,7 @@ def test_a_damaged_object_is_an_integrity_error_naming_it(
 ) -> None:
     repo = Repository.init(storage, master)
     chunk_id, blob = sealed_chunk(repo, rng.randbytes(1000))
-    repo.write_manifest(BACKUP_ID, manifest_doc(rng))
+    write_v1_manifest(repo, BACKUP_ID, manifest_doc(rng))
     original = {
         "chunk": blob,
         "manifest": storage.get(Kind.MANIFESTS, BACKUP_ID),

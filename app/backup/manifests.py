@@ -1,0 +1,106 @@
+"""Storing a backup's manifest (docs/FORMAT.md section 6): its entries as manifest chunks, only those
+the repository lacks, in standard-class packs indexed like a unit's; then its root, which lists where
+every manifest chunk is. Write ordering (section 7): the packs are durable and indexed before the root
+is written, and the caller marks the backup complete only after the root."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.backup.unit import pack_recorder
+from app.backup.writer import ChunkWriter
+from app.catalog import chunks
+from app.context import Context
+from app.repo import manifest
+from app.repo.manifest import ManifestChunk
+from app.repo.pack import PackEntry
+from app.repo.repository import Repository
+
+
+@dataclass(frozen=True)
+class StoredEntries:
+    """A manifest's entries, durable: what its root lists, and what storing them added."""
+
+    size: int
+    count: int
+    chunks: list[ManifestChunk]
+    new_chunks: int
+    packs: int
+    bytes_stored: int
+
+    def count_in(self, stats: dict[str, Any]) -> None:
+        """Add the new manifest chunks and their packs to a backup's stats."""
+        stats["bytes_stored"] += self.bytes_stored
+        stats["new_chunks"] += self.new_chunks
+        stats["packs"] += self.packs
+
+
+def store_entries(ctx: Context, backup_id: str, entries: Sequence[dict[str, Any]]) -> StoredEntries:
+    """Cut the entries (sorted by path) into manifest chunks and store those the catalog does not
+    know, in packs attributed to `backup_id`; every chunk returned is durable and indexed."""
+    repo = ctx.repository
+    data = manifest.encode_entries(entries)
+    pieces = list(manifest.manifest_chunker(repo.keyring.chunker_seed).cut(data))
+    ids = [repo.chunk_ids.of(piece) for piece in pieces]
+    with ctx.sessions() as session:
+        known = chunks.locate(session, ids)
+    where = {
+        chunk_id: ManifestChunk(chunk_id, loc.pack_id, loc.offset, loc.length, loc.raw_length)
+        for chunk_id, loc in known.items()
+    }
+    missing = [piece for chunk_id, piece in zip(ids, pieces, strict=True) if chunk_id not in where]
+    writer = None
+    if missing:
+        writer = _store(ctx, backup_id, repo, missing, where)
+    return StoredEntries(
+        len(data),
+        len(entries),
+        [where[chunk_id] for chunk_id in ids],
+        writer.stats.new_chunks if writer else 0,
+        writer.stats.packs if writer else 0,
+        writer.stats.bytes_stored if writer else 0,
+    )
+
+
+def write_root(repo: Repository, backup_id: str, header: dict[str, Any], stored: StoredEntries) -> int:
+    """Write the manifest's root naming `stored`'s chunks; returns its stored size."""
+    root = manifest.root(header, stored.size, stored.count, stored.chunks)
+    return repo.write_manifest_root(backup_id, root)
+
+
+def _store(
+    ctx: Context,
+    backup_id: str,
+    repo: Repository,
+    missing: list[memoryview],
+    where: dict[str, ManifestChunk],
+) -> ChunkWriter:
+    """Seal and pack the missing chunks (standard storage class), recording each pack in the catalog
+    as a unit's are, and note where each chunk went."""
+    record = pack_recorder(ctx, backup_id)
+    lock = threading.Lock()
+
+    def record_and_note(pack_id: str, size: int, entries: Sequence[PackEntry]) -> None:
+        record(pack_id, size, entries)
+        with lock:
+            for e in entries:
+                where[e.chunk_id] = ManifestChunk(e.chunk_id, pack_id, e.offset, e.length, e.raw_length)
+
+    s = ctx.settings
+    writer = ChunkWriter(
+        repo,
+        set(),
+        record_and_note,
+        level=s.backup_compression_level if s.backup_compression else None,
+        storage_class=None,  # never cold: a manifest stays readable without a retrieval
+    )
+    try:
+        for piece in missing:
+            writer.store(piece)
+        writer.flush()
+    finally:
+        writer.close()
+    return writer
