@@ -47,9 +47,12 @@ def warm_up() -> None:
 
     def run() -> None:
         try:
-            ctx.sessions  # noqa: B018 - the engine, the migration check, a first pooled connection
             ctx.storage  # noqa: B018 - the storage client (boto3's is slow to build)
             import pyfastcdc  # noqa: F401 - the chunker, imported by a unit's first file
+
+            from app.backup.unit import prepare_process
+
+            prepare_process(ctx)  # the engine, the migration check, a pooled connection, compiled SQL
         except Exception as exc:  # the first task opens them itself and meets the error there
             log.info("warm-up of the catalog and storage failed: %s", exc.__class__.__name__)
 

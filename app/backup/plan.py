@@ -124,6 +124,9 @@ ITEM_COST_BYTES = 16 << 10
 #: left to plan divided by this, so the last units to run are small and no worker waits long for the
 #: last one (guided self-scheduling; units are sent biggest first).
 GUIDED_DIVISOR = 4
+#: The smallest unit a guided plan cuts (in cost): a unit's fixed cost in a cluster (broker, claim, done,
+#: about 20 ms) stays under a fifth of its time, and the last one still takes a fraction of a second.
+GUIDED_MIN_BYTES = 16 << 20
 #: Items this big go first in a guided plan (a stable sort: path order otherwise).
 BIG_ITEM_BYTES = 8 << 20
 
@@ -132,7 +135,7 @@ def split_units(
     files: list[Entry], unit_bytes: int, piece_bytes: int | None = None, *, guided: bool = False
 ) -> list[Unit]:
     """Group the files' items in order into units of about `unit_bytes`; a bigger item is a unit of its
-    own. `guided`: units shrink as the plan nears its end (to `MIN_UNIT_BYTES` of cost, never below
+    own. `guided`: units shrink as the plan nears its end (to `GUIDED_MIN_BYTES` of cost, never below
     what is left), and the units are numbered biggest first, the order a cluster runs them in."""
     items = [item for entry in files for item in items_of(entry, piece_bytes)]
     if guided:  # big items first: the end of the plan is made of small ones, that split finely
@@ -146,7 +149,7 @@ def split_units(
     def target() -> int:
         if not guided:
             return unit_bytes
-        return min(unit_bytes, max(MIN_UNIT_BYTES, left // GUIDED_DIVISOR))
+        return min(unit_bytes, max(GUIDED_MIN_BYTES, left // GUIDED_DIVISOR))
 
     limit = target()
     for item, size, weight in zip(items, sizes, weights, strict=True):

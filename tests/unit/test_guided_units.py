@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from app.backup.plan import ITEM_COST_BYTES, MIN_UNIT_BYTES, split_units
+from app.backup.plan import GUIDED_MIN_BYTES, ITEM_COST_BYTES, split_units
 from app.sources.files import Entry
 
 MiB = 1 << 20
@@ -37,7 +37,7 @@ def test_guided_units_shrink_toward_the_end_and_are_numbered_biggest_first() -> 
     assert costs == sorted(costs, reverse=True)
     assert costs[0] <= 64 * MiB
     # the last units are small although the big files come last in path order: they went first
-    assert max(costs[-3:]) <= MIN_UNIT_BYTES
+    assert max(costs[-3:]) <= GUIDED_MIN_BYTES
     assert units[0].items[0].is_piece and units[0].items[0].entry.path.startswith("vm/")
     flat = split_units(files, 64 * MiB)
     assert min(_cost(u) for u in flat[-1:]) > max(costs[-3:])
