@@ -2,7 +2,7 @@
 catalog), against one worker, against the in-process CLI; the broker/catalog overhead per unit; and the
 latency of the `wal` queue while a big backup runs.
 
-    python bench/cluster_bench.py [--scale 1.0] [--workdir DIR] [--keep] [--unit-mib 32] [--repeat 1]
+    python bench/cluster_bench.py [--scale 1.0] [--workdir DIR] [--keep] [--unit-mib 256] [--repeat 1]
                                   [--scenarios cli,a,b,c,d,wal,walshared] [--quiet-wait 60] [--no-calibrate]
 
 Scenarios (each a full backup into a fresh repository and a fresh PostgreSQL database, so no dedup
@@ -1289,7 +1289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=BENCH_DIR / "out" / "cluster")
     parser.add_argument("--keep", action="store_true", help="keep the workdir (tree, repositories, logs)")
-    parser.add_argument("--unit-mib", type=int, default=32, help="BACKUP_UNIT_BYTES in MiB (default 32)")
+    parser.add_argument("--unit-mib", type=int, default=256,
+                        help="BACKUP_UNIT_BYTES in MiB (default 256, the setting's own default)")
     parser.add_argument(
         "--scenarios",
         default="cli,a,b,c,d,wal,walshared",
