@@ -236,10 +236,15 @@ class BackupSystem:
                     "stopped_at": clock.iso(backup.pg_stopped_at),
                 }
         info["units"] = self._units(backup.id)
-        if backup.type == LOGICAL_TYPE and backup.state == "complete":
-            info["logical"] = self.context.repository.read_manifest_header(backup.id).get("logical")
+        manifest: dict[str, Any] | None = None
         if files and backup.state in ("complete", "partial"):
             manifest = self.context.repository.read_manifest(backup.id)
+        if backup.type == LOGICAL_TYPE and backup.state == "complete":
+            header = (
+                manifest["backup"] if manifest else self.context.repository.read_manifest_header(backup.id)
+            )
+            info["logical"] = header.get("logical")
+        if manifest is not None:
             info["entries"] = [
                 {k: e.get(k) for k in ("path", "type", "size", "mode", "mtime_ns")}
                 for e in manifest["entries"]

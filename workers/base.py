@@ -47,7 +47,7 @@ def warm_up() -> None:
 
     def run() -> None:
         try:
-            ctx.storage  # noqa: B018 - the storage client (boto3's is slow to build)
+            ctx.storage  # noqa: B018 - the storage client
             import pyfastcdc  # noqa: F401 - the chunker, imported by a unit's first file
             import sentry_sdk  # noqa: F401 - imported by every task's first call (its tags), ~0.1 s
 
@@ -77,9 +77,8 @@ class EquisplitTask(Task):  # type: ignore[misc]
 
     @property
     def ctx(self) -> Context:
-        warming = _warming
-        if warming is not None and warming.is_alive():
-            warming.join(WARM_UP_WAIT)
+        if _warming is not None:  # at once when it is done
+            _warming.join(WARM_UP_WAIT)
         return process_context()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -132,7 +132,7 @@ _JOB_BEAT = update(Job).where(Job.id == bindparam("job")).values(heartbeat_at=bi
 
 def prepare_process(ctx: Context) -> None:
     """Make a fresh worker process's first unit cost what its later ones do: configure the catalog's
-    ORM mappers and compile a unit's statements (SQLAlchemy does both on first use, ~0.1 s), by running
+    ORM mappers and compile a unit's statements (SQLAlchemy does both on first use), by running
     them against a unit that does not exist, in a transaction that is rolled back."""
     configure_mappers()
     with ctx.sessions() as session:
@@ -339,9 +339,7 @@ def _run_claimed(
             },
         )
         jobs.add_backup_progress(session, backup_id, units=1, bytes_done=unit.bytes, job_id=unit.job_id)
-    return UnitOutcome(
-        backup_id, number, len(entries), totals["read"], totals["new"], seconds, unit.worker or ""
-    )
+    return UnitOutcome(backup_id, number, len(entries), totals["read"], totals["new"], seconds, unit.worker)
 
 
 #: Small files go to the reader threads in batches: one future per file cost as much as reading a 5 KiB file.

@@ -12,6 +12,7 @@ from app.errors import IntegrityError, ObjectNotFoundError, RepositoryError
 from app.repo.chunker import Chunker, ChunkerParams
 from app.repo.format import Kind
 from app.repo.jsondoc import dump_json, load_json
+from app.repo.pack import coalesce
 from app.storage import Storage
 
 #: The manifest versions this build reads; it writes the last.
@@ -126,19 +127,10 @@ def plan_reads(chunks: Sequence[ManifestChunk]) -> list[BlobRead]:
     reads: list[BlobRead] = []
     for pack_id, members in by_pack.items():
         members.sort(key=lambda member: member[1].offset)
-        group: list[tuple[int, ManifestChunk]] = []
-        start = end = 0
-        for member in members:
-            chunk = member[1]
-            joins = group and chunk.offset - end < READ_GAP
-            if joins and max(end, chunk.offset + chunk.length) - start <= READ_LIMIT:
-                group.append(member)
-                end = max(end, chunk.offset + chunk.length)
-                continue
-            if group:
-                reads.append(BlobRead(pack_id, start, end - start, tuple(group)))
-            group, start, end = [member], chunk.offset, chunk.offset + chunk.length
-        reads.append(BlobRead(pack_id, start, end - start, tuple(group)))
+        for start, end, group in coalesce(
+            members, lambda member: (member[1].offset, member[1].length), gap=READ_GAP, limit=READ_LIMIT
+        ):
+            reads.append(BlobRead(pack_id, start, end - start, tuple(group)))
     return reads
 
 

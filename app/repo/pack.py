@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from app.errors import IntegrityError
 from app.repo.format import CHUNK_ID_SIZE, PACK_INDEX_RECORD, PACK_MAGIC, PACK_TRAILER
@@ -11,6 +13,8 @@ from app.repo.format import CHUNK_ID_SIZE, PACK_INDEX_RECORD, PACK_MAGIC, PACK_T
 _RECORD = struct.Struct("<32sQII")
 _TRAILER = struct.Struct("<I4s")
 assert _RECORD.size == PACK_INDEX_RECORD and _TRAILER.size == PACK_TRAILER
+
+Blob = TypeVar("Blob")
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,24 @@ def parse_index(plaintext: bytes, pack_id: str) -> list[PackEntry]:
         assert len(raw_id) == CHUNK_ID_SIZE
         entries.append(PackEntry(raw_id.hex(), offset, length, raw_length))
     return entries
+
+
+def coalesce(
+    blobs: Iterable[Blob], span: Callable[[Blob], tuple[int, int]], *, gap: int, limit: int
+) -> Iterator[tuple[int, int, list[Blob]]]:
+    """Blobs of one pack, in offset order (`span`: a blob's offset and length), grouped into ranged
+    reads `(start, end, blobs)`: a blob joins the read before it when it starts less than `gap` bytes
+    after that read's end and the read stays within `limit` bytes (a bigger blob is a read of its own)."""
+    group: list[Blob] = []
+    start = end = 0
+    for blob in blobs:
+        offset, length = span(blob)
+        if group and (offset - end >= gap or max(end, offset + length) - start > limit):
+            yield start, end, group
+            group = []
+        if not group:
+            start = end = offset
+        group.append(blob)
+        end = max(end, offset + length)
+    if group:
+        yield start, end, group

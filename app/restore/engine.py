@@ -20,10 +20,11 @@ from app.catalog.db import transaction
 from app.catalog.models import Backup
 from app.context import Context
 from app.errors import EquisplitError, IntegrityError, ObjectNotFoundError, RestoreTargetError
+from app.repo.pack import coalesce
 from app.repo.repository import Repository
 from app.restore.target import PARTIAL_SUFFIX, check_target, normalise_selection, safe_relpath, selected
 
-#: Blobs closer than this in one pack are fetched with one ranged read.
+#: Blobs of one pack less than this apart are fetched with one ranged read (app/repo/pack.py: coalesce).
 COALESCE_GAP = 1 << 20
 MAX_READ = 32 << 20
 
@@ -173,6 +174,14 @@ class Restorer:
             _apply_metadata(os.path.join(root, safe_relpath(e["path"])), e)
 
 
+def chunks_of(entry: dict[str, Any]) -> list[str]:
+    """The chunks a file entry restores, or a piece of a big file (`piece`: {"first", "count",
+    "offset"}, app/restore/procpool.py) its chunks first..first+count-1."""
+    piece = entry.get("piece")
+    ids: list[str] = entry["chunks"]
+    return ids[piece["first"] : piece["first"] + piece["count"]] if piece else ids
+
+
 def restore_files(
     repo: Repository,
     root: str,
@@ -187,8 +196,8 @@ def restore_files(
     files: list[_FileState] = []
     by_pack: dict[str, list[tuple[str, int, _FileState]]] = defaultdict(list)
     for e in entries:
-        piece = e.get("piece")  # {"first", "count", "offset"}: chunks first..first+count-1 of a big file
-        ids = e["chunks"][piece["first"] : piece["first"] + piece["count"]] if piece else e["chunks"]
+        piece = e.get("piece")
+        ids = chunks_of(e)
         state = _FileState(os.path.join(root, safe_relpath(e["path"])), e, len(ids), piece=piece is not None)
         files.append(state)
         offset = piece["offset"] if piece else 0
@@ -203,9 +212,13 @@ def restore_files(
         os.replace(state.partial, state.path)
         _apply_metadata(state.path, state.entry)
 
+    def span(item: tuple[str, int, _FileState]) -> tuple[int, int]:
+        loc = where[item[0]]
+        return loc.offset, loc.length
+
     def restore_pack(pack_id: str) -> None:
         items = sorted(by_pack[pack_id], key=lambda item: where[item[0]].offset)
-        for start, end, group in _coalesce(items, where):
+        for start, end, group in coalesce(items, span, gap=COALESCE_GAP, limit=MAX_READ):
             data = memoryview(repo.read_blob(pack_id, start, end - start))
             for cid, file_offset, state in group:
                 loc = where[cid]
@@ -249,23 +262,6 @@ def _makedirs(path: str, made: set[str]) -> None:
     if path not in made:
         os.makedirs(path, exist_ok=True)
         made.add(path)
-
-
-def _coalesce(items: list[tuple[str, int, _FileState]], where: dict[str, chunks.ChunkLocation]):  # type: ignore[no-untyped-def]
-    """Group blobs that sit close together in a pack into single ranged reads."""
-    group: list[tuple[str, int, _FileState]] = []
-    start = end = 0
-    for item in items:
-        loc = where[item[0]]
-        if group and (loc.offset - end > COALESCE_GAP or loc.offset + loc.length - start > MAX_READ):
-            yield start, end, group
-            group = []
-        if not group:
-            start = loc.offset
-        group.append(item)
-        end = max(end, loc.offset + loc.length)
-    if group:
-        yield start, end, group
 
 
 _IS_ROOT = os.geteuid() == 0

@@ -15,7 +15,7 @@ from typing import Any
 from app import forkserver
 from app.catalog.chunks import ChunkLocation
 from app.context import Context
-from app.restore.engine import finish_big_file, restore_files
+from app.restore.engine import chunks_of, finish_big_file, restore_files
 from app.restore.target import PARTIAL_SUFFIX, safe_relpath
 from app.settings import Settings
 
@@ -51,9 +51,9 @@ def _restore_share(
 PIECE_BYTES = 32 << 20
 
 
-#: What writing one file costs beyond its bytes, in bytes (create, close, mode, owner and times): a
-#: 5 KiB file takes about as long as 20 KiB of a big one, so runs of equal bytes were not equal work
-#: (the process with the small files finished last, seconds after the other).
+#: What writing one file costs beyond its bytes, in bytes (create, close, mode, owner and times), taken
+#: to be what reading one costs in a backup (app/backup/plan.py: ITEM_COST_BYTES). With runs of equal
+#: bytes, the process that got the small files worked twice as long as the other.
 FILE_COST_BYTES = 16 << 10
 #: Runs per process: a process that finishes early takes another run instead of waiting.
 RUNS_PER_PROCESS = 4
@@ -62,12 +62,6 @@ RUNS_PER_PROCESS = 4
 def _weight(e: dict[str, Any]) -> int:
     piece = e.get("piece")
     return int(piece["bytes"]) if piece else int(e["size"]) + FILE_COST_BYTES
-
-
-def _chunks_of(item: dict[str, Any]) -> list[str]:
-    piece = item.get("piece")
-    chunks: list[str] = item["chunks"]
-    return chunks[piece["first"] : piece["first"] + piece["count"]] if piece else chunks
 
 
 def split_big(
@@ -146,7 +140,7 @@ def restore_files_in_processes(
         ) as pool:
             futures = []
             for run in runs:
-                chunk_ids = {c for e in run for c in _chunks_of(e)}
+                chunk_ids = {c for e in run for c in chunks_of(e)}
                 futures.append(
                     pool.submit(
                         _restore_share, root, run, {c: where[c] for c in chunk_ids}, keep_partial, threads
