@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from app import clock
 from app.backup import manifests, objects
+from app.backup.links import drop_dangling_links
 from app.backup.pieces import merge_pieces
 from app.backup.result import BackupResult
 from app.catalog import audit, jobs, locks
@@ -88,6 +89,7 @@ def finalize_backup(
         entries.extend(extra["entries"])
         bytes_read += extra["bytes_read"]
         bytes_new += extra["bytes_new"]
+    entries = drop_dangling_links(entries, errors)
     entries.sort(key=lambda e: e["path"])
     stored_entries = manifests.store_entries(ctx, backup_id, entries)
     files = [e for e in entries if e["type"] == "file"]

@@ -320,8 +320,11 @@ def restore(
         "files": plan.files,
         "dirs": plan.dirs,
         "symlinks": plan.symlinks,
+        "hardlinks": plan.hardlinks,
+        "specials": plan.specials,
         "bytes": plan.bytes,
         "packs": plan.packs,
+        "warnings": plan.warnings,
     }
     if as_json:
         print_json(summary)
@@ -329,8 +332,11 @@ def restore(
         verb = "would restore" if dry_run else "restored"
         console.print(
             f"{verb} {plan.files} files ({human(plan.bytes)}), {plan.dirs} directories, "
-            f"{plan.symlinks} symlinks from backup {plan.backup_id} into {target}"
+            f"{plan.symlinks} symlinks, {plan.hardlinks} hard links, {plan.specials} special files "
+            f"from backup {plan.backup_id} into {target}"
         )
+        for warning in plan.warnings:
+            console.print(f"  warning: {warning['path']}: {warning['warning']}", highlight=False)
 
 
 @keys_app.command("rotate")

@@ -22,7 +22,10 @@ from app.context import Context
 from app.errors import EquisplitError, IntegrityError, ObjectNotFoundError, RestoreTargetError
 from app.repo.pack import coalesce
 from app.repo.repository import Repository
+from app.restore.nodes import check_links, detach_links, make_link, make_special
+from app.restore.sparse import write_sparse
 from app.restore.target import PARTIAL_SUFFIX, check_target, normalise_selection, safe_relpath, selected
+from app.sources.files import ENTRY_TYPES, ROOT_PATH, SPECIAL_TYPES
 
 #: Blobs of one pack less than this apart are fetched with one ranged read (app/repo/pack.py: coalesce).
 COALESCE_GAP = 1 << 20
@@ -39,6 +42,10 @@ class RestorePlan:
     bytes: int
     packs: int
     missing_chunks: list[str] = field(default_factory=list)
+    hardlinks: int = 0
+    specials: int = 0  # FIFOs and device nodes
+    #: What was not restored as it was (a device node without root, an unknown entry type).
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
 
 class _FileState:
@@ -65,9 +72,8 @@ class _FileState:
                 self.fd = os.open(self.partial, os.O_WRONLY)
             elif self.fd is None:
                 self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                if self.remaining > 1:
-                    os.ftruncate(self.fd, self.entry["size"])
-            os.pwrite(self.fd, data, offset)
+                os.ftruncate(self.fd, self.entry["size"])  # sized first: zero runs stay holes
+            write_sparse(self.fd, data, offset)
             self.remaining -= 1
             if self.remaining:
                 return False
@@ -88,6 +94,7 @@ class _FileState:
 def _select(manifest: dict[str, Any], paths: list[str] | None) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = manifest["entries"]
     if paths is None:
+        check_links(entries)
         return entries
     chosen = [e for e in entries if selected(e["path"], paths)]
     found = {e["path"] for e in chosen}
@@ -97,8 +104,11 @@ def _select(manifest: dict[str, Any], paths: list[str] | None) -> list[dict[str,
             f"the backup holds no path {missing[0]!r}",
             hint="list its files with `equisplit-dr backup show ID --files`",
         )
-    # parents of selected entries keep their metadata too
+    # parents of selected entries keep their metadata too, and so does the root
     parents = {"/".join(e["path"].split("/")[:i]) for e in chosen for i in range(1, e["path"].count("/") + 1)}
+    parents.add(ROOT_PATH)
+    chosen = detach_links(chosen, entries)
+    check_links(chosen)
     return [e for e in entries if e["path"] in parents and e["type"] == "dir"] + chosen
 
 
@@ -120,6 +130,8 @@ class Restorer:
             bytes=sum(e.get("size", 0) for e in entries if e["type"] == "file"),
             packs=len({loc.pack_id for loc in where.values()}),
             missing_chunks=sorted(wanted - where.keys()),
+            hardlinks=sum(1 for e in entries if e["type"] == "hardlink"),
+            specials=sum(1 for e in entries if e["type"] in SPECIAL_TYPES),
         )
         return plan, where
 
@@ -132,7 +144,8 @@ class Restorer:
         keep_partial: bool,
         threads: int,
         processes: int = 1,
-    ) -> None:
+    ) -> list[dict[str, str]]:
+        """Write `entries` under `target`; returns the warnings (what could not be restored as it was)."""
         target.mkdir(parents=True, exist_ok=True)
         root = str(target)
         made: set[str] = {root}
@@ -161,6 +174,14 @@ class Restorer:
             restore_files_in_processes(self.ctx.settings, root, files, where, tick, keep_partial, processes)
         else:
             restore_files(self.repo, root, files, where, tick, keep_partial, threads)
+        warnings: list[dict[str, str]] = []
+        for e in entries:
+            if e["type"] in SPECIAL_TYPES and make_special(root, e, warnings):
+                _apply_metadata(os.path.join(root, safe_relpath(e["path"])), e)
+            elif e["type"] == "hardlink":
+                make_link(root, e)  # shares its target's inode, so its metadata too
+            elif e["type"] not in ENTRY_TYPES:
+                warnings.append({"path": e["path"], "warning": f"unknown entry type {e['type']!r} not restored"})
         for e in entries:
             if e["type"] == "symlink":
                 dest = os.path.join(root, safe_relpath(e["path"]))
@@ -168,10 +189,13 @@ class Restorer:
                     os.unlink(dest)
                 os.symlink(e["target"], dest)
                 _apply_metadata(dest, e)
-        for e in sorted(
-            (e for e in entries if e["type"] == "dir"), key=lambda e: e["path"].count("/"), reverse=True
+        for e in sorted(  # deepest first, the root (ROOT_PATH) last
+            (e for e in entries if e["type"] == "dir"),
+            key=lambda e: e["path"].count("/") if e["path"] != ROOT_PATH else -1,
+            reverse=True,
         ):
             _apply_metadata(os.path.join(root, safe_relpath(e["path"])), e)
+        return warnings
 
 
 def chunks_of(entry: dict[str, Any]) -> list[str]:
@@ -345,7 +369,7 @@ def restore_backup(
         job_id = jobs.start_job(session, "restore", source_id=backup.source_id, backup_id=backup.id).id
     try:
         try:
-            restorer.run(
+            plan.warnings = restorer.run(
                 target, entries, where, progress, keep_partial, ctx.settings.worker_threads, processes
             )
         finally:
@@ -368,7 +392,13 @@ def restore_backup(
         job_id,
         backup.id,
         "restore.completed",
-        {"target": str(target), "files": plan.files, "bytes": plan.bytes, "paths": wanted},
+        {
+            "target": str(target),
+            "files": plan.files,
+            "bytes": plan.bytes,
+            "paths": wanted,
+            **({"warnings": plan.warnings} if plan.warnings else {}),
+        },
         actor,
     )
     return plan

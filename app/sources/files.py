@@ -1,4 +1,5 @@
-"""Walking a file tree into manifest entries, without following symlinks or crossing into the unknown."""
+"""Walking a file tree into manifest entries, without following symlinks or crossing into the unknown:
+files, directories, symlinks, hard links (one file, the other names linking to it) and special files."""
 
 from __future__ import annotations
 
@@ -13,10 +14,20 @@ from typing import Any
 from app.errors import SourceError
 from app.sources.watch import SizeWatch
 
+#: Entry types, as docs/FORMAT.md section 6 lists them.
+ENTRY_TYPES = ("dir", "file", "symlink", "hardlink", "fifo", "chardev", "blockdev")
+#: Types restored with mknod: FIFOs and device nodes (these carry `rdev`).
+SPECIAL_TYPES = ("fifo", "chardev", "blockdev")
+DEVICE_TYPES = ("chardev", "blockdev")
+#: The entry of the source root itself (its mode, owner, mtime).
+ROOT_PATH = "."
+SOCKET_SKIPPED = "socket not backed up (a socket belongs to the process that listens on it)"
+
 
 @dataclass
 class Entry:
-    """One file, directory or symlink, as the manifest records it (docs/FORMAT.md section 6)."""
+    """One file, directory, symlink, hard link or special file, as the manifest records it
+    (docs/FORMAT.md section 6). `target`: a symlink's text, or the path a hard link links to."""
 
     path: str
     type: str
@@ -28,6 +39,7 @@ class Entry:
     ctime_ns: int = 0
     inode: int = 0
     target: str | None = None
+    rdev: list[int] | None = None  # [major, minor] of a device node
     xattrs: dict[str, str] = field(default_factory=dict)
     chunks: list[str] = field(default_factory=list)
 
@@ -44,6 +56,8 @@ class Entry:
             doc.update(size=self.size, ctime_ns=self.ctime_ns, inode=self.inode, chunks=self.chunks)
         if self.target is not None:
             doc["target"] = self.target
+        if self.rdev is not None:
+            doc["rdev"] = self.rdev
         if self.xattrs:
             doc["xattrs"] = self.xattrs
         return doc
@@ -61,6 +75,7 @@ class Entry:
             ctime_ns=doc.get("ctime_ns", 0),
             inode=doc.get("inode", 0),
             target=doc.get("target"),
+            rdev=doc.get("rdev"),
             xattrs=doc.get("xattrs", {}),
             chunks=list(doc.get("chunks", [])),
         )
@@ -88,13 +103,19 @@ def _xattrs(path: str) -> dict[str, str]:
 
 
 def entry_from_stat(rel: str, full: str, st: os.stat_result) -> Entry | None:
-    """The manifest entry of one path, or None for a special file (socket, FIFO, device)."""
+    """The manifest entry of one path, or None for a socket (or a type Linux does not have)."""
+    rdev: list[int] | None = None
     if stat.S_ISREG(st.st_mode):
         kind, target, xattrs = "file", None, _xattrs(full)
     elif stat.S_ISDIR(st.st_mode):
         kind, target, xattrs = "dir", None, _xattrs(full)
     elif stat.S_ISLNK(st.st_mode):
         kind, target, xattrs = "symlink", os.readlink(full), {}
+    elif stat.S_ISFIFO(st.st_mode):
+        kind, target, xattrs = "fifo", None, {}
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        kind, target, xattrs = ("chardev" if stat.S_ISCHR(st.st_mode) else "blockdev"), None, {}
+        rdev = [os.major(st.st_rdev), os.minor(st.st_rdev)]
     else:
         return None
     is_file = kind == "file"
@@ -109,8 +130,27 @@ def entry_from_stat(rel: str, full: str, st: os.stat_result) -> Entry | None:
         ctime_ns=st.st_ctime_ns if is_file else 0,
         inode=st.st_ino if is_file else 0,
         target=target,
+        rdev=rdev,
         xattrs=xattrs,
     )
+
+
+class HardLinks:
+    """Groups the walk's regular files by (device, inode): the first name met of a file with more than
+    one link keeps the content, each later one becomes a `hardlink` entry naming it."""
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[int, int], str] = {}
+
+    def link(self, entry: Entry, st: os.stat_result) -> Entry:
+        """`entry` itself, or (for another name of a file already met) the hard link that replaces it."""
+        if entry.type != "file" or st.st_nlink < 2:
+            return entry
+        key = (st.st_dev, st.st_ino)
+        target = self.first.setdefault(key, entry.path)
+        if target == entry.path:
+            return entry
+        return Entry(entry.path, "hardlink", entry.mode, entry.uid, entry.gid, entry.mtime_ns, target=target)
 
 
 def walk_tree(root: Path, watch: SizeWatch | None = None) -> Walk:
@@ -125,13 +165,19 @@ def walk_tree(root: Path, watch: SizeWatch | None = None) -> Walk:
             f"source path {root} is not readable", hint="run the backup as a user that can read it"
         )
     walk = Walk([], [], [])
+    try:
+        root_entry = entry_from_stat(ROOT_PATH, str(root), os.stat(root))
+    except OSError as exc:
+        raise SourceError(f"source path {root} cannot be read: {exc.strerror}") from exc
+    assert root_entry is not None and root_entry.type == "dir"
+    walk.entries.append(root_entry)
+    links = HardLinks()
     for rel, full, st in _scan(str(root), "", walk):
         entry = entry_from_stat(rel, full, st)
         if entry is None:
-            walk.skipped.append(
-                {"path": rel, "reason": "special file (socket, fifo or device) not backed up"}
-            )
+            walk.skipped.append({"path": rel, "reason": SOCKET_SKIPPED})
         else:
+            entry = links.link(entry, st)
             walk.entries.append(entry)
             if watch is not None:
                 watch.add(entry)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.errors import SourceError
-from app.sources.files import Entry, entry_from_stat
+from app.sources.files import SOCKET_SKIPPED, Entry, entry_from_stat
 from app.sources.watch import SizeWatch
 
 #: Left out wherever they appear: recreated at start-up, or belonging to another backup.
@@ -138,7 +138,7 @@ class _Walker:
                 continue
             entry = entry_from_stat(rel, item.path, st)
             if entry is None:
-                self.walk.skipped.append({"path": rel, "reason": "special file (socket, fifo or device)"})
+                self.walk.skipped.append({"path": rel, "reason": SOCKET_SKIPPED})
                 continue
             if rel == CONTROL_FILE:
                 self.walk.control = entry
