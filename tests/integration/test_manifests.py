@@ -64,12 +64,12 @@ def test_a_manifest_of_thousands_of_entries_is_many_chunks_and_reads_back(
     result = system.create_full_backup("docs")
     root = root_of(system, result.id)
     assert root["version"] == 2 and root["entries"]["format"] == "jsonl"
-    assert root["entries"]["count"] == FILES + 25
+    assert root["entries"]["count"] == FILES + 25 + 1  # and the root "."
     chunks = root["entries"]["chunks"]
     assert len(chunks) >= 10
     manifest = system.context.repository.read_manifest(result.id)
     assert manifest["backup"] == root["backup"]
-    assert len(manifest["entries"]) == FILES + 25
+    assert len(manifest["entries"]) == FILES + 25 + 1  # and the root "."
     assert [e["path"] for e in manifest["entries"]] == sorted(e["path"] for e in manifest["entries"])
     # the manifest chunks are indexed like a unit's and counted in the backup's stats
     with system.context.sessions() as session:
