@@ -72,8 +72,12 @@ class _FileState:
                 self.fd = os.open(self.partial, os.O_WRONLY)
             elif self.fd is None:
                 self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                os.ftruncate(self.fd, self.entry["size"])  # sized first: zero runs stay holes
-            write_sparse(self.fd, data, offset)
+                if self.remaining > 1 or self.entry.get("sparse"):  # sized first: holes need it
+                    os.ftruncate(self.fd, self.entry["size"])
+            if self.entry.get("sparse"):
+                write_sparse(self.fd, data, offset)
+            else:
+                os.pwrite(self.fd, data, offset)
             self.remaining -= 1
             if self.remaining:
                 return False

@@ -40,6 +40,7 @@ class Entry:
     inode: int = 0
     target: str | None = None
     rdev: list[int] | None = None  # [major, minor] of a device node
+    sparse: bool = False  # a file with fewer blocks allocated than its size needs
     xattrs: dict[str, str] = field(default_factory=dict)
     chunks: list[str] = field(default_factory=list)
 
@@ -54,6 +55,8 @@ class Entry:
         }
         if self.type == "file":
             doc.update(size=self.size, ctime_ns=self.ctime_ns, inode=self.inode, chunks=self.chunks)
+            if self.sparse:  # only when true: other entries keep the bytes they always had
+                doc["sparse"] = True
         if self.target is not None:
             doc["target"] = self.target
         if self.rdev is not None:
@@ -76,6 +79,7 @@ class Entry:
             inode=doc.get("inode", 0),
             target=doc.get("target"),
             rdev=doc.get("rdev"),
+            sparse=bool(doc.get("sparse", False)),
             xattrs=doc.get("xattrs", {}),
             chunks=list(doc.get("chunks", [])),
         )
@@ -131,6 +135,7 @@ def entry_from_stat(rel: str, full: str, st: os.stat_result) -> Entry | None:
         inode=st.st_ino if is_file else 0,
         target=target,
         rdev=rdev,
+        sparse=is_file and st.st_blocks * 512 < st.st_size,
         xattrs=xattrs,
     )
 

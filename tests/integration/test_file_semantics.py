@@ -86,7 +86,7 @@ def test_a_sparse_file_comes_back_sparse(system: BackupSystem, tmp_path: Path) -
         for offset in (0, 5_000_001, 100 << 20, (256 << 20) - 3):
             handle.seek(offset)
             handle.write(b"abc")
-    (src / "small.txt").write_text("a second file: the restore shares the work over processes")
+    (src / "zeros.bin").write_bytes(bytes(1 << 20))  # written zeros: allocated on purpose, stays so
     system.add_source("disk", src)
     result = system.create_full_backup("disk")
     out = tmp_path / "out"
@@ -95,6 +95,8 @@ def test_a_sparse_file_comes_back_sparse(system: BackupSystem, tmp_path: Path) -
     assert restored.stat().st_size == 256 << 20
     assert restored.stat().st_blocks * 512 <= 1 << 20, f"{restored.stat().st_blocks * 512} bytes allocated"
     assert _digest(restored) == _digest(sparse)
+    assert (out / "zeros.bin").stat().st_blocks * 512 >= 1 << 20
+    assert (out / "zeros.bin").read_bytes() == bytes(1 << 20)
 
 
 def test_fifos_and_device_nodes_come_back_and_sockets_are_named(system: BackupSystem, tmp_path: Path) -> None:

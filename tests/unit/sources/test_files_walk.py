@@ -18,6 +18,9 @@ def test_the_walk_records_the_root_hard_links_fifos_and_names_sockets(tmp_path: 
     os.link(root / "b" / "first", root / "a-second")  # sorted names: met before b/first
     os.link(root / "b" / "first", root / "b" / "third")
     os.mkfifo(root / "pipe")
+    with open(root / "sparse.img", "wb") as handle:
+        handle.truncate(1 << 20)
+        handle.write(b"x")
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(root / "sock"))
     try:
@@ -32,6 +35,8 @@ def test_the_walk_records_the_root_hard_links_fifos_and_names_sockets(tmp_path: 
     assert by_path["b/first"].chunks == [] and by_path["b/first"].size == 0
     assert by_path["pipe"].type == "fifo" and by_path["pipe"].rdev is None
     assert "sock" not in by_path
+    assert by_path["sparse.img"].sparse and by_path["sparse.img"].to_json()["sparse"] is True
+    assert not by_path["a-second"].sparse and "sparse" not in by_path["a-second"].to_json()
     assert walk.skipped == [{"path": "sock", "reason": SOCKET_SKIPPED}]
 
 
