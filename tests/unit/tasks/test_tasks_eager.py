@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def test_backup_and_restore_tasks_return_ids(tmp_path: Path, monkeypatch: pytest
     from workers import app
 
     src = make_tree(tmp_path / "src", big_mib=1, small=2)
+    os.link(src / "docs" / "private.key", src / "key-link")  # a hard link crosses the plan object too
     with BackupSystem() as system:
         system.init()
         system.add_source("docs", src)
@@ -33,6 +35,8 @@ def test_backup_and_restore_tasks_return_ids(tmp_path: Path, monkeypatch: pytest
     finally:
         app.conf.task_always_eager = False
     assert_same_tree(src, tmp_path / "out")
+    out = tmp_path / "out"
+    assert (out / "key-link").stat().st_ino == (out / "docs" / "private.key").stat().st_ino
 
 
 def test_a_postgres_backup_runs_whole_in_the_planning_task(
