@@ -161,3 +161,22 @@ def test_the_target_root_gets_the_source_roots_mode_and_mtime(system: BackupSyst
         st = out.stat()
         assert stat.S_IMODE(st.st_mode) == 0o705
         assert st.st_mtime_ns == ROOT_MTIME_NS
+
+
+def test_links_and_fifos_replace_a_symlink_in_the_target_never_follow_it(
+    system: BackupSystem, tmp_path: Path
+) -> None:
+    src = _linked_tree(tmp_path / "src")
+    os.mkfifo(src / "sub" / "pipe")
+    system.add_source("docs", src)
+    result = system.create_full_backup("docs")
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    for name in ("b.txt", "pipe"):
+        os.symlink(victim, out / "sub" / name)
+    system.restore(result.id, out, overwrite=True)
+    assert victim.read_text() == "keep me" and victim.stat().st_nlink == 1
+    assert (out / "sub" / "b.txt").stat().st_ino == (out / "a.txt").stat().st_ino
+    assert stat.S_ISFIFO(os.lstat(out / "sub" / "pipe").st_mode)
