@@ -13,7 +13,7 @@ from celery.result import allow_join_result
 from app import clock
 from app.backup.engine import run_backup as run_in_process
 from app.backup.engine import runs_in_one_process
-from app.backup.finalize import fail_backup
+from app.backup.failure import fail_for_step, fail_for_unit
 from app.backup.finalize import finalize_backup as finalize
 from app.backup.prepare import prepare_backup
 from app.backup.unit import run_unit
@@ -71,7 +71,17 @@ def export_database(self: Any, source: str, database: str | None = None) -> dict
     return _summary(export_in_process(self.ctx, source, database, actor="celery"))
 
 
-@shared_task(bind=True, name="tasks.backup.backup_unit")
+def _unit_failed(task: Any, exc: BaseException, _task_id: str, args: Any, kwargs: Any, _einfo: Any) -> None:
+    """Celery's on_failure of a unit (called once it failed for good, never before a retry): the
+    backup fails now with the unit's error; the chord would call backup_failed only once every other
+    unit has come back."""
+    backup_id, number = ([*args, None, None])[:2]
+    backup_id, number = kwargs.get("backup_id", backup_id), kwargs.get("number", number)
+    if backup_id is not None:
+        fail_for_unit(task.ctx, str(backup_id), int(number or 0), exc, actor="celery")
+
+
+@shared_task(bind=True, name="tasks.backup.backup_unit", on_failure=_unit_failed)
 def backup_unit(self: Any, backup_id: str, number: int) -> dict[str, Any]:
     outcome = run_unit(self.ctx, backup_id, number, cluster=True)
     return {
@@ -89,10 +99,13 @@ def finalize_backup(self: Any, backup_id: str) -> dict[str, Any]:
     return _summary(finalize(self.ctx, backup_id, actor="celery"))
 
 
-@shared_task(bind=True, name="tasks.backup.backup_failed")
-def backup_failed(self: Any, request: Any, exc: Any, traceback: Any, backup_id: str) -> None:
-    """Errback of the chord: any unit or the finalize step failed for good."""
-    fail_backup(self.ctx, backup_id, f"{exc.__class__.__name__}: {exc}", actor="celery")
+@shared_task(name="tasks.backup.backup_failed")
+def backup_failed(request: Any, exc: Any, traceback: Any, backup_id: str) -> None:
+    """Errback of the chord: any unit or the finalize step failed for good. Not bound (no `self`):
+    Celery calls an errback with (request, exc, traceback) only when its signature has more than one
+    argument left and it is not a bound task; a bound one is sent as a task with the failed task's id
+    alone, which left the backup running (a TypeError in the errback)."""
+    fail_for_step(backup_failed.ctx, backup_id, exc if isinstance(exc, BaseException) else None, actor="celery")
 
 
 @shared_task(bind=True, name="tasks.backup.scheduled_backups")

@@ -168,8 +168,9 @@ def finalize_backup(
     )
 
 
-def fail_backup(ctx: Context, backup_id: str, exc: BaseException | str, *, actor: str | None = None) -> None:
-    """Mark the backup and its job failed (or cancelled), audit it, free the source. Idempotent."""
+def fail_backup(ctx: Context, backup_id: str, exc: BaseException | str, *, actor: str | None = None) -> bool:
+    """Mark the backup and its job failed (or cancelled), audit it, free the source. Idempotent: True
+    only for the call that ended a running backup."""
     if isinstance(exc, str):
         message = exc
     elif isinstance(exc, EquisplitError):
@@ -180,7 +181,7 @@ def fail_backup(ctx: Context, backup_id: str, exc: BaseException | str, *, actor
     with transaction(ctx.sessions) as session:
         row = session.get(Backup, backup_id)
         if row is None or row.state not in ("running",):
-            return
+            return False
         row.state, row.finished_at, row.error = ("cancelled" if cancelled else "failed"), clock.now(), message
         source = session.get(Source, row.source_id)
         source_name = source.name if source else "?"
@@ -197,6 +198,7 @@ def fail_backup(ctx: Context, backup_id: str, exc: BaseException | str, *, actor
             actor,
         )
     _release(ctx, backup_id, source_name)
+    return True
 
 
 def _result_of(backup: Backup, source: str) -> BackupResult:
