@@ -83,7 +83,8 @@ def _unit_failed(task: Any, exc: BaseException, _task_id: str, args: Any, kwargs
 
 @shared_task(bind=True, name="tasks.backup.backup_unit", on_failure=_unit_failed)
 def backup_unit(self: Any, backup_id: str, number: int) -> dict[str, Any]:
-    outcome = run_unit(self.ctx, backup_id, number, cluster=True)
+    # the node name (`-n backup@%h`), as Flower and `celery inspect` show the worker
+    outcome = run_unit(self.ctx, backup_id, number, cluster=True, worker=self.request.hostname)
     return {
         "backup_id": backup_id,
         "unit": number,

@@ -146,7 +146,7 @@ def finalize_backup(
         if "postgres" in extra:
             record_postgres(row, extra["postgres"])
         if job_id:
-            jobs.finish_job(session, job_id, "succeeded", progress=stats)
+            jobs.finish_job(session, job_id, "succeeded", progress={**stats, "units_done": len(units)})
         audit.append(
             session,
             "backup.created",

@@ -48,6 +48,7 @@ class UnitOutcome:
 
 
 def worker_name() -> str:
+    """Who runs a unit outside the cluster (the CLI's own worker processes): host and process id."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -154,7 +155,9 @@ class ClaimedUnit:
     job_id: str | None
 
 
-def _claim(ctx: Context, backup_id: str, number: int, *, cluster: bool) -> tuple[ClaimedUnit | None, str]:
+def _claim(
+    ctx: Context, backup_id: str, number: int, *, cluster: bool, worker: str | None = None
+) -> tuple[ClaimedUnit | None, str]:
     """Mark the unit running (None if it is done already) and return the source's lease name. Refuse
     if the backup is no longer running. In a cluster, the same transaction renews the lease (held by
     the backup, not by a process) and beats the job. One read and three short writes in one commit: a
@@ -171,7 +174,7 @@ def _claim(ctx: Context, backup_id: str, number: int, *, cluster: bool) -> tuple
             raise BackupFailedError(f"backup {backup_id} is {backup_state}; unit {number} not run")
         if job_state == "cancelled":
             raise JobCancelledError(f"backup {backup_id} was cancelled")
-        worker, now = worker_name(), clock.now()
+        worker, now = worker or worker_name(), clock.now()
         session.execute(
             _UNIT_UPDATE,
             {
@@ -199,10 +202,12 @@ def run_unit(
     progress: Progress | None = None,
     cluster: bool = False,
     claim: Callable[[str], bool] | None = None,
+    worker: str | None = None,
 ) -> UnitOutcome:
     """Read the unit's files and store their chunks. With a shared `writer` (one process), the caller
-    flushes it; otherwise the unit's own packs are durable before its result is written."""
-    unit, lease = _claim(ctx, backup_id, number, cluster=cluster)
+    flushes it; otherwise the unit's own packs are durable before its result is written. `worker`
+    names who runs it (a Celery node name, as Flower shows it); `host:pid` by default."""
+    unit, lease = _claim(ctx, backup_id, number, cluster=cluster, worker=worker)
     if unit is None:
         return _outcome_of_done(ctx, backup_id, number)
     heartbeat = None

@@ -171,6 +171,24 @@ class Cluster:
                 proc.wait(10)
 
 
+def unit_process(node: str, backup_id: str, number: int, timeout: float = 10) -> int:
+    """The pid of the pool child of worker `node` (a node name, as units record it) that runs unit
+    `number` of `backup_id`, as the worker itself reports it (`celery inspect active`)."""
+    from workers import app
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        active = app.control.inspect(destination=[node], timeout=2).active() or {}
+        for task in active.get(node, []):
+            if task.get("name") == "tasks.backup.backup_unit" and list(task.get("args") or [])[:2] == [
+                backup_id,
+                number,
+            ]:
+                return int(task["worker_pid"])
+        time.sleep(0.05)
+    raise AssertionError(f"worker {node} does not report unit {number} of {backup_id} as active")
+
+
 def configure_client(env: dict[str, str]) -> Any:
     """Point this process's Celery app at the cluster's broker (the tests enqueue from here)."""
     from workers import app

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from sqlalchemy import func, select
 
 from app.catalog.models import BackupUnit, Chunk, Pack
 from app.system import BackupSystem
-from tests.support.cluster import Cluster
+from tests.support.cluster import ROOT, Cluster, unit_process
 from tests.support.trees import assert_same_tree, flat_tree
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -40,8 +43,16 @@ def test_one_backup_over_two_workers(cluster: Cluster, tmp_path: Path) -> None:
         assert len(units) == 8 and all(u["state"] == "done" and u["seconds"] is not None for u in units)
         workers = {u["worker"] for u in units}
         assert len(workers) >= 2, f"all units ran on {workers}"
+        # each unit names its worker as Flower does: the Celery node name given with -n
+        host = socket.gethostname()
+        assert workers == {f"w1@{host}", f"w2@{host}"}, workers
         system.restore(outcome["backup_id"], tmp_path / "out")
     assert_same_tree(src, tmp_path / "out")
+    status = subprocess.run(
+        [sys.executable, "-m", "app.cli.main", "backup", "status"],
+        env={**cluster.env, "COLUMNS": "250"}, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert status.returncode == 0 and " 8/8 units" in status.stdout, status.stdout + status.stderr
 
 
 def test_a_worker_killed_mid_unit_is_redelivered(cluster: Cluster, tmp_path: Path) -> None:
@@ -63,7 +74,8 @@ def test_a_worker_killed_mid_unit_is_redelivered(cluster: Cluster, tmp_path: Pat
                 with system.context.sessions() as session:
                     running = session.scalars(select(BackupUnit).where(BackupUnit.state == "running")).first()
                 if running is not None and running.worker:
-                    os.kill(int(running.worker.rsplit(":", 1)[1]), signal.SIGKILL)  # the pool child
+                    child = unit_process(running.worker, running.backup_id, running.number)
+                    os.kill(child, signal.SIGKILL)  # the pool child
                     killed = running.number
                 time.sleep(0.05)
         assert killed is not None, "no unit was seen running"

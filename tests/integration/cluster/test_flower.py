@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from app.catalog.models import BackupUnit
 from app.system import BackupSystem
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, unit_process
 from tests.support.flower import Chromium, Flower, chromium, flower  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -71,7 +71,7 @@ def _running_unit_pid(deadline: float) -> int:
             with system.context.sessions() as session:
                 unit = session.scalars(select(BackupUnit).where(BackupUnit.state == "running")).first()
             if unit is not None and unit.worker:
-                return int(unit.worker.rsplit(":", 1)[1])  # host:pid of the pool child
+                return unit_process(unit.worker, unit.backup_id, unit.number)  # the pool child
             time.sleep(0.02)
     raise AssertionError("no unit was seen running")
 
