@@ -64,20 +64,19 @@ class ScheduleEntry:
     def last_run(self, at: datetime) -> datetime:
         """The latest cron firing at or before `at`: the tick a task started at `at` belongs to."""
         assert self.cron is not None
+        minute, hour, dom, month, dow = parse_cron(self.cron)
         t = at.replace(second=0, microsecond=0)
-        while not self._fires_at(t):
+        for _ in range(60 * 24 * 400):  # a year and a bit of minutes: every valid rule fired sooner
+            if (
+                t.minute in minute
+                and t.hour in hour
+                and t.day in dom
+                and t.month in month
+                and (t.weekday() + 1) % 7 in dow
+            ):
+                return t
             t -= timedelta(minutes=1)
-        return t
-
-    def _fires_at(self, t: datetime) -> bool:
-        minute, hour, dom, month, dow = parse_cron(self.cron or "")
-        return (
-            t.minute in minute
-            and t.hour in hour
-            and t.day in dom
-            and t.month in month
-            and (t.weekday() + 1) % 7 in dow
-        )
+        raise ValueError(f"schedule {self.name} ({self.cron}) never fires")
 
     def next_run(self, after: datetime) -> datetime:
         """The first run time strictly after `after` (aware datetime, in the entry's time zone)."""
@@ -182,8 +181,9 @@ def upcoming(settings: Settings, now: datetime, count: int = 3) -> list[dict[str
 
 
 def tick_of(settings: Settings, entry_name: str, now: datetime) -> str:
-    """The scheduled firing a tick of `entry_name` processed at `now` belongs to, as a claim slot:
-    however late each beat's message is processed, both map to the same firing."""
+    """The scheduled firing of `entry_name` at or before `now`, as a claim slot. Beat computes it when it
+    sends a tick (workers/schedule.py) and the message carries it, so two beats' ticks map to the same
+    firing however late each is processed, and a worker never needs rules of its own."""
     entry = next(e for e in build_schedule(settings) if e.name == entry_name)
     local = now.astimezone(ZoneInfo(settings.schedule_timezone))
     return entry.last_run(local).isoformat(timespec="minutes")

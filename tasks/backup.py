@@ -13,7 +13,7 @@ from celery.result import allow_join_result
 from app import clock
 from app.backup.engine import run_backup as run_in_process
 from app.backup.engine import runs_in_one_process
-from app.backup.failure import fail_for_step, fail_for_unit
+from app.backup.failure import fail_for_step, fail_for_unit, skip_backup
 from app.backup.finalize import finalize_backup as finalize
 from app.backup.prepare import prepare_backup
 from app.backup.unit import run_unit
@@ -50,7 +50,8 @@ def run_backup(self: Any, source: str, backup_type: str, scheduled: bool = False
     except LockedError as exc:
         if not scheduled:
             raise
-        return {"source": source, "type": backup_type, "state": "skipped", "reason": exc.message}
+        job_id = skip_backup(self.ctx, source, backup_type, exc.message)
+        return {"job_id": job_id, "source": source, "type": backup_type, "state": "skipped", "reason": exc.message}
     # The errback hangs on the body: a unit that fails for good fails the body with a ChordError.
     finish = finalize_backup.si(prepared.backup_id).set(queue="backup")
     finish.link_error(backup_failed.s(prepared.backup_id).set(queue="backup"))
@@ -110,13 +111,17 @@ def backup_failed(request: Any, exc: Any, traceback: Any, backup_id: str) -> Non
 
 
 @shared_task(bind=True, name="tasks.backup.scheduled_backups")
-def scheduled_backups(self: Any, backup_type: str) -> list[str]:
-    """Beat's tick: one backup of every file source, once per tick however many beats emitted it."""
+def scheduled_backups(self: Any, backup_type: str, tick: str | None = None) -> list[str]:
+    """Beat's tick: one backup of every source (files and PostgreSQL), once per tick however many beats
+    emitted it. `tick` is the firing beat serves, written into the message by beat
+    (workers/schedule.py); a message without one (sent by hand, or by an older beat) is placed by this
+    worker's own rules."""
+    if tick is None:
+        tick = tick_of(self.ctx.settings, f"backup-{backup_type}", clock.now())
     started = []
     with self.ctx.sessions() as session:
-        names = [s.name for s in list_sources(session) if s.kind == "files"]
+        names = [s.name for s in list_sources(session)]
     for name in names:
-        tick = tick_of(self.ctx.settings, f"backup-{backup_type}", clock.now())
         if schedule_claims.claim(self.ctx.sessions, f"backup:{backup_type}:{name}", tick):
             run_backup.delay(name, backup_type, scheduled=True)
             started.append(name)

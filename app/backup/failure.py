@@ -1,17 +1,24 @@
-"""How a backup run by the cluster fails: when a unit or the finalize step fails for good, the backup
-and its job are failed at once with that step's own error, the source's lease is freed (the next run
-can start), and one alert is raised. Every path here is idempotent: the first caller that ends the
-running backup alerts, later ones find it ended and do nothing."""
+"""How a backup run by the cluster fails or is skipped. When a unit or the finalize step fails for
+good, the backup and its job are failed at once with that step's own error, the source's lease is freed
+(the next run can start), and one alert is raised. Every path here is idempotent: the first caller that
+ends the running backup alerts, later ones find it ended and do nothing. A scheduled run that finds its
+source locked is skipped: logged, and a `skipped` job in the ledger says why."""
 
 from __future__ import annotations
+
+import logging
 
 from sqlalchemy import select
 
 from app.backup.finalize import fail_backup
+from app.catalog import jobs
+from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Source
 from app.context import Context
 from app.errors import EquisplitError, JobCancelledError, first_line
 from app.monitoring import alerts
+
+log = logging.getLogger(__name__)
 
 
 def describe(exc: BaseException) -> str:
@@ -60,3 +67,13 @@ def _fail(ctx: Context, backup_id: str, message: str, *, actor: str) -> bool:
         )
     alerts.backup_failed(backup_id, source or "?", message)
     return True
+
+
+def skip_backup(ctx: Context, source: str, backup_type: str, reason: str) -> str:
+    """Record that a scheduled `backup_type` backup of `source` did not start, and why; its job id."""
+    with transaction(ctx.sessions) as session:
+        source_id = session.scalar(select(Source.id).where(Source.name == source))
+        job = jobs.record_skipped(session, "backup", source_id=source_id, reason=reason)
+        job_id = job.id
+    log.warning("scheduled %s backup of source %s skipped (job %s): %s", backup_type, source, job_id, reason)
+    return job_id

@@ -1,4 +1,5 @@
-"""The job ledger: every operation moves a job through pending, running, succeeded, failed, cancelled."""
+"""The job ledger: every operation moves a job through pending, running, succeeded, failed, cancelled;
+a scheduled run that could not start is recorded as `skipped`, with the reason."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from app import clock
 from app.catalog.models import Job
 
-JOB_STATES = ("pending", "running", "succeeded", "failed", "cancelled")
+JOB_STATES = ("pending", "running", "succeeded", "failed", "cancelled", "skipped")
 
 
 def new_job_id() -> str:
@@ -37,6 +38,14 @@ def start_job(
     )
     session.add(job)
     session.flush()
+    return job
+
+
+def record_skipped(session: Session, kind: str, *, source_id: int | None, reason: str) -> Job:
+    """A job that was due but did not start (its source was locked by a running backup): a row in the
+    ledger, finished at once, state `skipped`, the reason as its error."""
+    job = start_job(session, kind, source_id=source_id)
+    job.state, job.error, job.finished_at = "skipped", reason, job.started_at
     return job
 
 
