@@ -13,7 +13,7 @@ from app.catalog import audit, sources
 from app.catalog.backups import LOGICAL_TYPE, backup_stats, get_backup, list_backups
 from app.catalog.db import migrate, transaction
 from app.catalog.models import Backup
-from app.catalog.rebuild import RebuildReport, rebuild_catalog
+from app.catalog.rebuild import RebuildReport, prepare_catalog, rebuild_catalog
 from app.context import Context
 from app.errors import SourceError
 from app.logical.restore import ImportReport
@@ -322,14 +322,25 @@ class BackupSystem:
         return repo.keyring.current_key_id.hex()
 
     def rebuild_catalog(self) -> RebuildReport:
-        repo = self.context.repository
+        """Rebuild the catalog from storage alone, creating its schema if it has none; a damaged SQLite
+        catalog is first set aside as `<file>.damaged-<time>` (docs/ARCHITECTURE.md)."""
+        repo = self.context.repository  # the key is checked before the catalog is touched
+        prepared = prepare_catalog(self.context.engine)
         with transaction(self.context.sessions) as session:
             report = rebuild_catalog(session, repo)
+            if prepared.damaged_catalog is not None:
+                report.damaged_catalog, report.damage = str(prepared.damaged_catalog), prepared.damage
             audit.append(
                 session,
                 "catalog.rebuilt",
                 repo.id,
-                {"packs": report.packs, "chunks": report.chunks, "backups": report.backups},
+                {
+                    "packs": report.packs,
+                    "chunks": report.chunks,
+                    "backups": report.backups,
+                    "jobs_created": report.jobs_created,
+                    "damaged_catalog": report.damaged_catalog,
+                },
                 self.actor,
             )
         return report

@@ -124,6 +124,7 @@ def finalize_backup(
         "stats": stats,
         "errors": errors,
         "warnings": warnings,
+        "job": {"id": job_id, "actor": actor or audit.default_actor()},
     }
     if plan.get("checksum"):
         header["checksum"] = True

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.catalog import sqlite_file
 from app.errors import CatalogError, ConfigurationError
 
 
@@ -42,10 +43,12 @@ def make_engine(url: str) -> Engine:
             hint="use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB",
         ) from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _on_sqlite_connect)
+        path = sqlite_path(engine)
+        if path is not None:
+            _make_directory(path)
+            event.listen(engine, "handle_error", _sqlite_error_explainer(path))
         return engine
     if parsed.get_backend_name() != "postgresql":
         raise ConfigurationError(
@@ -53,6 +56,36 @@ def make_engine(url: str) -> Engine:
             hint="use SQLite or PostgreSQL",
         )
     return create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+
+
+def sqlite_path(engine: Engine) -> Path | None:
+    """The file of an SQLite catalog; None for PostgreSQL or an in-memory database."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).absolute()
+
+
+def _make_directory(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        existing = next(p for p in path.parent.parents if p.exists())
+        raise sqlite_file.access_problem(existing / "catalog") or CatalogError(
+            f"permission denied: cannot create the catalog directory {path.parent}"
+        ) from None
+
+
+def _sqlite_error_explainer(path: Path) -> Any:
+    """A `handle_error` listener: a damaged file or one this OS user cannot write becomes a
+    CatalogError naming the file and what to do, wherever in the code the statement ran."""
+
+    def explain(context: ExceptionContext) -> None:
+        error = sqlite_file.explain(context.original_exception, path)
+        if error is not None:
+            raise error from None
+
+    return explain
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -67,8 +100,12 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the catalog schema to `revision` with Alembic."""
+    """Bring the catalog schema to `revision` with Alembic; CatalogError for a damaged SQLite file."""
     from alembic import command
+
+    path = sqlite_path(engine)
+    if path is not None and (damage := sqlite_file.check(path)) is not None:
+        raise sqlite_file.damaged(path, damage)
 
     command.upgrade(alembic_config(engine), revision)
 
@@ -85,14 +122,17 @@ def alembic_config(engine: Engine) -> Any:
 
 
 def require_migrated(engine: Engine) -> None:
-    """Raise CatalogError if the catalog is unreachable or has no schema yet."""
+    """Raise CatalogError if the catalog is unreachable, damaged, or has no schema yet."""
     try:
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
-    except OperationalError as exc:
+    except DatabaseError as exc:
         raise CatalogError(
             f"the catalog database cannot be reached ({exc.orig.__class__.__name__})",
             hint="check DATABASE_URL and that the database is up",
         ) from None
     if "backups" not in tables:
-        raise CatalogError("the catalog has no schema yet", hint="run `equisplit-dr init`")
+        raise CatalogError(
+            "the catalog has no schema yet",
+            hint="run `equisplit-dr init` (a new repository) or `equisplit-dr catalog rebuild` (from storage)",
+        )

@@ -1,18 +1,30 @@
-"""Rebuild the catalog's backup rows and chunk index from storage alone (invariant 1)."""
+"""Rebuild the catalog's backup rows, chunk index and backup jobs from storage alone (invariant 1).
+
+What storage cannot give back (docs/ARCHITECTURE.md, "Rebuilding the catalog"): the ledger's jobs other
+than each backup's own, backups that never completed (no manifest), per-unit records, the audit trail,
+and a source's settings that no manifest carries (a PostgreSQL source's DSN, a source's queue).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from app import clock
-from app.catalog import chunks
+from app.catalog import chunks, jobs, sqlite_file
 from app.catalog.backups import record_postgres
-from app.catalog.models import Backup, Chunk, Pack, Source
+from app.catalog.db import migrate, sqlite_path
+from app.catalog.models import Backup, Chunk, Job, Pack, Source
+from app.repo.format import Kind
 from app.repo.repository import Repository
+
+#: The id of a job re-created for a backup whose manifest names none (written before it carried one).
+REBUILT_JOB_PREFIX = "j-rebuilt-"
 
 
 @dataclass
@@ -22,6 +34,32 @@ class RebuildReport:
     backups: int
     sources_created: int
     unreadable: list[str]
+    jobs_created: int = 0
+    #: Where a damaged SQLite catalog was set aside, and what was wrong with it.
+    damaged_catalog: str | None = None
+    damage: str | None = None
+
+
+@dataclass(frozen=True)
+class PreparedCatalog:
+    """What `prepare_catalog` did before the rebuild."""
+
+    damaged_catalog: Path | None
+    damage: str | None
+
+
+def prepare_catalog(engine: Engine) -> PreparedCatalog:
+    """Make the catalog fit to be rebuilt: a damaged SQLite file is set aside (renamed, never deleted)
+    so a new one starts in its place, and the schema is created or migrated to the newest revision."""
+    path = sqlite_path(engine)
+    aside = damage = None
+    if path is not None:
+        damage = sqlite_file.check(path)
+        if damage is not None:
+            engine.dispose()
+            aside = sqlite_file.set_aside(path)
+    migrate(engine)
+    return PreparedCatalog(aside, damage)
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -31,8 +69,9 @@ def _parse_time(text: str | None) -> datetime | None:
 
 
 def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
-    """Replace the chunk index with what the packs' own indexes say, and re-create every backup row
-    from its manifest. Sources named by manifests are created if missing. Jobs and audit are kept."""
+    """Replace the chunk index with what the packs' own indexes say, re-create every backup row from its
+    manifest with the figures it was recorded with, and give each backup without one its job back.
+    Sources named by manifests are created if missing. Other jobs and the audit trail are kept."""
     session.execute(delete(Chunk))
     session.execute(delete(Pack))
     unreadable: list[str] = []
@@ -46,8 +85,9 @@ def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
         chunks.record_pack(session, info.name, info.size, entries, None)
         n_packs += 1
         n_chunks += len(entries)
-    n_backups = created = 0
-    for backup_id in repo.list_manifests():
+    n_backups = created = n_jobs = 0
+    for root in sorted(repo.storage.list(Kind.MANIFESTS), key=lambda info: info.name):
+        backup_id = root.name
         try:
             doc = repo.read_manifest_header(backup_id)
         except Exception as exc:
@@ -65,25 +105,52 @@ def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
             session.add(source)
             session.flush()
             created += 1
-        stats = doc.get("stats", {})
-        row = session.get(Backup, backup_id) or Backup(id=backup_id)
-        row.source_id = source.id
-        row.type, row.parent_id, row.state, row.host = (
-            doc["type"],
-            doc.get("parent"),
-            doc["state"],
-            doc.get("host"),
-        )
-        row.started_at = _parse_time(doc["started_at"]) or clock.now()
-        row.finished_at = _parse_time(doc.get("finished_at"))
-        row.files_total, row.files_read = stats.get("files", 0), stats.get("files_read", 0)
-        row.bytes_total, row.bytes_read = stats.get("bytes_total", 0), stats.get("bytes_read", 0)
-        row.bytes_new, row.bytes_stored = stats.get("bytes_new", 0), stats.get("bytes_stored", 0)
-        row.chunk_count, row.new_chunk_count = stats.get("chunks", 0), stats.get("new_chunks", 0)
-        row.pack_count, row.storage_class = stats.get("packs", 0), doc.get("storage_class")
-        row.errors = {"errors": doc.get("errors", []), "warnings": doc.get("warnings", [])}
-        if "postgres" in doc:
-            record_postgres(row, doc["postgres"])
+        row = _backup_row(session.get(Backup, backup_id) or Backup(id=backup_id), doc, source, root.size)
         session.merge(row)
         n_backups += 1
-    return RebuildReport(n_packs, n_chunks, n_backups, created, unreadable)
+        if jobs.backup_job(session, backup_id) is None:
+            session.add(_backup_job(row, doc))
+            n_jobs += 1
+    return RebuildReport(n_packs, n_chunks, n_backups, created, unreadable, n_jobs)
+
+
+def _backup_row(row: Backup, doc: dict[str, Any], source: Source, root_size: int) -> Backup:
+    """The backup's row as finalize wrote it: the header's stats, plus the root's own stored size,
+    which the header cannot count (docs/FORMAT.md section 6)."""
+    stats = doc.get("stats", {})
+    row.source_id = source.id
+    row.type, row.parent_id, row.state, row.host = doc["type"], doc.get("parent"), doc["state"], doc.get("host")
+    row.started_at = _parse_time(doc["started_at"]) or clock.now()
+    row.finished_at = _parse_time(doc.get("finished_at"))
+    row.files_total, row.files_read = stats.get("files", 0), stats.get("files_read", 0)
+    row.bytes_total, row.bytes_read = stats.get("bytes_total", 0), stats.get("bytes_read", 0)
+    row.bytes_new, row.bytes_stored = stats.get("bytes_new", 0), stats.get("bytes_stored", 0) + root_size
+    row.chunk_count, row.new_chunk_count = stats.get("chunks", 0), stats.get("new_chunks", 0)
+    row.pack_count, row.storage_class = stats.get("packs", 0), doc.get("storage_class")
+    row.errors = {"errors": doc.get("errors", []), "warnings": doc.get("warnings", [])}
+    if "postgres" in doc:
+        record_postgres(row, doc["postgres"])
+    return row
+
+
+def _backup_job(row: Backup, doc: dict[str, Any]) -> Job:
+    """The backup's job as the ledger had it when the backup finished: its id, the worker's host, the
+    backup's times and counters; the actor who ran it (`job.actor` of the header) in `progress`."""
+    carried = doc.get("job") or {}
+    progress: dict[str, Any] = {**doc.get("stats", {}), "bytes_stored": row.bytes_stored}
+    if carried.get("actor"):
+        progress["actor"] = carried["actor"]
+    progress["rebuilt"] = True
+    return Job(
+        id=carried.get("id") or REBUILT_JOB_PREFIX + row.id,
+        kind="backup",
+        state="succeeded",
+        source_id=row.source_id,
+        backup_id=row.id,
+        worker=row.host,
+        progress=progress,
+        created_at=row.started_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        heartbeat_at=row.finished_at,
+    )

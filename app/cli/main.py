@@ -383,16 +383,23 @@ def keys_rotate(
 @catalog_app.command("rebuild")
 @handles_errors
 def catalog_rebuild(as_json: JsonOpt = False) -> None:
-    """Rebuild the chunk index and backup list from storage alone."""
+    """Rebuild the catalog from storage alone (no `init` needed); a damaged SQLite catalog is kept aside."""
     with _system() as system:
         report = system.rebuild_catalog()
     data = {
         "packs": report.packs,
         "chunks": report.chunks,
         "backups": report.backups,
+        "jobs_created": report.jobs_created,
         "sources_created": report.sources_created,
+        "damaged_catalog": report.damaged_catalog,
         "unreadable": report.unreadable,
     }
+    if report.damaged_catalog:
+        err_console.print(
+            f"[yellow]the catalog was damaged ({report.damage}); it was kept as {report.damaged_catalog}[/]",
+            highlight=False,
+        )
     if as_json:
         print_json(data)
     else:

@@ -205,6 +205,7 @@ def _export(
         "stats": stats,
         "errors": [],
         "warnings": [],
+        "job": {"id": job_id, "actor": actor or audit.default_actor()},
         "logical": meta,
     }
     stats["bytes_stored"] += write_root(repo, backup_id, header, stored_entries)
