@@ -65,16 +65,16 @@ def test_rebuild_needs_no_init_and_brings_back_figures_and_jobs(
     assert len(listed) == 3 and len(jobs) == 3 and all(b["bytes_stored"] > 0 for b in listed)
 
     report = system.rebuild_catalog()  # over the intact catalog: nothing changes
-    assert report.backups == 3 and report.jobs_created == 0 and report.damaged_catalog is None
     assert system.list_backups() == listed and _shown(system) == shown and _jobs(system) == jobs
+    assert report.backups == 3 and report.jobs_created == 0 and report.damaged_catalog is None
 
     _wipe(system, home, backend)
     rebuilt = make_system(key=key, home=home, catalog=catalog, init=False)
     report = rebuilt.rebuild_catalog()
-    assert report.backups == 3 and report.jobs_created == 3 and report.unreadable == []
     assert rebuilt.list_backups() == listed
     assert _shown(rebuilt) == shown
     assert _jobs(rebuilt) == jobs
+    assert report.backups == 3 and report.jobs_created == 3 and report.unreadable == []
     with rebuilt.context.sessions() as session:
         from sqlalchemy import select
 
@@ -98,12 +98,13 @@ def test_a_manifest_without_job_still_gets_a_job(make_system: Factory, tmp_path:
     full = system.create_full_backup("docs")
     repo = system.context.repository
     root = repo.read_json(Kind.MANIFESTS, full.id, ObjectType.MANIFEST)
-    del root["backup"]["job"]
+    root["backup"].pop("job", None)
     size = repo.write_json(Kind.MANIFESTS, full.id, ObjectType.MANIFEST, root)
     _wipe(system, home, "sqlite")
     rebuilt = make_system(key=key, home=home, init=False)
-    assert rebuilt.rebuild_catalog().jobs_created == 1
+    report = rebuilt.rebuild_catalog()
     (job,) = _jobs(rebuilt)
     assert job["job_id"] == f"j-rebuilt-{full.id}" and job["state"] == "succeeded"
     (row,) = rebuilt.list_backups()
     assert row["bytes_stored"] == root["backup"]["stats"]["bytes_stored"] + size
+    assert report.jobs_created == 1
