@@ -99,12 +99,13 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the catalog schema to `revision` with Alembic; CatalogError for a damaged SQLite file."""
+def migrate(engine: Engine, revision: str = "head", *, check: bool = True) -> None:
+    """Bring the catalog schema to `revision` with Alembic; CatalogError for a damaged SQLite file
+    (`check=False`: the caller has just checked it)."""
     from alembic import command
 
     path = sqlite_path(engine)
-    if path is not None and (damage := sqlite_file.check(path)) is not None:
+    if check and path is not None and (damage := sqlite_file.check(path)) is not None:
         raise sqlite_file.damaged(path, damage)
 
     command.upgrade(alembic_config(engine), revision)

@@ -58,7 +58,7 @@ def prepare_catalog(engine: Engine) -> PreparedCatalog:
         if damage is not None:
             engine.dispose()
             aside = sqlite_file.set_aside(path)
-    migrate(engine)
+    migrate(engine, check=False)
     return PreparedCatalog(aside, damage)
 
 
@@ -119,7 +119,12 @@ def _backup_row(row: Backup, doc: dict[str, Any], source: Source, root_size: int
     which the header cannot count (docs/FORMAT.md section 6)."""
     stats = doc.get("stats", {})
     row.source_id = source.id
-    row.type, row.parent_id, row.state, row.host = doc["type"], doc.get("parent"), doc["state"], doc.get("host")
+    row.type, row.parent_id, row.state, row.host = (
+        doc["type"],
+        doc.get("parent"),
+        doc["state"],
+        doc.get("host"),
+    )
     row.started_at = _parse_time(doc["started_at"]) or clock.now()
     row.finished_at = _parse_time(doc.get("finished_at"))
     row.files_total, row.files_read = stats.get("files", 0), stats.get("files_read", 0)

@@ -18,7 +18,9 @@ DAMAGE_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 ACCESS_CODES = frozenset({"SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH"})
 #: The files SQLite keeps beside the database in WAL mode.
 COMPANIONS = ("-wal", "-shm")
-REBUILD_HINT = "run `equisplit-dr catalog rebuild`: it sets the damaged file aside and rebuilds the catalog from storage"
+REBUILD_HINT = (
+    "run `equisplit-dr catalog rebuild`: it sets the damaged file aside and rebuilds the catalog from storage"
+)
 
 
 def os_user() -> str:

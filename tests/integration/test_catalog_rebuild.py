@@ -31,10 +31,10 @@ def _shown(system: BackupSystem) -> list[dict[str, Any]]:
 
 
 def _jobs(system: BackupSystem) -> list[dict[str, Any]]:
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     with BackupScheduler(system.settings) as scheduler:
-        rows = scheduler.job_status(datetime(2000, 1, 1, tzinfo=timezone.utc), kind="backup")
+        rows = scheduler.job_status(datetime(2000, 1, 1, tzinfo=UTC), kind="backup")
     return [{k: r[k] for k in JOB_FIELDS} for r in rows]
 
 
