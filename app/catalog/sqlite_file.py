@@ -128,9 +128,15 @@ def set_aside(path: Path) -> Path:
     while aside.exists():  # a second rebuild within the same second
         n += 1
         aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
-    for suffix in COMPANIONS:  # the companions first: the main file's name is what a reader opens
-        companion = Path(f"{path}{suffix}")
-        if companion.exists():
-            os.replace(companion, f"{aside}{suffix}")
-    os.replace(path, aside)
+    try:
+        for suffix in COMPANIONS:  # the companions first: the main file's name is what a reader opens
+            companion = Path(f"{path}{suffix}")
+            if companion.exists():
+                os.replace(companion, f"{aside}{suffix}")
+        os.replace(path, aside)
+    except OSError as exc:
+        raise access_problem(path) or CatalogError(
+            f"the damaged catalog {path} cannot be set aside as {aside} ({exc.strerror})",
+            hint="move it away yourself, then run `equisplit-dr catalog rebuild` again",
+        ) from None
     return aside
