@@ -64,4 +64,5 @@ task_routes = {
     "tasks.restore.*": {"queue": "restore"},
     "tasks.wal.*": {"queue": "wal"},
     "tasks.monitor.*": {"queue": "monitor"},
+    "tasks.verify.*": {"queue": "verify"},
 }

@@ -133,6 +133,22 @@ def build_schedule(settings: Settings) -> list[ScheduleEntry]:
             description="archive backup of every source",
         ),
         ScheduleEntry(
+            "verify",
+            "tasks.verify.scheduled_verification",
+            ("incremental",),
+            queue="verify",
+            cron=s.backup_schedule_verify,
+            description="verify every backup: structure, new packs' data and a rotating share of the rest",
+        ),
+        ScheduleEntry(
+            "verify-sample",
+            "tasks.verify.scheduled_verification",
+            ("sample",),
+            queue="verify",
+            cron=s.backup_schedule_verify_sample,
+            description=f"verify a {s.backup_verify_sample:.0%} sample of every backup's data",
+        ),
+        ScheduleEntry(
             "health-check",
             "tasks.monitor.health_check",
             queue="monitor",

@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     backup_schedule_differential: str = "0 3 * * 0"
     backup_schedule_archive: str = "0 4 1 * *"
 
+    #: Verification (docs/VERIFY.md): daily, incremental; weekly, a 25% sample of the data besides.
+    backup_schedule_verify: str = "30 5 * * *"
+    backup_schedule_verify_sample: str = "30 6 * * 6"
+    backup_verify_sample: float = Field(default=0.25, gt=0, le=1)
+    #: Every pack is read back at least once within this many days.
+    backup_verify_period_days: int = Field(default=30, ge=1)
+    backup_verify_threads: int = Field(default=4, ge=1, le=64)
+    #: Bytes per second a verification may read; 0 = no limit.
+    backup_verify_max_bytes_per_second: int = Field(default=0, ge=0)
+
     backup_retention_daily: int = Field(default=30, ge=0)
     backup_retention_weekly: int = Field(default=12, ge=0)
     backup_retention_monthly: int = Field(default=12, ge=0)
@@ -126,6 +136,8 @@ class Settings(BaseSettings):
         "backup_schedule_incremental",
         "backup_schedule_differential",
         "backup_schedule_archive",
+        "backup_schedule_verify",
+        "backup_schedule_verify_sample",
     )
     @classmethod
     def _cron(cls, value: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from app.repo.keys import MasterKey
 from app.repo.repository import Repository
 from app.restore.engine import RestorePlan, restore_backup
 from app.settings import Settings, load_settings
+from app.verify.report import VerificationReport
 
 Progress = Callable[[int, int], None]
 
@@ -45,6 +47,8 @@ def backup_summary(backup: Backup, source: str) -> dict[str, Any]:
         **{k: v for k, v in backup_stats(backup).items() if k != "files_read"},
         "dedup_ratio": round(backup.bytes_total / backup.bytes_stored, 2) if backup.bytes_stored else None,
         "error": backup.error,
+        "verified_at": clock.iso(backup.verified_at),
+        "damaged": backup.damaged_at is not None,
     }
 
 
@@ -320,6 +324,30 @@ class BackupSystem:
                 self.actor,
             )
         return repo.keyring.current_key_id.hex()
+
+    def verify_backup(
+        self,
+        backup_id: str | None = None,
+        *,
+        source: str | None = None,
+        since: datetime | None = None,
+        data: str = "incremental",
+        sample: float | None = None,
+    ) -> VerificationReport:
+        """Verify one backup (`backup_id`), a source's backups, or every backup (docs/VERIFY.md).
+        `data`: none (structure only), incremental, sample (`sample` share of the packs) or all."""
+        from app.verify.options import options_from_settings
+        from app.verify.run import verify_backups
+
+        options = options_from_settings(
+            self.settings,
+            backup_ids=(backup_id,) if backup_id else (),
+            source=source,
+            since=since,
+            data=data,
+            sample=sample,
+        )
+        return verify_backups(self.context, options, actor=self.actor)
 
     def rebuild_catalog(self) -> RebuildReport:
         """Rebuild the catalog from storage alone, creating its schema if it has none; a damaged SQLite

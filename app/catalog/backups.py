@@ -30,7 +30,12 @@ def latest_backup(session: Session, source_id: int, types: Sequence[str] = BACKU
     """The newest restorable backup of the source among `types`."""
     return session.scalar(
         select(Backup)
-        .where(Backup.source_id == source_id, Backup.type.in_(types), Backup.state.in_(USABLE_STATES))
+        .where(
+            Backup.source_id == source_id,
+            Backup.type.in_(types),
+            Backup.state.in_(USABLE_STATES),
+            Backup.damaged_at.is_(None),  # a damaged backup is never a parent nor `latest`
+        )
         .order_by(Backup.started_at.desc(), Backup.id.desc())
         .limit(1)
     )

@@ -56,6 +56,10 @@ class Backup(Base):
     pg_stop_wal: Mapped[str | None] = mapped_column(String(24))
     pg_started_at: Mapped[datetime | None]
     pg_stopped_at: Mapped[datetime | None]
+    # Verification (docs/VERIFY.md): when the backup was last read back whole, and since when it is
+    # known to be damaged (never a parent, never `latest`, until a verification finds it whole again).
+    verified_at: Mapped[datetime | None]
+    damaged_at: Mapped[datetime | None]
 
 
 class Pack(Base):
@@ -184,3 +188,52 @@ class WalSegment(Base):
     key_id: Mapped[str] = mapped_column(String(32))
     written_at: Mapped[datetime | None]
     archived_at: Mapped[datetime]
+
+
+class Verification(Base):
+    """One verification run: what it checked, what it read, and its outcome."""
+
+    __tablename__ = "verifications"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(String(16))  # running | passed | damaged | failed
+    scope: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    backups: Mapped[int] = mapped_column(Integer, default=0)
+    packs_checked: Mapped[int] = mapped_column(Integer, default=0)
+    packs_read: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    seconds: Mapped[float | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class BackupVerification(Base):
+    """One backup's result in one verification run."""
+
+    __tablename__ = "backup_verifications"
+    __table_args__ = (Index("ix_backup_verifications_backup", "backup_id", "checked_at"),)
+
+    verification_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    backup_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    checked_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))  # passed | damaged
+    packs: Mapped[int] = mapped_column(Integer, default=0)
+    packs_read: Mapped[int] = mapped_column(Integer, default=0)
+    chunks: Mapped[int] = mapped_column(BigInteger, default=0)
+    problems: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class PackVerification(Base):
+    """The latest data check of one pack: when its blobs were last read back, decrypted and re-hashed."""
+
+    __tablename__ = "pack_verifications"
+
+    pack_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    verified_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | damaged | missing
+    verification_id: Mapped[str] = mapped_column(String(40))
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    problems: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -14,6 +14,7 @@ import typer
 from app.cli.dr_commands import dr_app
 from app.cli.pg_commands import pg_app
 from app.cli.render import JsonOpt, backups_table, console, err_console, fail, human, print_json, progress_bar
+from app.cli.verify_commands import verify_command
 from app.cli.wal_commands import wal_app
 from app.errors import ConfigurationError, EquisplitError, MasterKeyError
 from app.settings import load_settings
@@ -39,6 +40,7 @@ app.add_typer(schedule_app, name="schedule")
 app.add_typer(job_app, name="job")
 app.add_typer(dr_app, name="dr")
 app.add_typer(pg_app, name="pg")
+backup_app.command("verify")(verify_command)
 
 F = TypeVar("F", bound=Callable[..., Any])
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Source name.")]

@@ -77,7 +77,7 @@ def backups_table(rows: list[dict[str, Any]]) -> Table:
             r["id"],
             r["source"],
             r["type"],
-            r["state"],
+            "DAMAGED" if r.get("damaged") else r["state"],
             (r["started_at"] or "")[:19].replace("T", " "),
             str(r["files"]),
             human(r["bytes_total"]),

@@ -13,6 +13,7 @@ from app import clock
 from app.catalog.backups import latest_backup
 from app.catalog.models import Backup, Job
 from app.catalog.sources import list_sources
+from app.catalog.verifications import damaged_backups
 from app.context import Context
 
 STALE_WARNING = timedelta(hours=8)
@@ -49,6 +50,7 @@ def get_health_status(ctx: Context) -> HealthStatus:
     issues: list[HealthIssue] = []
     rows: list[dict[str, Any]] = []
     with ctx.sessions() as session:
+        sources_by_id = {s.id: s.name for s in list_sources(session)}
         for source in list_sources(session):
             newest = latest_backup(session, source.id)
             age = now - clock.as_utc(newest.finished_at or newest.started_at) if newest else None
@@ -85,6 +87,15 @@ def get_health_status(ctx: Context) -> HealthStatus:
                         f"{failures[-1].error or 'no error recorded'}",
                     )
                 )
+        for damaged in damaged_backups(session):
+            issues.append(
+                HealthIssue(
+                    "critical",
+                    sources_by_id.get(damaged.source_id),
+                    f"backup {damaged.id} is damaged (found by verification at {clock.iso(damaged.damaged_at)}): "
+                    "see `equisplit-dr backup verify --id " + damaged.id + "`",
+                )
+            )
         stuck = session.scalars(select(Job).where(Job.state == "running")).all()
         for job in stuck:
             beat = job.heartbeat_at or job.started_at

@@ -147,8 +147,10 @@ class Repository:
         start = size - PACK_TRAILER - index_len
         if start < 0:
             raise IntegrityError(f"pack {pack_id}: index length {index_len} exceeds the pack")
-        sealed = self.storage.get(Kind.PACKS, pack_id, start, index_len)
+        return self.open_pack_index(pack_id, self.storage.get(Kind.PACKS, pack_id, start, index_len))
 
+    def open_pack_index(self, pack_id: str, sealed: bytes | memoryview) -> list[PackEntry]:
+        """The entries of a pack's sealed index (the envelope between its blobs and its trailer)."""
         plain = codecs.decode(
             _open(self.keyring, sealed, ObjectType.PACK_INDEX, pack_id), f"pack {pack_id} index"
         )
