@@ -49,6 +49,15 @@ def parse_cron(expr: str) -> tuple[frozenset[int], ...]:
     return tuple(sets)
 
 
+#: When beat runs the restore drills, per DR_TEST_FREQUENCY (Monday morning, the first of a month...).
+DRILL_CRON = {
+    "daily": "0 5 * * *",
+    "weekly": "0 5 * * 1",
+    "monthly": "0 5 1 * *",
+    "quarterly": "0 5 1 1,4,7,10 *",
+}
+
+
 @dataclass(frozen=True)
 class ScheduleEntry:
     """One recurring job: every `every` seconds, or on a 5-field `cron` rule in the schedule's zone."""
@@ -147,6 +156,19 @@ def build_schedule(settings: Settings) -> list[ScheduleEntry]:
             queue="verify",
             cron=s.backup_schedule_verify_sample,
             description=f"verify a {s.backup_verify_sample:.0%} sample of every backup's data",
+        ),
+        *(
+            [
+                ScheduleEntry(
+                    "restore-drill",
+                    "tasks.verify.scheduled_drills",
+                    queue="verify",
+                    cron=DRILL_CRON[s.dr_test_frequency],
+                    description=f"restore drill of every source ({s.dr_test_frequency}), RTO against {s.rto_target} s",
+                )
+            ]
+            if s.dr_testing_enabled
+            else []
         ),
         ScheduleEntry(
             "health-check",

@@ -73,7 +73,11 @@ class Settings(BaseSettings):
     backup_retention_yearly: int = Field(default=7, ge=0)
 
     dr_testing_enabled: bool = True
-    dr_test_frequency: str = Field(default="monthly", pattern="^(daily|weekly|monthly|quarterly)$")
+    #: Restore drills (docs/DRILLS.md): how often beat runs one per source, and the RTO they must meet.
+    dr_test_frequency: str = Field(default="weekly", pattern="^(daily|weekly|monthly|quarterly)$")
+    rto_target: int = Field(default=7200, gt=0)
+    #: Where drills restore to (a scratch directory per drill, removed after); default <home>/drills.
+    backup_drill_dir: Path | None = None
     primary_region: str = "us-east-1"
     secondary_regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["us-west-2"])
 

@@ -16,7 +16,8 @@ from app.catalog.db import migrate, transaction
 from app.catalog.models import Backup
 from app.catalog.rebuild import RebuildReport, prepare_catalog, rebuild_catalog
 from app.context import Context
-from app.errors import SourceError
+from app.drills.result import DrillResult
+from app.errors import ConfigurationError, SourceError
 from app.logical.restore import ImportReport
 from app.repo.keys import MasterKey
 from app.repo.repository import Repository
@@ -348,6 +349,18 @@ class BackupSystem:
             sample=sample,
         )
         return verify_backups(self.context, options, actor=self.actor)
+
+    def run_restore_drills(
+        self, source: str | None = None, *, mode: str = "restore", owner: str | None = None
+    ) -> list[DrillResult]:
+        """A restore drill of each source (or `source`): the latest backup restored to a scratch place,
+        checked and timed against RTO_TARGET, recorded; `mode` restore, full-simulation or dry-run
+        (plans, writes nothing). docs/DRILLS.md."""
+        from app.drills.run import MODES, run_drills
+
+        if mode not in MODES:
+            raise ConfigurationError(f"unknown drill mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
+        return run_drills(self.context, source=source, mode=mode, owner=owner, actor=self.actor)
 
     def rebuild_catalog(self) -> RebuildReport:
         """Rebuild the catalog from storage alone, creating its schema if it has none; a damaged SQLite

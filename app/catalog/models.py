@@ -237,3 +237,25 @@ class PackVerification(Base):
     bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     problems: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Drill(Base):
+    """One restore drill: the backup restored, how long it took against the target, what was checked."""
+
+    __tablename__ = "drills"
+    __table_args__ = (Index("ix_drills_source_started", "source_id", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"))
+    backup_id: Mapped[str | None] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(16))  # files | postgres
+    mode: Mapped[str] = mapped_column(String(16))  # restore | full-simulation
+    outcome: Mapped[str] = mapped_column(String(16))  # running | passed | failed
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    rto_seconds: Mapped[float | None]
+    rto_target_seconds: Mapped[int] = mapped_column(Integer)
+    point_reached: Mapped[datetime | None]
+    rpo_seconds: Mapped[float | None]
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)

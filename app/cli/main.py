@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from app.cli.dr_commands import dr_app
+from app.cli.drill_commands import drill_command
 from app.cli.pg_commands import pg_app
 from app.cli.render import JsonOpt, backups_table, console, err_console, fail, human, print_json, progress_bar
 from app.cli.verify_commands import verify_command
@@ -41,6 +42,7 @@ app.add_typer(job_app, name="job")
 app.add_typer(dr_app, name="dr")
 app.add_typer(pg_app, name="pg")
 backup_app.command("verify")(verify_command)
+dr_app.command("test")(drill_command)
 
 F = TypeVar("F", bound=Callable[..., Any])
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Source name.")]
