@@ -19,6 +19,7 @@ from app.context import Context
 from app.drills.result import DrillResult
 from app.errors import ConfigurationError, SourceError
 from app.logical.restore import ImportReport
+from app.monitoring.probes import Probe
 from app.repo.keys import MasterKey
 from app.repo.repository import Repository
 from app.restore.engine import RestorePlan, restore_backup
@@ -361,6 +362,18 @@ class BackupSystem:
         if mode not in MODES:
             raise ConfigurationError(f"unknown drill mode {mode!r}", hint=f"use one of {', '.join(MODES)}")
         return run_drills(self.context, source=source, mode=mode, owner=owner, actor=self.actor)
+
+    def test_connection(self) -> list[Probe]:
+        """Storage round trip, catalog, keys, broker and each PostgreSQL source (the runbook's check)."""
+        from app.monitoring.probes import test_connections
+
+        return test_connections(self.context)
+
+    def storage_status(self) -> dict[str, Any]:
+        """Objects and bytes per kind and storage class, the catalog's view, free space where known."""
+        from app.monitoring.storage_status import storage_status
+
+        return storage_status(self.context)
 
     def rebuild_catalog(self) -> RebuildReport:
         """Rebuild the catalog from storage alone, creating its schema if it has none; a damaged SQLite

@@ -31,7 +31,9 @@ def verify_ours(ours: Ours, *args: str) -> tuple[Timed, dict[str, object]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path)
@@ -57,37 +59,47 @@ def main() -> int:
         ours_size, restic_size = du_sb(ours.repo), du_sb(restic.repo) if restic else 0
         best: dict[str, float] = {}
         for round_no in range(args.repeat):
-            for who in (["ours", "restic"] if round_no % 2 == 0 else ["restic", "ours"]):
+            for who in ["ours", "restic"] if round_no % 2 == 0 else ["restic", "ours"]:
                 if who == "ours":
                     timed, doc = verify_ours(ours, "--read-data")
                     assert doc["outcome"] == "passed", doc
-                    log(f"round {round_no + 1}: equisplit-dr verify --read-data: {timed.wall:.2f} s, "
-                        f"read {doc['bytes_read'] / 1e6:.1f} MB, {timed.cpu:.1f} CPU s")
+                    log(
+                        f"round {round_no + 1}: equisplit-dr verify --read-data: {timed.wall:.2f} s, "
+                        f"read {doc['bytes_read'] / 1e6:.1f} MB, {timed.cpu:.1f} CPU s"
+                    )
                 elif restic:
                     timed = run([restic.binary, "check", "--read-data"], restic.env)
-                    log(f"round {round_no + 1}: restic check --read-data: {timed.wall:.2f} s, "
-                        f"{timed.cpu:.1f} CPU s")
+                    log(
+                        f"round {round_no + 1}: restic check --read-data: {timed.wall:.2f} s, "
+                        f"{timed.cpu:.1f} CPU s"
+                    )
                 else:
                     continue
                 best[who] = min(best.get(who, float("inf")), timed.wall)
         log("")
         log(f"repository sizes: equisplit-dr {ours_size / 1e6:.1f} MB, restic {restic_size / 1e6:.1f} MB")
         ours_rate = ours_size / 1e6 / best["ours"]
-        log(f"equisplit-dr verify --read-data: {best['ours']:.2f} s, {ours_rate:.1f} MB/s (best of {args.repeat})")
+        log(
+            f"equisplit-dr verify --read-data: {best['ours']:.2f} s, {ours_rate:.1f} MB/s (best of {args.repeat})"
+        )
         if "restic" in best:
             restic_rate = restic_size / 1e6 / best["restic"]
             log(f"restic check --read-data:        {best['restic']:.2f} s, {restic_rate:.1f} MB/s")
-            log(f"time ratio restic/ours: {best['restic'] / best['ours']:.2f}x "
-                f"({'PASS' if best['ours'] <= best['restic'] else 'FAIL'}: target at least as fast)")
+            log(
+                f"time ratio restic/ours: {best['restic'] / best['ours']:.2f}x "
+                f"({'PASS' if best['ours'] <= best['restic'] else 'FAIL'}: target at least as fast)"
+            )
         # Incremental verification after a 2% change: what it reads.
         gen_tree.mutate(tree, log=log)
         before = du_sb(ours.repo)
         ours.backup("incremental")
         added = du_sb(ours.repo) - before
         timed, doc = verify_ours(ours)
-        log(f"incremental verification after a 2% change: {timed.wall:.2f} s, read "
+        log(
+            f"incremental verification after a 2% change: {timed.wall:.2f} s, read "
             f"{doc['bytes_read'] / 1e6:.1f} MB of {du_sb(ours.repo) / 1e6:.1f} MB "
-            f"(the backup added {added / 1e6:.1f} MB; {doc['packs_read']} of {doc['packs_checked']} packs)")
+            f"(the backup added {added / 1e6:.1f} MB; {doc['packs_read']} of {doc['packs_checked']} packs)"
+        )
         return 0
     finally:
         if not args.keep:

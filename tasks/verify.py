@@ -41,7 +41,9 @@ def verify(
 @shared_task(bind=True, name="tasks.verify.scheduled_verification")
 def scheduled_verification(self: Any, data: str) -> dict[str, Any]:
     """Beat's run over every backup: `incremental` daily, `sample` weekly (BACKUP_SCHEDULE_VERIFY*)."""
-    return _summary(verify_backups(self.ctx, options_from_settings(self.ctx.settings, data=data), actor="beat"))
+    return _summary(
+        verify_backups(self.ctx, options_from_settings(self.ctx.settings, data=data), actor="beat")
+    )
 
 
 @shared_task(bind=True, name="tasks.verify.run_drills")

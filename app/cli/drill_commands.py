@@ -18,7 +18,8 @@ def drill_command(
         bool, typer.Option("--full-simulation", help="Rebuild a scratch catalog from storage alone first.")
     ] = False,
     owner: Annotated[
-        str | None, typer.Option("--owner", help="OS user that runs a recovered PostgreSQL (as root: postgres).")
+        str | None,
+        typer.Option("--owner", help="OS user that runs a recovered PostgreSQL (as root: postgres)."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

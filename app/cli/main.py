@@ -14,6 +14,7 @@ import typer
 from app.cli.dr_commands import dr_app
 from app.cli.drill_commands import drill_command
 from app.cli.pg_commands import pg_app
+from app.cli.probe_commands import storage_status_command, test_connection_command
 from app.cli.render import JsonOpt, backups_table, console, err_console, fail, human, print_json, progress_bar
 from app.cli.verify_commands import verify_command
 from app.cli.wal_commands import wal_app
@@ -43,6 +44,8 @@ app.add_typer(dr_app, name="dr")
 app.add_typer(pg_app, name="pg")
 backup_app.command("verify")(verify_command)
 dr_app.command("test")(drill_command)
+backup_app.command("test-connection")(test_connection_command)
+backup_app.command("storage-status")(storage_status_command)
 
 F = TypeVar("F", bound=Callable[..., Any])
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Source name.")]

@@ -13,7 +13,9 @@ from app.verify.report import VerificationReport
 
 def verify_command(
     backup_id: Annotated[str | None, typer.Option("--id", help="Verify this backup.")] = None,
-    source: Annotated[str | None, typer.Option("--source", "-s", help="Verify this source's backups.")] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", "-s", help="Verify this source's backups.")
+    ] = None,
     all_backups: Annotated[bool, typer.Option("--all", help="Verify every backup (the default).")] = False,
     read_data: Annotated[
         bool, typer.Option("--read-data", help="Read back every pack the backups need.")
@@ -24,7 +26,9 @@ def verify_command(
     structure_only: Annotated[
         bool, typer.Option("--structure-only", help="Check objects and sizes; read no data.")
     ] = False,
-    since: Annotated[str | None, typer.Option("--since", help="Only backups since: 24h, 7d, an ISO time.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only backups since: 24h, 7d, an ISO time.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check that backups restore: every object they need exists with the expected size; the data of
@@ -75,14 +79,17 @@ def _print(report: VerificationReport) -> None:
         if backup.healed:
             console.print(f"  backup {backup.backup_id} ({backup.source}) is whole again", highlight=False)
     for backup in report.damaged:
-        err_console.print(f"[bold red]damaged:[/] backup {backup.backup_id} (source {backup.source})", highlight=False)
+        err_console.print(
+            f"[bold red]damaged:[/] backup {backup.backup_id} (source {backup.source})", highlight=False
+        )
         for problem in backup.problems:
             err_console.print(f"  {problem.kind}: {problem.object}: {problem.message}", highlight=False)
             if problem.file_count:
                 shown = problem.files[:10]
                 more = problem.file_count - len(shown)
                 err_console.print(
-                    f"    {problem.file_count} file(s): {', '.join(shown)}" + (f" and {more} more" if more else ""),
+                    f"    {problem.file_count} file(s): {', '.join(shown)}"
+                    + (f" and {more} more" if more else ""),
                     highlight=False,
                 )
     if report.damaged:

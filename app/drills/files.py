@@ -14,7 +14,9 @@ from app.drills.result import DrillResult
 from app.restore.engine import restore_backup
 
 
-def drill_files(ctx: Context, backup: Backup, scratch: Path, result: DrillResult, *, actor: str | None) -> None:
+def drill_files(
+    ctx: Context, backup: Backup, scratch: Path, result: DrillResult, *, actor: str | None
+) -> None:
     """Restore `backup` into `scratch` (which must not exist) and fill in `result`."""
     began = time.monotonic()
     plan = restore_backup(ctx, backup.id, scratch, actor=actor)

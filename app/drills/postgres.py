@@ -98,7 +98,9 @@ def _user(ctx: Context, source: str, tools: server.ServerTools) -> str:
     return tools.owner or "postgres"
 
 
-def _psql(tools: server.ServerTools, socket_dir: Path, port: int, user: str, db: str, sql: str) -> list[list[str]]:
+def _psql(
+    tools: server.ServerTools, socket_dir: Path, port: int, user: str, db: str, sql: str
+) -> list[list[str]]:
     proc = subprocess.run(
         tools.command(
             "psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-h", str(socket_dir),
@@ -118,7 +120,9 @@ def _psql(tools: server.ServerTools, socket_dir: Path, port: int, user: str, db:
     return [line.split("\t") for line in proc.stdout.splitlines() if line]
 
 
-def _check_rows(tools: server.ServerTools, socket_dir: Path, port: int, user: str, result: DrillResult) -> None:
+def _check_rows(
+    tools: server.ServerTools, socket_dir: Path, port: int, user: str, result: DrillResult
+) -> None:
     databases = [row[0] for row in _psql(
         tools, socket_dir, port, user, "postgres",
         "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",

@@ -97,7 +97,8 @@ def _simulate(ctx: Context, backup_id: str, scratch: Path, result: DrillResult, 
         try:
             result.checks.append(
                 f"rebuilt a catalog from storage alone: {report.backups} backup(s), {report.packs} pack(s), "
-                f"{report.chunks} chunk(s)" + (f", {len(report.unreadable)} unreadable" if report.unreadable else "")
+                f"{report.chunks} chunk(s)"
+                + (f", {len(report.unreadable)} unreadable" if report.unreadable else "")
             )
             result.problems.extend(report.unreadable)
             with rebuilt.sessions() as session:
@@ -165,7 +166,12 @@ def _record(ctx: Context, source: Source, result: DrillResult, actor: str | None
             actor,
         )
     if result.outcome != "passed":
-        log.error("restore drill %s of source %s failed: %s", result.id, result.source, result.error or result.problems[:3])
+        log.error(
+            "restore drill %s of source %s failed: %s",
+            result.id,
+            result.source,
+            result.error or result.problems[:3],
+        )
     elif result.within_target is False:
         log.error(
             "restore drill %s of source %s took %.0f s, over the RTO target of %d s",

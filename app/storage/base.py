@@ -17,6 +17,8 @@ class ObjectInfo:
     kind: str
     name: str
     size: int
+    #: The storage class, where the backend lists one (S3); None elsewhere.
+    storage_class: str | None = None
 
 
 @dataclass(frozen=True)

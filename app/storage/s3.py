@@ -215,7 +215,7 @@ class S3Storage:
                 for item in page.get("Contents", []):
                     name = item["Key"][len(base) :]
                     if name and "/" not in name:  # not ours: keys in "subfolders" of a kind
-                        yield ObjectInfo(kind, name, int(item["Size"]))
+                        yield ObjectInfo(kind, name, int(item["Size"]), item.get("StorageClass"))
         except (BotoCoreError, ClientError) as error:
             raise self._translate(error, "list", base + prefix + "*") from error
 

@@ -28,7 +28,9 @@ class PackCheck:
     problems: list[Problem] = field(default_factory=list)
 
 
-def check_pack(repo: Repository, pack_id: str, indexed: list[IndexedChunk], bandwidth: Bandwidth) -> PackCheck:
+def check_pack(
+    repo: Repository, pack_id: str, indexed: list[IndexedChunk], bandwidth: Bandwidth
+) -> PackCheck:
     started = time.monotonic()
     check = PackCheck(pack_id)
     info = repo.storage.stat(Kind.PACKS, pack_id)
@@ -43,7 +45,9 @@ def check_pack(repo: Repository, pack_id: str, indexed: list[IndexedChunk], band
     for chunk_id, offset, length, raw_length in indexed:
         check.chunks_read += 1
         if offset + length > len(data):
-            _damaged(check, chunk_id, f"its blob at {offset}+{length} lies past the pack's end ({len(data)} bytes)")
+            _damaged(
+                check, chunk_id, f"its blob at {offset}+{length} lies past the pack's end ({len(data)} bytes)"
+            )
             continue
         try:
             repo.open_chunk(chunk_id, data[offset : offset + length], raw_length=raw_length)
@@ -73,7 +77,9 @@ def _damaged(check: PackCheck, chunk_id: str, why: str) -> None:
     )
 
 
-def _compare_index(repo: Repository, pack_id: str, data: memoryview, indexed: list[IndexedChunk]) -> Problem | None:
+def _compare_index(
+    repo: Repository, pack_id: str, data: memoryview, indexed: list[IndexedChunk]
+) -> Problem | None:
     """None if the pack's own index opens and places every indexed chunk where the catalog does."""
     try:
         if len(data) < PACK_TRAILER:

@@ -56,7 +56,8 @@ def parse_sample(text: str) -> float:
         share = -1.0
     if not 0 < share <= 1:
         raise ConfigurationError(
-            f"--sample {text!r} is not a share of the packs", hint="give a percentage such as 25% (1% to 100%)"
+            f"--sample {text!r} is not a share of the packs",
+            hint="give a percentage such as 25% (1% to 100%)",
         )
     return share
 
@@ -93,5 +94,7 @@ def options_from_settings(settings: Settings, **chosen: Any) -> VerifyOptions:
     }
     base.update({k: v for k, v in chosen.items() if v is not None})
     if base.get("data", DATA_INCREMENTAL) not in DATA_MODES:
-        raise ConfigurationError(f"unknown verification mode {base['data']!r}", hint=f"use one of {DATA_MODES}")
+        raise ConfigurationError(
+            f"unknown verification mode {base['data']!r}", hint=f"use one of {DATA_MODES}"
+        )
     return VerifyOptions(**base)

@@ -52,7 +52,9 @@ def verify_backups(ctx: Context, options: VerifyOptions, *, actor: str | None = 
         with ctx.sessions() as session:
             known = {p: row.size for p, row in verifications.pack_rows(session, all_packs).items()}
             last_ok = verifications.last_checked(session, all_packs)
-        sizes = dict(zip(all_packs, _map(pool, lambda p: _stored_size(repo.storage, p), all_packs), strict=True))
+        sizes = dict(
+            zip(all_packs, _map(pool, lambda p: _stored_size(repo.storage, p), all_packs), strict=True)
+        )
         wrong_size = [p for p in all_packs if sizes[p] is not None and sizes[p] != known.get(p)]
         missing = [p for p in all_packs if sizes[p] is None]
         present = [p for p in all_packs if sizes[p] is not None]

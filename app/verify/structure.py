@@ -75,7 +75,10 @@ def check_structure(
 
 
 def _locate(
-    sessions: sessionmaker[Session], wanted: dict[str, list[str]], check: BackupCheck, unknown: dict[str, Problem]
+    sessions: sessionmaker[Session],
+    wanted: dict[str, list[str]],
+    check: BackupCheck,
+    unknown: dict[str, Problem],
 ) -> None:
     if not wanted:
         return

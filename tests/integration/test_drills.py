@@ -100,11 +100,19 @@ def test_cli_dr_test_exits_15_on_a_failed_drill(tmp_path: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "app.cli.main", *args], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "app.cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     src = make_tree(tmp_path / "src", big_mib=1, small=2)
-    for args in (("init",), ("source", "add", "docs", "--path", str(src)), ("backup", "run", "--source", "docs")):
+    for args in (
+        ("init",),
+        ("source", "add", "docs", "--path", str(src)),
+        ("backup", "run", "--source", "docs"),
+    ):
         assert cli(*args).returncode == 0
     ok = cli("dr", "test")
     assert ok.returncode == 0 and "passed" in ok.stdout and "RTO" in ok.stdout, ok.stdout + ok.stderr
@@ -148,5 +156,7 @@ def test_a_postgres_drill_recovers_starts_checks_and_removes_the_copy(
     live = pg_cluster.sql(COUNT_ROWS)  # every table of the source (the template has one of its own)
     assert ("public.matters", "525") in [(name, str(count)) for name, count in live]
     counted = next(line for line in result.checks if line.startswith("counted"))
-    assert f"counted {sum(int(count) for _, count in live)} row(s) in {len(live)} table(s)" in counted, counted
+    assert f"counted {sum(int(count) for _, count in live)} row(s) in {len(live)} table(s)" in counted, (
+        counted
+    )
     assert not any((recovery_area.base / "drills").iterdir())

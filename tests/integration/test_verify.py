@@ -78,7 +78,9 @@ def test_a_whole_repository_verifies_clean_and_records_what_it_read(
         assert run is not None and run.outcome == "passed" and run.bytes_read == report.bytes_read
         assert {r.pack_id for r in session.scalars(select(PackVerification))} == set(stored)
         assert {r.backup_id for r in session.scalars(select(BackupVerification))} == {first, second}
-        assert all(b.verified_at is not None and b.damaged_at is None for b in session.scalars(select(Backup)))
+        assert all(
+            b.verified_at is not None and b.damaged_at is None for b in session.scalars(select(Backup))
+        )
     # the next incremental run reads only a rotating share of what was just read back
     again = system.verify_backup()
     assert again.outcome == "passed" and again.packs_read < len(stored)
@@ -139,7 +141,11 @@ def test_a_damaged_pack_is_named_with_every_backup_and_file(
         _rewrite(system, where.pack_id, hit_index)
     report = system.verify_backup(data="all")
     assert report.outcome == "damaged" and where.pack_id in report.damaged_packs
-    expected = {"delete": {"pack missing"}, "truncate": {"pack size", "chunk damaged"}, "index": {"pack index"}}
+    expected = {
+        "delete": {"pack missing"},
+        "truncate": {"pack size", "chunk damaged"},
+        "index": {"pack index"},
+    }
     for backup_id in (first, second):
         kinds = _problem_kinds(report, backup_id)
         assert expected[damage] <= kinds, kinds
@@ -205,9 +211,15 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_verify_exits_5_naming_the_damage_and_prints_json(cli_env: dict[str, str], tmp_path: Path) -> None:
+def test_cli_verify_exits_5_naming_the_damage_and_prints_json(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
     src = make_tree(tmp_path / "src", big_mib=2, small=3)
-    for args in (("init",), ("source", "add", "docs", "--path", str(src)), ("backup", "run", "--source", "docs")):
+    for args in (
+        ("init",),
+        ("source", "add", "docs", "--path", str(src)),
+        ("backup", "run", "--source", "docs"),
+    ):
         assert _cli(cli_env, *args).returncode == 0
     ok = _cli(cli_env, "backup", "verify", "--read-data", "--json")
     assert ok.returncode == 0, ok.stderr
