@@ -160,3 +160,26 @@ def test_a_postgres_drill_recovers_starts_checks_and_removes_the_copy(
         counted
     )
     assert not any((recovery_area.base / "drills").iterdir())
+
+
+def test_a_drill_of_links_pipes_and_a_changed_copy(system: BackupSystem, tmp_path: Path) -> None:
+    from app.drills.compare import compare_tree
+
+    src = make_tree(tmp_path / "src", big_mib=1, small=2)
+    os.link(src / "docs" / "ledger.csv", src / "ledger-hard")
+    os.mkfifo(src / "pipe")
+    system.add_source("docs", src)
+    backup = system.create_full_backup("docs")
+    [result] = system.run_restore_drills()
+    assert result.outcome == "passed", result.to_json()
+    out = tmp_path / "out"
+    system.restore(backup.id, out)
+    entries = system.context.repository.read_manifest(backup.id)["entries"]
+    assert compare_tree(out, entries)[1] == []
+    (out / "ledger-hard").unlink()
+    (out / "ledger-hard").write_text("a copy, not a link")
+    (out / "extra.txt").write_text("not backed up")
+    (out / "pipe").unlink()
+    differences = compare_tree(out, entries)[1]
+    assert any(d.startswith("ledger-hard: ") for d in differences), differences
+    assert "pipe: missing" in differences and "extra.txt: restored, but not in the manifest" in differences
