@@ -183,3 +183,23 @@ def test_a_drill_of_links_pipes_and_a_changed_copy(system: BackupSystem, tmp_pat
     differences = compare_tree(out, entries)[1]
     assert any(d.startswith("ledger-hard: ") for d in differences), differences
     assert "pipe: missing" in differences and "extra.txt: restored, but not in the manifest" in differences
+
+
+@pytest.mark.slow
+def test_verification_names_a_wal_segment_a_base_backup_needs(
+    archive: Archive, pg_cluster: PgCluster
+) -> None:
+    from app.backup.engine import run_backup
+    from app.verify.options import VerifyOptions
+    from app.verify.run import verify_backups
+    from app.wal import names
+
+    backup = run_backup(archive.ctx, SOURCE, "full")
+    assert verify_backups(archive.ctx, VerifyOptions(data="none")).outcome == "passed"
+    header = archive.ctx.repository.read_manifest_header(backup.id)
+    first = header["postgres"]["start_wal"]
+    archive.ctx.storage.delete(Kind.WAL, names.object_name(SOURCE, first))
+    report = verify_backups(archive.ctx, VerifyOptions(data="none"))
+    [outcome] = report.backups
+    assert report.outcome == "damaged" and [p.kind for p in outcome.problems] == ["wal missing"]
+    assert first in outcome.problems[0].message
