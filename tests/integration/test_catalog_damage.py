@@ -126,18 +126,22 @@ def shared_home() -> Iterator[Path]:
     shutil.rmtree(home, ignore_errors=True)
 
 
-def run_as_other_user(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_as_other_user(
+    env: dict[str, str], *args: str, module: str = "app.cli.main"
+) -> subprocess.CompletedProcess[str]:
     python = python_for_postgres()
     keep = {k: v for k, v in env.items() if k.startswith(("EQUISPLIT", "BACKUP_")) or k == "COLUMNS"}
     command = ["runuser", "-u", PG_USER, "--", "env", "-i", f"PYTHONPATH={python.pythonpath}"]
     command += [f"{k}={v}" for k, v in keep.items()]
-    command += [python.executable, "-m", "app.cli.main", *args]
+    command += [python.executable, "-m", module, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd="/")
 
 
-def _check_permission_error(env: dict[str, str], named: Path, commands: list[tuple[str, ...]]) -> None:
+def _check_permission_error(
+    env: dict[str, str], named: Path, commands: list[tuple[str, ...]], module: str = "app.cli.main"
+) -> None:
     for command in commands:
-        proc = run_as_other_user(env, *command)
+        proc = run_as_other_user(env, *command, module=module)
         out = (proc.stdout + proc.stderr).replace("\n", "")
         assert proc.returncode == 7, f"{command} exited {proc.returncode}:\n{out}"
         assert "Traceback" not in out and "DATABASE_URL and that the database is up" not in out, out
@@ -161,6 +165,12 @@ def test_a_catalog_the_os_user_cannot_write_is_named_with_the_user_and_the_fix(
     if case == "root-file-root-dir":  # root's file in root's 0755 directory: nothing can be opened
         _check_permission_error(env, catalog, [reads[0], *writes, ("init",)])
         _check_permission_error(env, home, reads[:1])
+        # What PostgreSQL's archive_command runs, as the server's OS user (the fast path of `wal push`).
+        segment = shared_home / "000000010000000000000001"
+        segment.write_bytes(bytes(1 << 20))
+        segment.chmod(0o644)
+        push = [("wal", "push", str(segment), "--source", "docs")]
+        _check_permission_error(env, catalog, push, module="app.cli.entry")
     elif case == "root-file-open-dir":  # the directory lets the user create -wal/-shm: reads work
         home.chmod(0o777)
         assert run_as_other_user(env, "backup", "list").returncode == 0
