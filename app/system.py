@@ -393,6 +393,7 @@ class BackupSystem:
                     "chunks": report.chunks,
                     "backups": report.backups,
                     "jobs_created": report.jobs_created,
+                    "wal_files": report.wal_files,
                     "damaged_catalog": report.damaged_catalog,
                 },
                 self.actor,

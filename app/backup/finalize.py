@@ -44,6 +44,7 @@ def finalize_backup(
             raise BackupFailedError(f"no backup {backup_id} to finalize")
         source = session.get(Source, backup.source_id)
         source_name = source.name if source else "?"
+        source_options = dict(source.options) if source else {}
         if backup.state in ("complete", "partial"):
             return _result_of(backup, source_name)
         if backup.state != "running":
@@ -125,6 +126,7 @@ def finalize_backup(
         "errors": errors,
         "warnings": warnings,
         "job": {"id": job_id, "actor": actor or audit.default_actor()},
+        "source_options": source_options,
     }
     if plan.get("checksum"):
         header["checksum"] = True

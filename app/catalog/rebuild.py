@@ -1,8 +1,9 @@
-"""Rebuild the catalog's backup rows, chunk index and backup jobs from storage alone (invariant 1).
+"""Rebuild the catalog's backup rows, chunk index, backup jobs and WAL index from storage alone
+(invariant 1).
 
 What storage cannot give back (docs/ARCHITECTURE.md, "Rebuilding the catalog"): the ledger's jobs other
 than each backup's own, backups that never completed (no manifest), per-unit records, the audit trail,
-and a source's settings that no manifest carries (a PostgreSQL source's DSN, a source's queue).
+and the settings of a source whose manifests were written before they carried `source_options`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from app.catalog import chunks, jobs, sqlite_file
 from app.catalog.backups import record_postgres
 from app.catalog.db import migrate, sqlite_path
 from app.catalog.models import Backup, Chunk, Job, Pack, Source
+from app.catalog.rebuild_wal import rebuild_wal_index
 from app.repo.format import Kind
 from app.repo.repository import Repository
 
@@ -35,6 +37,7 @@ class RebuildReport:
     sources_created: int
     unreadable: list[str]
     jobs_created: int = 0
+    wal_files: int = 0
     #: Where a damaged SQLite catalog was set aside, and what was wrong with it.
     damaged_catalog: str | None = None
     damage: str | None = None
@@ -70,8 +73,9 @@ def _parse_time(text: str | None) -> datetime | None:
 
 def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
     """Replace the chunk index with what the packs' own indexes say, re-create every backup row from its
-    manifest with the figures it was recorded with, and give each backup without one its job back.
-    Sources named by manifests are created if missing. Other jobs and the audit trail are kept."""
+    manifest with the figures it was recorded with, give each backup without one its job back, and
+    record every WAL object the catalog does not list. Sources named by manifests or WAL objects are
+    created if missing. Other jobs and the audit trail are kept."""
     session.execute(delete(Chunk))
     session.execute(delete(Pack))
     unreadable: list[str] = []
@@ -99,7 +103,7 @@ def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
                 name=doc["source"],
                 kind=doc.get("source_kind", "files"),
                 path=doc.get("source_path"),
-                options={},
+                options=dict(doc.get("source_options") or {}),
                 created_at=clock.now(),
             )
             session.add(source)
@@ -111,7 +115,8 @@ def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
         if jobs.backup_job(session, backup_id) is None:
             session.add(_backup_job(row, doc))
             n_jobs += 1
-    return RebuildReport(n_packs, n_chunks, n_backups, created, unreadable, n_jobs)
+    n_wal, wal_sources = rebuild_wal_index(session, repo, unreadable)
+    return RebuildReport(n_packs, n_chunks, n_backups, created + wal_sources, unreadable, n_jobs, n_wal)
 
 
 def _backup_row(row: Backup, doc: dict[str, Any], source: Source, root_size: int) -> Backup:

@@ -398,6 +398,7 @@ def catalog_rebuild(as_json: JsonOpt = False) -> None:
         "chunks": report.chunks,
         "backups": report.backups,
         "jobs_created": report.jobs_created,
+        "wal_files": report.wal_files,
         "sources_created": report.sources_created,
         "damaged_catalog": report.damaged_catalog,
         "unreadable": report.unreadable,
@@ -410,7 +411,10 @@ def catalog_rebuild(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(data)
     else:
-        console.print(f"indexed {report.packs} packs ({report.chunks} chunks) and {report.backups} backups")
+        console.print(
+            f"indexed {report.packs} packs ({report.chunks} chunks), {report.backups} backups "
+            f"and {report.wal_files} WAL files"
+        )
         for item in report.unreadable:
             err_console.print(f"[yellow]unreadable:[/] {item}", highlight=False)
     if report.unreadable:

@@ -206,6 +206,7 @@ def _export(
         "errors": [],
         "warnings": [],
         "job": {"id": job_id, "actor": actor or audit.default_actor()},
+        "source_options": dict(source.options),
         "logical": meta,
     }
     stats["bytes_stored"] += write_root(repo, backup_id, header, stored_entries)

@@ -56,7 +56,7 @@ def test_rebuild_needs_no_init_and_brings_back_figures_and_jobs(
     key, home, catalog = secrets.token_hex(32), tmp_path / "home", _catalog(request, backend)
     system = make_system(key=key, home=home, catalog=catalog)
     src = make_tree(tmp_path / "src", big_mib=1, small=20)
-    system.add_source("docs", src)
+    system.add_source("docs", src, queue="chunks.nas1")
     system.create_full_backup("docs")
     (src / "late.txt").write_text("after the full backup")
     system.create_incremental_backup("docs")
@@ -78,10 +78,12 @@ def test_rebuild_needs_no_init_and_brings_back_figures_and_jobs(
     with rebuilt.context.sessions() as session:
         from sqlalchemy import select
 
-        from app.catalog.models import Job
+        from app.catalog.models import Job, Source
 
         progress = session.scalars(select(Job.progress).order_by(Job.created_at)).all()
+        options = session.scalars(select(Source.options)).all()
     assert all(p["actor"] == "test" and p["rebuilt"] for p in progress)
+    assert options == [{"queue": "chunks.nas1"}]  # the source's settings, from the manifests
     rebuilt.restore(listed[0]["id"], tmp_path / "out", paths=["docs"])
     assert_same_tree(src / "docs", tmp_path / "out" / "docs")
     again = rebuilt.create_incremental_backup("docs")  # the rebuilt catalog takes new backups
