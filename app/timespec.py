@@ -17,7 +17,13 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     value = text.strip()
     match = _RELATIVE.match(value)
     if match:
-        return (now or clock.now()) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            return (now or clock.now()) - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        except OverflowError:  # before year 1, or past what a timedelta holds
+            raise ConfigurationError(
+                f"{text!r} reaches back before the year 1",
+                hint="use a shorter duration, such as 3650d, or an ISO time",
+            ) from None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
