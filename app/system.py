@@ -297,6 +297,7 @@ class BackupSystem:
         paths: list[str] | None = None,
         dry_run: bool = False,
         overwrite: bool = False,
+        skip_existing: bool = False,
         keep_partial: bool = False,
         progress: Progress | None = None,
     ) -> RestorePlan:
@@ -308,6 +309,7 @@ class BackupSystem:
             paths=paths,
             dry_run=dry_run,
             overwrite=overwrite,
+            skip_existing=skip_existing,
             keep_partial=keep_partial,
             progress=progress,
             actor=self.actor,

@@ -17,7 +17,15 @@ def restore_backup(
     source: str | None = None,
     paths: list[str] | None = None,
     overwrite: bool = False,
+    skip_existing: bool = False,
 ) -> dict[str, Any]:
     with BackupSystem(actor="celery") as system:
-        plan = system.restore(backup_id, Path(target), source=source, paths=paths, overwrite=overwrite)
+        plan = system.restore(
+            backup_id,
+            Path(target),
+            source=source,
+            paths=paths,
+            overwrite=overwrite,
+            skip_existing=skip_existing,
+        )
     return {"backup_id": plan.backup_id, "target": target, "files": plan.files, "bytes": plan.bytes}

@@ -301,7 +301,15 @@ def restore(
         list[str] | None, typer.Option("--path", help="Restore only this path (repeatable).")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and report; write nothing.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Allow a non-empty target.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace what a non-empty target holds where the backup has an entry."
+        ),
+    ] = False,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Restore only what a non-empty target is missing.")
+    ] = False,
     keep_partial: Annotated[
         bool, typer.Option("--keep-partial", help="Keep half-written files on error.")
     ] = False,
@@ -316,6 +324,7 @@ def restore(
             paths=path,
             dry_run=dry_run,
             overwrite=overwrite,
+            skip_existing=skip_existing,
             keep_partial=keep_partial,
             progress=progress,
         )
@@ -332,15 +341,19 @@ def restore(
         "bytes": plan.bytes,
         "packs": plan.packs,
         "warnings": plan.warnings,
+        "skipped": plan.skipped,
+        "replaced": plan.replaced,
     }
     if as_json:
         print_json(summary)
     else:
         verb = "would restore" if dry_run else "restored"
+        existing = f"; {plan.skipped} already there, left as they are" if plan.skipped else ""
+        existing += f"; {plan.replaced} already there, replaced" if plan.replaced else ""
         console.print(
             f"{verb} {plan.files} files ({human(plan.bytes)}), {plan.dirs} directories, "
             f"{plan.symlinks} symlinks, {plan.hardlinks} hard links, {plan.specials} special files "
-            f"from backup {plan.backup_id} into {target}"
+            f"from backup {plan.backup_id} into {target}{existing}"
         )
         for warning in plan.warnings:
             console.print(f"  warning: {warning['path']}: {warning['warning']}", highlight=False)

@@ -29,7 +29,7 @@ from app.pitr.options import RecoveryOptions, RecoveryResult
 from app.pitr.plan import ArchivedSegment, BaseBackup, RecoveryPlan, make_plan
 from app.pitr.target import RecoveryTarget
 from app.pitr.watch import start_and_watch
-from app.restore.engine import restore_backup
+from app.restore.engine import check_backup_data, restore_backup
 from app.wal import lsn, names, segment
 
 __all__ = ["RecoveryOptions", "RecoveryResult", "check_wal", "plan_recovery", "recover"]
@@ -137,7 +137,7 @@ def recover(
     began = time.monotonic()
     target_dir = options.target_dir.expanduser().absolute()
     plan = plan_recovery(ctx, source, target, options.backup_id)
-    restore_backup(ctx, plan.backup.id, target_dir, dry_run=True)  # the manifest and every pack exist
+    check_backup_data(ctx, plan.backup.id)  # the manifest, every chunk and every pack (its size) are there
     plan.problems = check_wal(ctx, source, plan.history_files + plan.segments)
     result = RecoveryResult(False, plan, target_dir, options.dry_run, port=options.port)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import threading
@@ -19,12 +18,28 @@ from app.catalog.backups import resolve
 from app.catalog.db import transaction
 from app.catalog.models import Backup
 from app.context import Context
-from app.errors import EquisplitError, IntegrityError, ObjectNotFoundError, RestoreTargetError
+from app.errors import (
+    ConfigurationError,
+    EquisplitError,
+    IntegrityError,
+    ObjectNotFoundError,
+    RestoreTargetError,
+)
 from app.repo.pack import coalesce
 from app.repo.repository import Repository
+from app.restore import metadata
 from app.restore.nodes import check_links, detach_links, make_link, make_special
+from app.restore.preflight import check_packs
 from app.restore.sparse import write_sparse
-from app.restore.target import PARTIAL_SUFFIX, check_target, normalise_selection, safe_relpath, selected
+from app.restore.target import (
+    check_target,
+    make_target,
+    normalise_selection,
+    safe_relpath,
+    scan,
+    selected,
+)
+from app.restore.tree import TargetTree, fail, partial_name, split
 from app.sources.files import ENTRY_TYPES, ROOT_PATH, SPECIAL_TYPES
 
 #: Blobs of one pack less than this apart are fetched with one ranged read (app/repo/pack.py: coalesce).
@@ -46,53 +61,85 @@ class RestorePlan:
     specials: int = 0  # FIFOs and device nodes
     #: What was not restored as it was (a device node without root, an unknown entry type).
     warnings: list[dict[str, str]] = field(default_factory=list)
+    #: Entries already in the target: left as they are (skip_existing) or replaced (overwrite).
+    skipped: int = 0
+    replaced: int = 0
 
 
 class _FileState:
-    """One file being restored: created by the first pack worker that has a chunk for it, written at
-    its offsets, renamed into place by whichever worker writes its last chunk. A piece of a big file
-    (`piece`: shared out over processes, app/restore/procpool.py) writes into the partial file its
-    process's parent made, and leaves renaming it to that parent."""
+    """One file being restored: created under a short temporary name in its own directory by the
+    first pack worker that has a chunk for it, written at its offsets, given its metadata and renamed
+    into place by whichever worker writes its last chunk. A piece of a big file (`piece`: shared out
+    over processes, app/restore/procpool.py) writes into the partial file its process's parent made
+    (the entry's `partial`), and leaves finishing it to that parent."""
 
-    __slots__ = ("entry", "fd", "lock", "partial", "path", "piece", "remaining")
+    __slots__ = ("created", "entry", "fd", "lock", "name", "parent", "partial", "path", "piece", "remaining")
 
     def __init__(self, path: str, entry: dict[str, Any], remaining: int, *, piece: bool = False) -> None:
         self.path = path
-        self.partial = path + PARTIAL_SUFFIX
+        self.parent, self.name = split(path)
+        self.partial: str = entry["partial"] if piece else partial_name(self.name)
         self.entry = entry
         self.remaining = remaining
         self.piece = piece
+        self.created = False
         self.fd: int | None = None
         self.lock = threading.Lock()
 
-    def write(self, data: bytes | memoryview, offset: int) -> bool:
-        """Write one chunk; True when it was the file's last one (the file is then closed)."""
+    def _open(self, tree: TargetTree) -> int:
+        with tree.dir(self.parent) as dir_fd:
+            if self.piece:
+                return os.open(self.partial, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            fd = create_partial(dir_fd, self.partial)
+            self.created = True
+            return fd
+
+    def write(self, tree: TargetTree, data: bytes | memoryview, offset: int) -> bool:
+        """Write one chunk; True when it was the file's last one (then call finish)."""
         with self.lock:
-            if self.fd is None and self.piece:
-                self.fd = os.open(self.partial, os.O_WRONLY)
-            elif self.fd is None:
-                self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                if self.remaining > 1 or self.entry.get("sparse"):  # sized first: holes need it
+            if self.fd is None:
+                self.fd = self._open(tree)
+                sized = self.remaining > 1 or self.entry.get("sparse")  # sized first: holes need it
+                if sized and not self.piece:
                     os.ftruncate(self.fd, self.entry["size"])
             if self.entry.get("sparse"):
                 write_sparse(self.fd, data, offset)
             else:
                 os.pwrite(self.fd, data, offset)
             self.remaining -= 1
-            if self.remaining:
-                return False
+            return self.remaining == 0
+
+    def finish(self, tree: TargetTree) -> None:
+        """Metadata on the open file, then the rename into place; a piece only closes its descriptor."""
+        if self.fd is None:  # an empty file
+            self.fd = self._open(tree)
+        try:
+            if not self.piece:
+                metadata.apply_to_fd(self.fd, self.entry)
+        finally:
             os.close(self.fd)
             self.fd = None
-            return True
+        if not self.piece:
+            with tree.dir(self.parent) as dir_fd:
+                tree.move_into_place(dir_fd, self.partial, self.name, self.path)
+            self.created = False
 
-    def discard(self) -> None:
+    def discard(self, tree: TargetTree) -> None:
         with self.lock:
             if self.fd is not None:
                 os.close(self.fd)
                 self.fd = None
-        if not self.piece:  # a piece's file is its parent process's to remove
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.partial)
+        if self.created:  # a piece's file is its parent process's to remove
+            with contextlib.suppress(OSError, RestoreTargetError), tree.dir(self.parent) as dir_fd:
+                os.unlink(self.partial, dir_fd=dir_fd)
+            self.created = False
+
+
+def create_partial(dir_fd: int, name: str) -> int:
+    """Create the partial file `name` (never an existing name, never through a link), mode 0600."""
+    return os.open(
+        name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd
+    )
 
 
 def _select(manifest: dict[str, Any], paths: list[str] | None) -> list[dict[str, Any]]:
@@ -148,58 +195,86 @@ class Restorer:
         keep_partial: bool,
         threads: int,
         processes: int = 1,
+        *,
+        overwrite: bool = False,
     ) -> list[dict[str, str]]:
-        """Write `entries` under `target`; returns the warnings (what could not be restored as it was)."""
-        target.mkdir(parents=True, exist_ok=True)
-        root = str(target)
-        made: set[str] = {root}
-        files: list[dict[str, Any]] = []
-        for e in entries:
-            dest = os.path.join(root, safe_relpath(e["path"]))
-            if e["type"] == "dir":
-                _makedirs(dest, made)
-            elif e["type"] == "file":
-                _makedirs(os.path.dirname(dest), made)
-                files.append(e)
-        total = sum(e["size"] for e in files)
-        counter = {"done": 0}
-        done_lock = threading.Lock()
+        """Write `entries` under `target` through directory descriptors only (app/restore/tree.py);
+        with `overwrite`, what stands where the backup has another kind of entry is replaced, never
+        followed. Returns the warnings (what could not be restored as it was)."""
+        make_target(target)
+        with TargetTree(str(target), replace=overwrite) as tree:
+            files: list[dict[str, Any]] = []
+            for e in entries:
+                rel = safe_relpath(e["path"])
+                if e["type"] == "dir":
+                    with tree.dir(rel, create=True):
+                        pass
+                elif e["type"] == "file":
+                    with tree.dir(split(rel)[0], create=True):
+                        pass
+                    files.append(e)
+            total = sum(e["size"] for e in files)
+            counter = {"done": 0}
+            done_lock = threading.Lock()
 
-        def tick(nbytes: int) -> None:
-            if progress:
-                with done_lock:
-                    counter["done"] += nbytes
-                    done = counter["done"]
-                progress(done, total)
+            def tick(nbytes: int) -> None:
+                if progress:
+                    with done_lock:
+                        counter["done"] += nbytes
+                        done = counter["done"]
+                    progress(done, total)
 
-        if processes > 1:
-            from app.restore.procpool import restore_files_in_processes
+            if processes > 1:
+                from app.restore.procpool import restore_files_in_processes
 
-            restore_files_in_processes(self.ctx.settings, root, files, where, tick, keep_partial, processes)
-        else:
-            restore_files(self.repo, root, files, where, tick, keep_partial, threads)
-        warnings: list[dict[str, str]] = []
-        for e in entries:
-            if e["type"] in SPECIAL_TYPES and make_special(root, e, warnings):
-                _apply_metadata(os.path.join(root, safe_relpath(e["path"])), e)
-            elif e["type"] == "hardlink":
-                make_link(root, e)  # shares its target's inode, so its metadata too
-            elif e["type"] not in ENTRY_TYPES:
-                warnings.append({"path": e["path"], "warning": f"unknown entry type {e['type']!r} not restored"})
-        for e in entries:
-            if e["type"] == "symlink":
-                dest = os.path.join(root, safe_relpath(e["path"]))
-                if os.path.lexists(dest):
-                    os.unlink(dest)
-                os.symlink(e["target"], dest)
-                _apply_metadata(dest, e)
-        for e in sorted(  # deepest first, the root (ROOT_PATH) last
-            (e for e in entries if e["type"] == "dir"),
-            key=lambda e: e["path"].count("/") if e["path"] != ROOT_PATH else -1,
-            reverse=True,
-        ):
-            _apply_metadata(os.path.join(root, safe_relpath(e["path"])), e)
-        return warnings
+                restore_files_in_processes(
+                    self.ctx.settings, tree, files, where, tick, keep_partial, processes
+                )
+            else:
+                restore_files(self.repo, tree, files, where, tick, keep_partial, threads)
+            warnings: list[dict[str, str]] = []
+            for e in entries:
+                if e["type"] in SPECIAL_TYPES:
+                    make_special(tree, e, warnings)
+                elif e["type"] == "hardlink":
+                    make_link(tree, e)  # shares its target's inode, so its metadata too
+                elif e["type"] not in ENTRY_TYPES:
+                    warnings.append(
+                        {"path": e["path"], "warning": f"unknown entry type {e['type']!r} not restored"}
+                    )
+            for e in entries:
+                if e["type"] == "symlink":
+                    restore_symlink(tree, e)
+            for e in sorted(  # deepest first, the root (ROOT_PATH) last
+                (e for e in entries if e["type"] == "dir"),
+                key=lambda e: e["path"].count("/") if e["path"] != ROOT_PATH else -1,
+                reverse=True,
+            ):
+                rel = safe_relpath(e["path"])
+                try:
+                    with tree.dir(rel) as fd:
+                        metadata.apply_to_fd(fd, e)
+                except OSError as exc:
+                    fail(tree.root, rel, exc)
+            return warnings
+
+
+def restore_symlink(tree: TargetTree, entry: dict[str, Any]) -> None:
+    """Make the link under a temporary name, give it its owner and mtime, rename it into place."""
+    rel = safe_relpath(entry["path"])
+    parent, name = split(rel)
+    temp = partial_name(name)
+    with tree.dir(parent, create=True) as dir_fd:
+        try:
+            os.symlink(entry["target"], temp, dir_fd=dir_fd)
+            try:
+                metadata.apply_to_link(dir_fd, temp, entry)
+            except OSError:
+                os.unlink(temp, dir_fd=dir_fd)
+                raise
+        except OSError as exc:
+            fail(tree.root, rel, exc)
+        tree.move_into_place(dir_fd, temp, name, rel)
 
 
 def chunks_of(entry: dict[str, Any]) -> list[str]:
@@ -212,33 +287,28 @@ def chunks_of(entry: dict[str, Any]) -> list[str]:
 
 def restore_files(
     repo: Repository,
-    root: str,
+    tree: TargetTree,
     entries: list[dict[str, Any]],
     where: dict[str, chunks.ChunkLocation],
     progress: Callable[[int], None],
     keep_partial: bool,
     threads: int,
 ) -> None:
-    """Write the files `entries` under `root` (their directories exist), reading each pack they need
-    on `threads` threads; on failure, remove the partial files (unless `keep_partial`) and raise."""
+    """Write the files `entries` into `tree` (their directories exist), reading each pack they need
+    on `threads` threads; on failure, remove the partial files (unless `keep_partial`) and raise the
+    first error (never a CancelledError of the packs not yet started)."""
     files: list[_FileState] = []
     by_pack: dict[str, list[tuple[str, int, _FileState]]] = defaultdict(list)
     for e in entries:
         piece = e.get("piece")
         ids = chunks_of(e)
-        state = _FileState(os.path.join(root, safe_relpath(e["path"])), e, len(ids), piece=piece is not None)
+        state = _FileState(safe_relpath(e["path"]), e, len(ids), piece=piece is not None)
         files.append(state)
         offset = piece["offset"] if piece else 0
         for cid in ids:
             loc = where[cid]
             by_pack[loc.pack_id].append((cid, offset, state))
             offset += loc.raw_length
-
-    def finish_file(state: _FileState) -> None:
-        if state.piece:
-            return  # renamed by the process that shared the file out, once every piece is written
-        os.replace(state.partial, state.path)
-        _apply_metadata(state.path, state.entry)
 
     def span(item: tuple[str, int, _FileState]) -> tuple[int, int]:
         loc = where[item[0]]
@@ -259,22 +329,29 @@ def restore_files(
                         detail=exc.message,
                         hint="restore the pack from a replica (secondary region)",
                     ) from None
-                if state.write(plain, file_offset):
-                    finish_file(state)
+                try:
+                    if state.write(tree, plain, file_offset):
+                        state.finish(tree)
+                except OSError as exc:
+                    fail(tree.root, state.path, exc)
                 progress(len(plain))
 
     try:
         for state in files:
             if state.remaining == 0:  # empty file
-                os.close(os.open(state.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-                finish_file(state)
+                try:
+                    state.finish(tree)
+                except OSError as err:
+                    fail(tree.root, state.path, err)
         with ThreadPoolExecutor(threads, thread_name_prefix="restore") as pool:
             futures = [pool.submit(restore_pack, pid) for pid in by_pack]
             first_error: BaseException | None = None
             for future in futures:
-                exc = future.exception()
-                if exc is not None and first_error is None:
-                    first_error = exc
+                if future.cancelled():  # after a failure: never started
+                    continue
+                error = future.exception()
+                if error is not None and first_error is None:
+                    first_error = error
                     for other in futures:
                         other.cancel()
             if first_error is not None:
@@ -282,36 +359,24 @@ def restore_files(
     except BaseException:
         if not keep_partial:
             for state in files:
-                state.discard()
+                state.discard(tree)
         raise
 
 
-def _makedirs(path: str, made: set[str]) -> None:
-    if path not in made:
-        os.makedirs(path, exist_ok=True)
-        made.add(path)
-
-
-_IS_ROOT = os.geteuid() == 0
-
-
-def finish_big_file(path: str, entry: dict[str, Any]) -> None:
-    """Rename a file restored in pieces into place and give it its metadata."""
-    os.replace(path + PARTIAL_SUFFIX, path)
-    _apply_metadata(path, entry)
-
-
-def _apply_metadata(path: str, entry: dict[str, Any]) -> None:
-    is_link = entry["type"] == "symlink"
-    if _IS_ROOT:  # always: a set-group-id directory gives new files its group, not ours
-        with contextlib.suppress(OSError):
-            os.chown(path, entry.get("uid", 0), entry.get("gid", 0), follow_symlinks=False)
-    if not is_link:
-        os.chmod(path, entry["mode"])
-        for name, value in entry.get("xattrs", {}).items():
-            with contextlib.suppress(OSError):
-                os.setxattr(path, name, base64.b64decode(value), follow_symlinks=False)
-    os.utime(path, ns=(entry["mtime_ns"], entry["mtime_ns"]), follow_symlinks=not is_link)
+def finish_big_file(tree: TargetTree, entry: dict[str, Any]) -> None:
+    """Give a file restored in pieces its metadata and rename it into place."""
+    rel = safe_relpath(entry["path"])
+    parent, name = split(rel)
+    with tree.dir(parent) as dir_fd:
+        try:
+            fd = os.open(entry["partial"], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            try:
+                metadata.apply_to_fd(fd, entry)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            fail(tree.root, rel, exc)
+        tree.move_into_place(dir_fd, entry["partial"], name, rel)
 
 
 def restore_backup(
@@ -323,13 +388,22 @@ def restore_backup(
     paths: list[str] | None = None,
     dry_run: bool = False,
     overwrite: bool = False,
+    skip_existing: bool = False,
     keep_partial: bool = False,
     progress: Callable[[int, int], None] | None = None,
     actor: str | None = None,
 ) -> RestorePlan:
-    """Restore `selector` (a backup id or `latest` of `source`) into `target`; refuse unsafe targets first."""
+    """Restore `selector` (a backup id or `latest` of `source`) into `target`. Every refusal (an
+    unsafe or non-empty target, an entry of another kind in the way) is decided before anything is
+    written, and a dry run makes the same ones. A non-empty target needs `overwrite` (replace what
+    the backup holds) or `skip_existing` (restore only what is missing); docs/RESTORE.md."""
     from app.catalog.sources import get_source
 
+    if overwrite and skip_existing:
+        raise ConfigurationError(
+            "--overwrite and --skip-existing exclude each other",
+            hint="--overwrite replaces what the target holds, --skip-existing leaves it; pick one",
+        )
     with ctx.sessions() as session:
         source_id = get_source(session, source).id if source else None
         backup = resolve(session, selector, source_id)
@@ -344,23 +418,20 @@ def restore_backup(
         )
     target = target.expanduser().resolve()
     wanted = normalise_selection(paths)
-    if not dry_run:
-        check_target(target, overwrite=overwrite)
+    occupied = check_target(target, allow_existing=overwrite or skip_existing)
     manifest = ctx.repository.read_manifest(backup.id)
     entries = _select(manifest, wanted)
+    existing: dict[str, str] = {}
+    if occupied:
+        existing = scan(target, entries, replace=overwrite)
+        if skip_existing:
+            entries = [e for e in entries if e["path"] not in existing]
     restorer = Restorer(ctx, backup, source_name, manifest)
-    plan, where = restorer.plan(entries)
-    if plan.missing_chunks:
-        raise ObjectNotFoundError(
-            "chunk",
-            plan.missing_chunks[0],
-            "the catalog's chunk index",
-            hint=f"{len(plan.missing_chunks)} chunk(s) unknown; run `equisplit-dr catalog rebuild`",
-        )
+    plan, where = _located(restorer, entries)
+    plan.skipped = len(existing) if skip_existing else 0
+    plan.replaced = len(existing) if overwrite else 0
     if dry_run:
-        for pack_id in sorted({loc.pack_id for loc in where.values()}):
-            if ctx.repository.storage.stat("packs", pack_id) is None:
-                raise ObjectNotFoundError("packs", pack_id, ctx.repository.storage.location)
+        check_packs(ctx, entries, where)
         return plan
     # Worker processes for a big restore (docs/BACKUP.md, "Using every core"); the fork server starts
     # now, so its imports overlap the job row and the directories.
@@ -374,7 +445,14 @@ def restore_backup(
     try:
         try:
             plan.warnings = restorer.run(
-                target, entries, where, progress, keep_partial, ctx.settings.worker_threads, processes
+                target,
+                entries,
+                where,
+                progress,
+                keep_partial,
+                ctx.settings.worker_threads,
+                processes,
+                overwrite=overwrite,
             )
         finally:
             if processes > 1:
@@ -405,6 +483,32 @@ def restore_backup(
         },
         actor,
     )
+    return plan
+
+
+def _located(
+    restorer: Restorer, entries: list[dict[str, Any]]
+) -> tuple[RestorePlan, dict[str, chunks.ChunkLocation]]:
+    plan, where = restorer.plan(entries)
+    if plan.missing_chunks:
+        raise ObjectNotFoundError(
+            "chunk",
+            plan.missing_chunks[0],
+            "the catalog's chunk index",
+            hint=f"{len(plan.missing_chunks)} chunk(s) unknown; run `equisplit-dr catalog rebuild`",
+        )
+    return plan, where
+
+
+def check_backup_data(ctx: Context, backup_id: str) -> RestorePlan:
+    """The data half of a dry run, for callers that check their target themselves (a PITR recovery):
+    the manifest reads, the catalog locates every chunk, every pack is in storage at its size."""
+    with ctx.sessions() as session:
+        backup = resolve(session, backup_id, None)
+    restorer = Restorer(ctx, backup, "?", {})
+    entries = _select(ctx.repository.read_manifest(backup.id), None)
+    plan, where = _located(restorer, entries)
+    check_packs(ctx, entries, where)
     return plan
 
 

@@ -3,14 +3,14 @@ choosing which name of a hard-linked file carries the content when only some pat
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-from collections.abc import Iterator
 from typing import Any
 
 from app.errors import IntegrityError
+from app.restore import metadata
 from app.restore.target import safe_relpath
+from app.restore.tree import TargetTree, fail, split
 from app.sources.files import DEVICE_TYPES
 
 _IS_ROOT = os.geteuid() == 0
@@ -50,33 +50,42 @@ def check_links(entries: list[dict[str, Any]]) -> None:
             )
 
 
-def make_link(root: str, entry: dict[str, Any]) -> None:
+def make_link(tree: TargetTree, entry: dict[str, Any]) -> None:
     """Link `entry` (a hard link) to its target, a file this restore wrote; a name in the way (with
-    --overwrite) is replaced. The link is made to the target itself, never through a symlink."""
-    with (
-        _parent(root, entry["path"]) as (dir_fd, name),
-        _parent(root, str(entry["target"])) as (target_dir_fd, target_name),
-    ):
-        _clear(dir_fd, name)
-        create_link(target_dir_fd, target_name, dir_fd, name)
+    --overwrite) is replaced. Both directories are reached by descriptor (app/restore/tree.py); the
+    link is made to the target itself, never through a symlink."""
+    rel = safe_relpath(entry["path"])
+    (parent, name), (target_parent, target_name) = split(rel), split(safe_relpath(str(entry["target"])))
+    with tree.dir(target_parent) as target_dir_fd, tree.dir(parent, create=True) as dir_fd:
+        try:
+            _clear(tree, dir_fd, name, rel)
+            create_link(target_dir_fd, target_name, dir_fd, name)
+        except OSError as exc:
+            fail(tree.root, rel, exc)
 
 
-def make_special(root: str, entry: dict[str, Any], warnings: list[dict[str, str]]) -> bool:
-    """Create a FIFO or device node; False (with a warning) for a device node when not root, or
-    when the system refuses it (a container without the capability)."""
+def make_special(tree: TargetTree, entry: dict[str, Any], warnings: list[dict[str, str]]) -> bool:
+    """Create a FIFO or device node with its metadata; False (with a warning) for a device node when
+    not root, or when the system refuses it (a container without the capability)."""
     refused = special_refused(entry)
     if refused is not None:
         warnings.append({"path": entry["path"], "warning": refused})
         return False
-    with _parent(root, entry["path"]) as (dir_fd, name):
-        _clear(dir_fd, name)
+    rel = safe_relpath(entry["path"])
+    parent, name = split(rel)
+    with tree.dir(parent, create=True) as dir_fd:
         try:
-            create_special(dir_fd, name, entry)
-        except PermissionError as exc:
-            warnings.append(
-                {"path": entry["path"], "warning": f"{entry['type']} not restored: {exc.strerror}"}
-            )
-            return False
+            _clear(tree, dir_fd, name, rel)
+            try:
+                create_special(dir_fd, name, entry)
+            except PermissionError as exc:
+                warnings.append(
+                    {"path": entry["path"], "warning": f"{entry['type']} not restored: {exc.strerror}"}
+                )
+                return False
+            metadata.apply_to_node(dir_fd, name, entry)
+        except OSError as exc:
+            fail(tree.root, rel, exc)
     return True
 
 
@@ -106,21 +115,14 @@ def create_link(target_dir_fd: int, target_name: str, dir_fd: int, name: str) ->
     os.link(target_name, name, src_dir_fd=target_dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
 
 
-@contextlib.contextmanager
-def _parent(root: str, rel: str) -> Iterator[tuple[int, str]]:
-    """(a descriptor of the directory holding `rel`, its last name); the directory itself is opened
-    without following a symlink in its place."""
-    parent, _, name = safe_relpath(rel).rpartition("/")
-    fd = os.open(os.path.join(root, parent), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _clear(tree: TargetTree, dir_fd: int, name: str, rel: str) -> None:
+    """Remove what is in the way (a restore with --overwrite; the target scan refused it otherwise): a
+    non-directory is unlinked, a directory removed whole; nothing is followed."""
     try:
-        yield fd, name
-    finally:
-        os.close(fd)
-
-
-def _clear(dir_fd: int, name: str) -> None:
-    """Remove a non-directory in the way (a restore with --overwrite); a directory stays, and the
-    creation after this fails on it, loudly."""
-    with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISDIR(os.lstat(name, dir_fd=dir_fd).st_mode):
-            os.unlink(name, dir_fd=dir_fd)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        tree.remove_dir_at(dir_fd, name, rel)
+    else:
+        os.unlink(name, dir_fd=dir_fd)

@@ -15,8 +15,10 @@ from typing import Any
 from app import forkserver
 from app.catalog.chunks import ChunkLocation
 from app.context import Context
-from app.restore.engine import chunks_of, finish_big_file, restore_files
-from app.restore.target import PARTIAL_SUFFIX, safe_relpath
+from app.errors import RestoreTargetError
+from app.restore.engine import chunks_of, create_partial, finish_big_file, restore_files
+from app.restore.target import safe_relpath
+from app.restore.tree import TargetTree, fail, partial_name, split
 from app.settings import Settings
 
 _worker_ctx: Context | None = None
@@ -32,6 +34,7 @@ def _init_worker(settings: Settings, counter: Synchronized[int], parent: int) ->
 
 def _restore_share(
     root: str,
+    replace: bool,
     entries: list[dict[str, Any]],
     where: dict[str, ChunkLocation],
     keep_partial: bool,
@@ -40,7 +43,8 @@ def _restore_share(
     assert _worker_ctx is not None and _worker_counter is not None
     progress = forkserver.Progress(_worker_counter)
     try:
-        restore_files(_worker_ctx.repository, root, entries, where, progress.add, keep_partial, threads)
+        with TargetTree(root, replace=replace) as tree:
+            restore_files(_worker_ctx.repository, tree, entries, where, progress.add, keep_partial, threads)
     finally:
         progress.flush()
     return len(entries)
@@ -115,7 +119,7 @@ def shares(
 
 def restore_files_in_processes(
     settings: Settings,
-    root: str,
+    tree: TargetTree,
     files: list[dict[str, Any]],
     where: dict[str, ChunkLocation],
     progress: Callable[[int], None],
@@ -125,16 +129,25 @@ def restore_files_in_processes(
     mp = forkserver.context()
     counter: Synchronized[int] = mp.Value("q", 0)
     items, big = split_big(files, where)
-    paths = [os.path.join(root, safe_relpath(e["path"])) for e in big]
-    for path, e in zip(paths, big, strict=True):  # the pieces' processes write into these
-        fd = os.open(path + PARTIAL_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.ftruncate(fd, e["size"])
-        finally:
-            os.close(fd)
-    runs = shares(items, where, processes * RUNS_PER_PROCESS)
-    threads = max(1, settings.worker_threads // processes)
+    partials = {e["path"]: partial_name(split(e["path"])[1]) for e in big}
+    items = [{**e, "partial": partials[e["path"]]} if "piece" in e else e for e in items]
+    big = [{**e, "partial": partials[e["path"]]} for e in big]
+    made: list[dict[str, Any]] = []
     try:
+        for e in big:  # the pieces' processes write into these
+            rel = safe_relpath(e["path"])
+            with tree.dir(split(rel)[0]) as dir_fd:
+                try:
+                    fd = create_partial(dir_fd, e["partial"])
+                    made.append(e)
+                    try:
+                        os.ftruncate(fd, e["size"])
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    fail(tree.root, rel, exc)
+        runs = shares(items, where, processes * RUNS_PER_PROCESS)
+        threads = max(1, settings.worker_threads // processes)
         with ProcessPoolExecutor(
             processes, mp_context=mp, initializer=_init_worker, initargs=(settings, counter, os.getpid())
         ) as pool:
@@ -143,15 +156,24 @@ def restore_files_in_processes(
                 chunk_ids = {c for e in run for c in chunks_of(e)}
                 futures.append(
                     pool.submit(
-                        _restore_share, root, run, {c: where[c] for c in chunk_ids}, keep_partial, threads
+                        _restore_share,
+                        tree.root,
+                        tree.replace,
+                        run,
+                        {c: where[c] for c in chunk_ids},
+                        keep_partial,
+                        threads,
                     )
                 )
             forkserver.wait_all(futures, counter, progress)
     except BaseException:
         if not keep_partial:
-            for path in paths:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path + PARTIAL_SUFFIX)
+            for e in made:
+                with (
+                    contextlib.suppress(OSError, RestoreTargetError),
+                    tree.dir(split(e["path"])[0]) as dir_fd,
+                ):
+                    os.unlink(e["partial"], dir_fd=dir_fd)
         raise
-    for path, e in zip(paths, big, strict=True):
-        finish_big_file(path, e)
+    for e in big:
+        finish_big_file(tree, e)

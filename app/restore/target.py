@@ -2,26 +2,132 @@
 
 from __future__ import annotations
 
+import errno
 import os
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from app.errors import IntegrityError, RestoreTargetError
+from app.restore.tree import PARTIAL_SUFFIX, TargetTree, kind_of, split
 
-PARTIAL_SUFFIX = ".eqdr-partial"
+__all__ = ["PARTIAL_SUFFIX", "check_target", "make_target", "normalise_selection", "safe_relpath", "scan"]
+
+#: What a manifest entry's type is on disk (a hard link is a file); anything else is "other".
+_KIND = {"file": "file", "hardlink": "file", "dir": "dir", "symlink": "symlink"}
+#: Conflicts named in a refusal; the rest are counted.
+_SHOWN = 5
 
 
-def check_target(target: Path, *, overwrite: bool) -> None:
-    """Refuse a target that is a file, or a non-empty directory unless `overwrite`."""
-    if target.exists() and not target.is_dir():
+def check_target(target: Path, *, allow_existing: bool) -> bool:
+    """Refuse a target that is not a directory, lies inside a file, or is a non-empty directory unless
+    `allow_existing`. True when the target holds something already. Nothing is written."""
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        _check_parents(target)
+        return False
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            _check_parents(target)
+        raise _unusable(target, exc) from None
+    if not _is_dir(st.st_mode):
         raise RestoreTargetError(
             f"restore target {target} exists and is not a directory",
             hint="give a directory (it is created if missing)",
         )
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
+    try:
+        with os.scandir(target) as listing:
+            occupied = any(True for _ in listing)
+    except OSError as exc:
+        raise _unusable(target, exc) from None
+    if occupied and not allow_existing:
         raise RestoreTargetError(
             f"restore target {target} is not empty",
-            hint="restore into an empty or new directory, or pass --overwrite to replace files in it",
+            hint="restore into an empty or new directory, pass --overwrite to replace what the backup "
+            "holds, or --skip-existing to restore only what is missing",
         )
+    return occupied
+
+
+def _is_dir(mode: int) -> bool:
+    return kind_of(mode) == "dir"
+
+
+def _check_parents(target: Path) -> None:
+    """The nearest existing parent of a missing target must be a directory."""
+    for parent in target.parents:
+        try:
+            st = os.stat(parent)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                continue  # a parent further up is the file
+            raise _unusable(target, exc) from None
+        if not _is_dir(st.st_mode):
+            raise RestoreTargetError(
+                f"restore target {target} lies inside {parent}, which is not a directory",
+                hint="give a directory whose parents are directories (it is created if missing)",
+            )
+        return
+
+
+def _unusable(target: Path, exc: OSError) -> RestoreTargetError:
+    return RestoreTargetError(
+        f"restore target {target} cannot be used: {exc.strerror or exc}",
+        hint="give a directory this user can write (it is created if missing)",
+    )
+
+
+def make_target(target: Path) -> None:
+    """Create the target directory and its parents, or say why not."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            _check_parents(target)
+        raise _unusable(target, exc) from None
+
+
+def scan(target: Path, entries: list[dict[str, Any]], *, replace: bool) -> dict[str, str]:
+    """What the target already holds at the entries' paths ({path: kind}), looked up without following
+    a link; unless `replace`, refuse (before anything is written) if any is of another kind than the
+    backup's entry (a file or a link where the backup has a directory, or the reverse)."""
+    existing: dict[str, str] = {}
+    conflicts: list[str] = []
+    by_parent: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in entries:
+        by_parent[split(safe_relpath(e["path"]))[0]].append(e)
+    with TargetTree(str(target)) as tree:
+        for parent, items in by_parent.items():
+            fd = tree.find(parent)
+            if fd is None:  # missing, or not a directory: the parent's own entry says which
+                continue
+            try:
+                for e in items:
+                    try:
+                        st = os.stat(split(e["path"])[1], dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        raise _unusable(target / e["path"], exc) from None
+                    have, want = kind_of(st.st_mode), _KIND.get(e["type"], "other")
+                    existing[e["path"]] = have
+                    if have != want:
+                        conflicts.append(f"{e['path']} (a {have} in the target, a {want} in the backup)")
+            finally:
+                os.close(fd)
+    if conflicts and not replace:
+        more = f" and {len(conflicts) - _SHOWN} more" if len(conflicts) > _SHOWN else ""
+        raise RestoreTargetError(
+            f"restore target {target} holds entries of another kind than the backup's: "
+            f"{'; '.join(conflicts[:_SHOWN])}{more}",
+            detail="nothing was written",
+            hint="pass --overwrite to replace them (links in the target are replaced, never followed), "
+            "or move them away",
+        )
+    return existing
 
 
 def safe_relpath(rel: str) -> str:

@@ -186,3 +186,70 @@ def test_killed_backup_is_not_complete_and_the_rerun_resumes(cli_env: dict[str, 
     assert sorted(states.values()) == ["complete", "interrupted"]
     run(env, "restore", rerun["id"], "--target", str(tmp_path / "out"))
     assert_same_tree(src, tmp_path / "out")
+
+
+def test_threaded_restore_of_a_damaged_pack_exits_5_naming_it(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"part{i}.bin").write_bytes(os.urandom(20 << 20))
+    env = {**cli_env, "BACKUP_PROCESSES": "1", "BACKUP_THREADS": "1"}
+    run(env, "init")
+    run(env, "source", "add", "big", "--path", str(src))
+    backup = json.loads(run(env, "backup", "run", "-s", "big", "-t", "full", "--json").stdout)
+    stored = (Path(env["EQUISPLIT_DR_HOME"]) / "repo" / "packs").rglob("*")
+    packs = sorted((p for p in stored if p.is_file()), key=lambda p: p.stat().st_size)[
+        1:
+    ]  # not the manifest's
+    assert len(packs) >= 3  # more packs than threads: the others are still queued when one fails
+    for pack in packs:  # every data pack damaged: whichever is read first fails
+        with open(pack, "r+b") as handle:
+            handle.seek(100)
+            byte = handle.read(1)
+            handle.seek(100)
+            handle.write(bytes([byte[0] ^ 0x01]))
+    for attempt in range(3):
+        out = tmp_path / f"out{attempt}"
+        proc = run(env, "restore", backup["id"], "--target", str(out), ok=False)
+        assert proc.returncode == 5, proc.stderr
+        assert "Traceback" not in proc.stderr and "corrupt" in proc.stderr
+        assert any(p.name in proc.stderr for p in packs)
+
+
+def test_bad_target_and_bad_times_are_errors_not_tracebacks(cli_env: dict[str, str], tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", big_mib=1, small=1)
+    run(cli_env, "init")
+    run(cli_env, "source", "add", "docs", "--path", str(src))
+    run(cli_env, "backup", "run", "-s", "docs", "-t", "full")
+    (tmp_path / "plain").write_text("a file")
+    inside = str(tmp_path / "plain" / "out")
+    for extra in ([], ["--dry-run"]):
+        proc = run(cli_env, "restore", "latest", "-s", "docs", "--target", inside, *extra, ok=False)
+        assert proc.returncode == 11 and "Traceback" not in proc.stderr
+        assert str(tmp_path / "plain") in proc.stderr
+    for args in (["backup", "status", "--since"], ["backup", "logs", "--last"]):
+        proc = run(cli_env, *args, "999999999999d", ok=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "999999999999d" in proc.stderr
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x").write_text("x")
+    proc = run(cli_env, "restore", "latest", "-s", "docs", "--target", str(out), "--dry-run", ok=False)
+    assert proc.returncode == 11 and "not empty" in proc.stderr
+    proc = run(
+        cli_env,
+        "restore",
+        "latest",
+        "-s",
+        "docs",
+        "--target",
+        str(out),
+        "--overwrite",
+        "--skip-existing",
+        ok=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    proc = run(cli_env, "restore", "latest", "-s", "docs", "--target", str(out), "--skip-existing")
+    assert (out / "docs" / "ledger.csv").read_bytes() == (src / "docs" / "ledger.csv").read_bytes()
