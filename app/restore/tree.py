@@ -135,6 +135,7 @@ class TargetTree:
             here = "/".join(parts[: i + 1])
             fd = self._open_child(fd, parts[i], here, create)
             self._fds[here] = fd
+            self._evict(keep=here)  # a deep walk holds one or two descriptors, not one per level
         return fd
 
     def _open_child(self, parent_fd: int, name: str, rel: str, create: bool) -> int:
@@ -164,13 +165,14 @@ class TargetTree:
         except OSError as exc:
             fail(self.root, rel, exc)
 
-    def _evict(self) -> None:
+    def _evict(self, keep: str = "") -> None:
+        """Close the least recently used descriptors beyond DIR_CACHE, none in use, not `keep`."""
         if len(self._fds) <= DIR_CACHE:
             return
         for rel in list(self._fds):
             if len(self._fds) <= DIR_CACHE:
                 break
-            if not self._uses.get(rel):
+            if rel != keep and not self._uses.get(rel):
                 os.close(self._fds.pop(rel))
                 self._uses.pop(rel, None)
 
