@@ -428,8 +428,9 @@ def restore_backup(
             entries = [e for e in entries if e["path"] not in existing]
     restorer = Restorer(ctx, backup, source_name, manifest)
     plan, where = _located(restorer, entries)
-    plan.skipped = len(existing) if skip_existing else 0
-    plan.replaced = len(existing) if overwrite else 0
+    there = len(existing.keys() - {ROOT_PATH})  # the target itself is not counted
+    plan.skipped = there if skip_existing else 0
+    plan.replaced = there if overwrite else 0
     if dry_run:
         check_packs(ctx, entries, where)
         return plan

@@ -185,3 +185,25 @@ def test_dry_run_checks_every_pack_s_size_and_names_the_files(system: BackupSyst
         system.restore(backup_id, tmp_path / "dry", dry_run=True)
     assert victim.name in str(missing.value) and "bin/blob.bin" in str(missing.value)
     assert not (tmp_path / "dry").exists()
+
+
+def test_hard_links_and_fifos_replace_links_in_the_target(system: BackupSystem, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "data").write_text("content")
+    os.link(src / "d" / "data", src / "d" / "alias")
+    os.mkfifo(src / "d" / "pipe")
+    age_tree(src)
+    backup_id = _backed_up(system, src)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("untouched")
+    before = _snapshot(outside)
+    out = tmp_path / "out"
+    (out / "d").mkdir(parents=True)
+    os.symlink(outside / "victim", out / "d" / "alias")
+    os.symlink(outside / "victim", out / "d" / "pipe")
+    system.restore(backup_id, out, overwrite=True)
+    assert _snapshot(outside) == before
+    assert os.stat(out / "d" / "alias").st_ino == os.stat(out / "d" / "data").st_ino
+    assert not (out / "d" / "pipe").is_symlink() and (out / "d" / "pipe").is_fifo()
