@@ -70,9 +70,10 @@ def _make_directory(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except PermissionError:
-        existing = next(p for p in path.parent.parents if p.exists())
-        raise sqlite_file.access_problem(existing / "catalog") or CatalogError(
-            f"permission denied: cannot create the catalog directory {path.parent}"
+        raise sqlite_file.access_problem(path) or CatalogError(
+            f"permission denied: OS user {sqlite_file.os_user()} cannot create the catalog directory "
+            f"{path.parent}",
+            hint="set EQUISPLIT_DR_HOME or DATABASE_URL to a directory that user owns",
         ) from None
 
 

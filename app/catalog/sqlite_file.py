@@ -46,18 +46,51 @@ def _writable(path: Path, *, directory: bool = False) -> bool:
     return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
 
 
+def _unreachable(directory: Path) -> Path | None:
+    """The first directory on the way from / to `directory` this user cannot enter, if any."""
+    for ancestor in reversed([directory, *directory.parents]):
+        if not ancestor.exists():
+            return None
+        if not os.access(ancestor, os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+            return ancestor
+    return None
+
+
+def _nearest_existing(directory: Path) -> Path:
+    return next(p for p in [directory, *directory.parents] if p.exists())
+
+
 def access_problem(path: Path) -> CatalogError | None:
-    """A CatalogError naming the catalog file (or its -wal, -shm) and the directory this process's OS
-    user cannot write, or None if it can write them all."""
+    """A CatalogError naming the catalog file (or its -wal, -shm), its directory or the directory on the
+    way to it that this process's OS user cannot enter or write, or None if nothing is in the way."""
     user = os_user()
     name = user.split(" ", 1)[0]
+    directory = path.parent
+    blocked = _unreachable(directory)
+    if blocked is not None:
+        return CatalogError(
+            f"permission denied: OS user {user} cannot enter the directory {blocked} on the way to the "
+            f"catalog {path}",
+            detail=f"{blocked} is {_owner(blocked)}",
+            hint=f"give {name} search permission on {blocked} (chmod/chown), or set EQUISPLIT_DR_HOME or "
+            "DATABASE_URL to a catalog in a directory that user owns",
+        )
+    if not directory.exists():
+        parent = _nearest_existing(directory)
+        if _writable(parent, directory=True):
+            return None
+        return CatalogError(
+            f"permission denied: OS user {user} cannot create the catalog directory {directory}",
+            detail=f"{parent} is {_owner(parent)}",
+            hint=f"create {directory} for {name} (`mkdir -p {directory} && chown {name} {directory}`), "
+            "or set EQUISPLIT_DR_HOME or DATABASE_URL to a directory that user owns",
+        )
     files = [
         candidate
         for candidate in (path, *(Path(f"{path}{suffix}") for suffix in COMPANIONS))
         if candidate.exists() and not _writable(candidate)
     ]
-    directory = path.parent
-    blocked_dir = directory.exists() and not _writable(directory, directory=True)
+    blocked_dir = not _writable(directory, directory=True)
     if not files and not blocked_dir:
         return None
     what = [f"the catalog file {f}" for f in files]

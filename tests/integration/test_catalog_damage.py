@@ -180,3 +180,17 @@ def test_a_catalog_the_os_user_cannot_write_is_named_with_the_user_and_the_fix(
         shutil.chown(home, PG_USER)
         home.chmod(0o555)
         _check_permission_error(env, home, [*reads[1:], *writes])
+
+
+def test_a_catalog_behind_a_directory_the_os_user_cannot_enter_names_that_directory(
+    cli_env: dict[str, str], shared_home: Path
+) -> None:
+    private = shared_home / "private"  # like /root: 0700, so the user cannot reach anything inside
+    env = {**cli_env, "EQUISPLIT_DR_HOME": str(private / "home")}
+    run(env, "init")
+    private.chmod(0o700)
+    _check_permission_error(env, private, [("backup", "list")])
+    # A home that does not exist yet, in a directory the user cannot write: the directory to create.
+    env = {**cli_env, "EQUISPLIT_DR_HOME": str(shared_home / "new" / "home")}
+    (shared_home / "new").mkdir(mode=0o755)
+    _check_permission_error(env, shared_home / "new" / "home", [("source", "list")])
