@@ -65,4 +65,5 @@ task_routes = {
     "tasks.wal.*": {"queue": "wal"},
     "tasks.monitor.*": {"queue": "monitor"},
     "tasks.verify.*": {"queue": "verify"},
+    "tasks.retention.*": {"queue": "maintenance"},
 }

@@ -171,6 +171,13 @@ def build_schedule(settings: Settings) -> list[ScheduleEntry]:
             else []
         ),
         ScheduleEntry(
+            "retention",
+            "tasks.retention.apply_retention",
+            queue="maintenance",
+            cron=s.backup_schedule_retention,
+            description="apply the retention policy: delete what no rule, hold or window keeps; thin WAL",
+        ),
+        ScheduleEntry(
             "health-check",
             "tasks.monitor.health_check",
             queue="monitor",

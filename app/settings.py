@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     backup_retention_weekly: int = Field(default=12, ge=0)
     backup_retention_monthly: int = Field(default=12, ge=0)
     backup_retention_yearly: int = Field(default=7, ge=0)
+    #: Retention (docs/RETENTION.md): the N newest backups of a source are always kept, and every backup
+    #: within this many hours of its source's newest; archives for this many years.
+    backup_retention_minimum: int = Field(default=3, ge=1)
+    backup_retention_keep_within_hours: int = Field(default=24, ge=0)
+    backup_retention_archive_years: int = Field(default=7, ge=0)
+    #: PostgreSQL: every point of this many days stays recoverable (all WAL kept); older retained base
+    #: backups keep only the WAL that makes them consistent.
+    backup_pitr_window_days: int = Field(default=30, ge=1)
+    backup_schedule_retention: str = "0 7 * * *"
 
     dr_testing_enabled: bool = True
     #: Restore drills (docs/DRILLS.md): how often beat runs one per source, and the RTO they must meet.
@@ -142,6 +151,7 @@ class Settings(BaseSettings):
         "backup_schedule_archive",
         "backup_schedule_verify",
         "backup_schedule_verify_sample",
+        "backup_schedule_retention",
     )
     @classmethod
     def _cron(cls, value: str) -> str:

@@ -23,6 +23,8 @@ from app.monitoring.probes import Probe
 from app.repo.keys import MasterKey
 from app.repo.repository import Repository
 from app.restore.engine import RestorePlan, restore_backup
+from app.retention.apply import ApplyReport
+from app.retention.plan import RetentionPlan
 from app.settings import Settings, load_settings
 from app.verify.report import VerificationReport
 
@@ -377,6 +379,38 @@ class BackupSystem:
 
         return storage_status(self.context)
 
+    # Retention and legal holds (docs/RETENTION.md) ------------------------------------------------------
+
+    def plan_retention(self, source: str | None = None) -> RetentionPlan:
+        """Every backup with the rules that keep it (none: it would be deleted), and the WAL to thin."""
+        from app.retention.plan import plan_retention
+
+        return plan_retention(self.context, source=source)
+
+    def apply_retention(self, source: str | None = None, *, confirm: bool = False) -> tuple[RetentionPlan, ApplyReport]:
+        """Plan, then (only with `confirm`) delete what no rule, hold or window keeps, each audited."""
+        from app.retention.apply import apply_plan
+        from app.retention.plan import plan_retention
+
+        plan = plan_retention(self.context, source=source)
+        return plan, apply_plan(self.context, plan, confirm=confirm, actor=self.actor)
+
+    def add_hold(self, reason: str, *, backup_id: str | None = None, source: str | None = None) -> dict[str, Any]:
+        """A legal hold on one backup or on every backup of a source; audited."""
+        from app.retention.holds import place_hold
+
+        return place_hold(self.context, reason, backup_id=backup_id, source=source, actor=self.actor)
+
+    def release_hold(self, hold_id: int, reason: str) -> dict[str, Any]:
+        from app.retention.holds import release
+
+        return release(self.context, hold_id, reason, actor=self.actor)
+
+    def list_holds(self, *, include_released: bool = False) -> list[dict[str, Any]]:
+        from app.retention.holds import list_holds
+
+        return list_holds(self.context, include_released=include_released)
+
     def rebuild_catalog(self) -> RebuildReport:
         """Rebuild the catalog from storage alone, creating its schema if it has none; a damaged SQLite
         catalog is first set aside as `<file>.damaged-<time>` (docs/ARCHITECTURE.md)."""
@@ -401,3 +435,4 @@ class BackupSystem:
                 self.actor,
             )
         return report
+

@@ -60,6 +60,8 @@ class Backup(Base):
     # known to be damaged (never a parent, never `latest`, until a verification finds it whole again).
     verified_at: Mapped[datetime | None]
     damaged_at: Mapped[datetime | None]
+    # Retention (docs/RETENTION.md): a deleted backup keeps its row, state `deleted`, for the record.
+    deleted_at: Mapped[datetime | None]
 
 
 class Pack(Base):
@@ -259,3 +261,19 @@ class Drill(Base):
     rpo_seconds: Mapped[float | None]
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class LegalHold(Base):
+    """A legal hold on one backup or on every backup of a source: no deletion until released."""
+
+    __tablename__ = "legal_holds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    backup_id: Mapped[str | None] = mapped_column(String(40))
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(255))
+    released_at: Mapped[datetime | None]
+    released_by: Mapped[str | None] = mapped_column(String(255))
+    release_reason: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,129 @@
+"""`equisplit-dr retention plan|apply` and `equisplit-dr hold add|release|list` (docs/RETENTION.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from app.cli.render import JsonOpt, console, err_console, fail, human, print_json
+from app.errors import EquisplitError
+
+retention_app = typer.Typer(no_args_is_help=True, help="What is kept, and deleting the rest.")
+hold_app = typer.Typer(no_args_is_help=True, help="Legal holds: nothing they cover is deleted.")
+SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")]
+
+
+def _system() -> Any:
+    from app.settings import load_settings
+    from app.system import BackupSystem
+
+    return BackupSystem(load_settings())
+
+
+@retention_app.command("plan")
+def retention_plan(source: SourceOpt = None, as_json: JsonOpt = False) -> None:
+    """Every backup, kept or not, with the rules that keep it; and the WAL thinning would remove."""
+    try:
+        with _system() as system:
+            plan = system.plan_retention(source)
+    except EquisplitError as exc:
+        fail(exc)
+    if as_json:
+        print_json(plan.to_json())
+        return
+    for b in plan.backups:
+        verdict = "keep  " if b.keep else "[bold red]DELETE[/]"
+        why = "; ".join(b.reasons) if b.reasons else "no rule keeps it"
+        console.print(f"{verdict} {b.id}  {b.source:<12} {b.type:<12} {why}", highlight=False)
+    for w in plan.wal:
+        console.print(
+            f"WAL of {w.source}: delete {len(w.names)} file(s), {human(w.bytes)}"
+            + (f" ({w.names[0]} .. {w.names[-1]})" if w.names else ""),
+            highlight=False,
+        )
+    console.print(f"{len(plan.backups) - len(plan.deletions)} kept, {len(plan.deletions)} to delete")
+
+
+@retention_app.command("apply")
+def retention_apply(
+    source: SourceOpt = None,
+    confirm: Annotated[bool, typer.Option("--confirm", help="Delete for real (without: a dry run).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete the backups no rule, hold or window keeps, and the WAL nothing needs; a dry run without
+    --confirm. Each deletion is audited with its reason."""
+    try:
+        with _system() as system:
+            plan, report = system.apply_retention(source, confirm=confirm)
+    except EquisplitError as exc:
+        fail(exc)
+    if as_json:
+        print_json({"plan": plan.to_json(), "applied": report.to_json()})
+        return
+    verb = "would delete" if report.dry_run else "deleted"
+    console.print(
+        f"{verb} {len(report.deleted)} backup(s) and {report.wal_deleted} WAL file(s) ({human(report.wal_bytes)})",
+        highlight=False,
+    )
+    for backup_id in report.deleted:
+        console.print(f"  {backup_id}", highlight=False)
+    for skipped in report.skipped:
+        err_console.print(f"  left alone: {skipped['backup']}: {skipped['why']}", highlight=False)
+    if report.dry_run and report.deleted:
+        console.print("a dry run: add --confirm to delete")
+
+
+@hold_app.command("add")
+def hold_add(
+    backup_id: Annotated[str | None, typer.Argument(help="The backup to hold.")] = None,
+    source: Annotated[str | None, typer.Option("--source", "-s", help="Hold every backup of this source.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (matter, counsel, ticket).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Place a legal hold on a backup or a whole source: nothing it covers is deleted until released."""
+    try:
+        with _system() as system:
+            hold = system.add_hold(reason, backup_id=backup_id, source=source)
+    except EquisplitError as exc:
+        fail(exc)
+    if as_json:
+        print_json(hold)
+    else:
+        console.print(f"hold {hold['id']} on {hold['backup'] or 'source ' + str(hold['source'])}: {hold['reason']}")
+
+
+@hold_app.command("release")
+def hold_release(
+    hold_id: int,
+    reason: Annotated[str, typer.Option("--reason", help="Why it is released.")] = "",
+) -> None:
+    """Release a hold (audited); what it covered falls back under the retention rules."""
+    try:
+        with _system() as system:
+            hold = system.release_hold(hold_id, reason)
+    except EquisplitError as exc:
+        fail(exc)
+    console.print(f"hold {hold['id']} released by {hold['released_by']}")
+
+
+@hold_app.command("list")
+def hold_list(
+    released: Annotated[bool, typer.Option("--all", help="Released holds too.")] = False, as_json: JsonOpt = False
+) -> None:
+    """The holds in force (with --all, released ones too)."""
+    try:
+        with _system() as system:
+            rows = system.list_holds(include_released=released)
+    except EquisplitError as exc:
+        fail(exc)
+    if as_json:
+        print_json(rows)
+        return
+    for h in rows:
+        state = f"released {h['released_at'][:19]} by {h['released_by']}" if h["released_at"] else "in force"
+        console.print(
+            f"{h['id']:>4}  {h['backup'] or 'source ' + str(h['source']):<28} {state:<20} {h['reason']} "
+            f"(by {h['created_by']}, {h['created_at'][:19]})",
+            highlight=False,
+        )
