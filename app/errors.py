@@ -111,6 +111,18 @@ class BackupNotFoundError(EquisplitError):
     exit_code = 9
 
 
+class JobNotFoundError(EquisplitError):
+    """No job in the ledger has the id given."""
+
+    exit_code = 9
+
+
+class JobFinishedError(EquisplitError):
+    """The job has already finished: there is nothing left to cancel."""
+
+    exit_code = 17
+
+
 class LockedError(EquisplitError):
     """Another job holds the lock this one needs."""
 

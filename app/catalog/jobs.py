@@ -100,13 +100,18 @@ def beat_backup_job(session: Session, backup_id: str) -> None:
 
 
 def cancel_job(session: Session, job_id: str) -> Job:
-    """Mark a job cancelled; its workers stop at their next file. A finished job is left as it is."""
-    from app.errors import EquisplitError
+    """Mark a pending or running job cancelled; its workers stop at their next file. JobNotFoundError
+    for an unknown id, JobFinishedError for a job that has already finished (left as it is)."""
+    from app.errors import JobFinishedError, JobNotFoundError
 
     job = session.get(Job, job_id)
     if job is None:
-        raise EquisplitError(f"no job {job_id!r}", hint="list jobs with `equisplit-dr backup status`")
-    if job.state in ("pending", "running"):
-        job.state = "cancelled"
-        job.finished_at = clock.now()
+        raise JobNotFoundError(f"no job {job_id!r}", hint="list jobs with `equisplit-dr backup status`")
+    if job.state not in ("pending", "running"):
+        raise JobFinishedError(
+            f"job {job_id} has already finished ({job.state}): nothing to cancel",
+            hint="`equisplit-dr backup status` shows each job's state",
+        )
+    job.state = "cancelled"
+    job.finished_at = clock.now()
     return job
