@@ -5,7 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test test-deps lint bench setup clean
+
+# Debian packages the tests drive for real, as command:package. PostgreSQL itself is not installed
+# here: the tests expect a server on 127.0.0.1:5432 (README).
+TEST_TOOLS := chromium:chromium redis-server:redis-server chattr:e2fsprogs setpriv:util-linux
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +23,22 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m workers.demo
 
-test: lint
+test: lint test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Installs the missing ones as root with apt-get; otherwise names them and the command, and stops.
+test-deps:
+	@missing=""; for tool in $(TEST_TOOLS); do \
+	  command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian packages the tests use:$$missing"; \
+	    apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else \
+	    echo "make: the tests need these Debian packages:$$missing; install them with" >&2; \
+	    echo "  sudo apt-get install -y$$missing" >&2; exit 1; \
+	  fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tasks workers tests bench migrations celeryconfig.py
