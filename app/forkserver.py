@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import multiprocessing
 import os
 import select
 import signal
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
-from multiprocessing.context import ForkServerContext
+from multiprocessing.context import ForkServerContext, ForkServerProcess
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, TypeVar
 
@@ -40,11 +41,50 @@ def processes_for(settings: Settings) -> int:
     return settings.backup_processes or (os.cpu_count() or 1)
 
 
+_main_module = threading.Lock()
+
+
+@contextlib.contextmanager
+def main_left_alone() -> Iterator[None]:
+    """While a worker process starts, `__main__` names no file and no module. multiprocessing has every
+    new process import the caller's main script again (as `__mp_main__`, for functions defined there),
+    and a script without an `if __name__ == "__main__":` guard (the README's BackupSystem snippet saved
+    as a file) then ran its whole self again in each worker: another backup, which found the source
+    locked and broke the pool. Workers run only app/ code: they need nothing of `__main__`."""
+    main = sys.modules.get("__main__")
+    with _main_module:
+        if main is None:
+            yield
+            return
+        saved: dict[str, Any] = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
+class WorkerProcess(ForkServerProcess):
+    """A job's worker process: started with `__main__` left alone (main_left_alone)."""
+
+    def start(self) -> None:
+        with main_left_alone():
+            super().start()
+
+
+class _WorkerContext(ForkServerContext):
+    Process = WorkerProcess
+
+
+_CONTEXT = _WorkerContext()
+
+
 def context() -> ForkServerContext:
-    mp = multiprocessing.get_context("forkserver")
-    assert isinstance(mp, ForkServerContext)
-    mp.set_forkserver_preload(PRELOAD)
-    return mp
+    """The fork server context of a job's worker processes (WorkerProcess)."""
+    _CONTEXT.set_forkserver_preload(PRELOAD)
+    return _CONTEXT
 
 
 def warm_up() -> None:
