@@ -178,7 +178,8 @@ def unit_process(node: str, backup_id: str, number: int, timeout: float = 10) ->
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        active = app.control.inspect(destination=[node], timeout=2).active() or {}
+        with app.connection_for_write() as connection:  # fresh: a pooled one may predate a Redis restart
+            active = app.control.inspect(destination=[node], timeout=2, connection=connection).active() or {}
         for task in active.get(node, []):
             if task.get("name") == "tasks.backup.backup_unit" and list(task.get("args") or [])[:2] == [
                 backup_id,
