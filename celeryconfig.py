@@ -66,4 +66,5 @@ task_routes = {
     "tasks.monitor.*": {"queue": "monitor"},
     "tasks.verify.*": {"queue": "verify"},
     "tasks.retention.*": {"queue": "maintenance"},
+    "tasks.replicate.*": {"queue": "replicate"},
 }

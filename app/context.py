@@ -11,15 +11,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.catalog.db import make_engine, require_migrated, session_factory
 from app.repo.keys import MasterKey, load_master_key
 from app.repo.repository import Repository
-from app.settings import Settings
+from app.settings import Settings, region_url
 from app.storage import Storage, open_storage
 
 
 class Context:
-    """One per process (or per test); thread-safe after construction."""
+    """One per process (or per test); thread-safe after construction.
 
-    def __init__(self, settings: Settings) -> None:
+    With `region`, storage is that secondary region's copy of the repository (docs/REPLICATION.md
+    section 7): the same catalog and master key, nothing read from the primary's storage.
+    """
+
+    def __init__(self, settings: Settings, *, region: str | None = None) -> None:
         self.settings = settings
+        self.region = region
+        if region is not None:
+            region_url(settings, region)  # an unknown region stops here, naming the configured ones
         #: Serialises catalog writes from upload threads; SQLite allows one writer at a time.
         self.catalog_write_lock = threading.Lock()
 
@@ -32,9 +39,16 @@ class Context:
         require_migrated(self.engine)
         return session_factory(self.engine)
 
+    @property
+    def storage_url(self) -> str:
+        """The URL of the storage this context reads: the primary's, or the region's."""
+        if self.region is None:
+            return self.settings.storage_url
+        return region_url(self.settings, self.region)
+
     @cached_property
     def storage(self) -> Storage:
-        return open_storage(self.settings.storage_url)
+        return open_storage(self.storage_url)
 
     def master_key(self) -> MasterKey:
         secret = self.settings.backup_encryption_key

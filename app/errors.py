@@ -81,6 +81,10 @@ class ObjectNotFoundError(StorageError):
         self.name = name
 
 
+class ReplicationError(StorageError):
+    """A secondary region could not be brought up to date (docs/REPLICATION.md); retried."""
+
+
 class IntegrityError(EquisplitError):
     """Stored data failed authentication or does not match what was expected."""
 

@@ -170,6 +170,19 @@ def build_schedule(settings: Settings) -> list[ScheduleEntry]:
             if s.dr_testing_enabled
             else []
         ),
+        *(
+            [
+                ScheduleEntry(
+                    "replicate",
+                    "tasks.replicate.replicate",
+                    queue="replicate",
+                    every=s.backup_replication_interval,
+                    description="copy new packs, WAL and manifests to every secondary region",
+                )
+            ]
+            if s.backup_cross_region and s.secondary_storage_urls
+            else []
+        ),
         ScheduleEntry(
             "retention",
             "tasks.retention.apply_retention",

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     backup_drill_dir: Path | None = None
     primary_region: str = "us-east-1"
     secondary_regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["us-west-2"])
+    #: Replication (docs/REPLICATION.md): the lag target, copy threads per region, beat's interval.
+    backup_replication_lag_target: int = Field(default=14400, gt=0)
+    backup_replication_concurrency: int = Field(default=4, ge=1, le=64)
+    backup_replication_interval: int = Field(default=900, ge=60)
 
     health_check_interval: int = Field(default=60, gt=0)
     health_check_timeout: int = Field(default=30, gt=0)
@@ -205,6 +209,18 @@ class Settings(BaseSettings):
     @property
     def worker_threads(self) -> int:
         return self.backup_threads or max(2, (os.cpu_count() or 1) * 2)
+
+
+def region_url(settings: Settings, region: str) -> str:
+    """The storage URL of secondary region `region`; ConfigurationError naming the configured ones."""
+    urls = settings.secondary_storage_urls
+    if region not in urls:
+        known = ", ".join(sorted(urls)) or "none"
+        raise ConfigurationError(
+            f"unknown region {region!r}: the secondary regions are {known}",
+            hint="name one of SECONDARY_REGIONS, or map it in BACKUP_SECONDARY_STORAGE_URLS (region=url)",
+        )
+    return urls[region]
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -59,9 +59,13 @@ def backup_summary(backup: Backup, source: str) -> dict[str, Any]:
 class BackupSystem:
     """Backups and restores of registered sources. Construct with settings, or from the environment."""
 
-    def __init__(self, settings: Settings | None = None, *, actor: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, actor: str | None = None, region: str | None = None
+    ) -> None:
+        """With `region`, restores and verifications read that secondary region's storage, never the
+        primary's (docs/REPLICATION.md section 7)."""
         self.settings = settings or load_settings()
-        self.context = Context(self.settings)
+        self.context = Context(self.settings, region=region)
         self.actor = actor
 
     def close(self) -> None:

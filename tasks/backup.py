@@ -22,6 +22,7 @@ from app.catalog.sources import list_sources
 from app.errors import LockedError
 from app.logical.export import export_database as export_in_process
 from app.scheduling import tick_of
+from tasks.replicate import after_backup
 
 
 def _summary(result: Any) -> dict[str, Any]:
@@ -45,7 +46,9 @@ def run_backup(self: Any, source: str, backup_type: str, scheduled: bool = False
     source is backed up whole in this task: its session must outlive every unit (docs/POSTGRES.md)."""
     try:
         if runs_in_one_process(self.ctx, source):
-            return _summary(run_in_process(self.ctx, source, backup_type, actor="celery"))
+            summary = _summary(run_in_process(self.ctx, source, backup_type, actor="celery"))
+            after_backup(self.ctx)
+            return summary
         prepared = prepare_backup(self.ctx, source, backup_type, cluster=True, task_id=self.request.id)
     except LockedError as exc:
         if not scheduled:
@@ -69,7 +72,9 @@ def run_backup(self: Any, source: str, backup_type: str, scheduled: bool = False
 def export_database(self: Any, source: str, database: str | None = None) -> dict[str, Any]:
     """A logical export (pg_dump) of one database of a PostgreSQL source, whole in this task (the dump
     streams from one process); the summary of the finished backup, of type `logical`."""
-    return _summary(export_in_process(self.ctx, source, database, actor="celery"))
+    summary = _summary(export_in_process(self.ctx, source, database, actor="celery"))
+    after_backup(self.ctx)
+    return summary
 
 
 def _unit_failed(task: Any, exc: BaseException, _task_id: str, args: Any, kwargs: Any, _einfo: Any) -> None:
@@ -98,7 +103,9 @@ def backup_unit(self: Any, backup_id: str, number: int) -> dict[str, Any]:
 
 @shared_task(bind=True, name="tasks.backup.finalize_backup")
 def finalize_backup(self: Any, backup_id: str) -> dict[str, Any]:
-    return _summary(finalize(self.ctx, backup_id, actor="celery"))
+    summary = _summary(finalize(self.ctx, backup_id, actor="celery"))
+    after_backup(self.ctx)
+    return summary
 
 
 @shared_task(name="tasks.backup.backup_failed")

@@ -4,7 +4,15 @@ from celery import Celery
 
 app = Celery(
     "equisplit-dr",
-    include=["tasks.backup", "tasks.restore", "tasks.monitor", "tasks.retention", "tasks.verify", "tasks.wal"],
+    include=[
+        "tasks.backup",
+        "tasks.restore",
+        "tasks.monitor",
+        "tasks.retention",
+        "tasks.verify",
+        "tasks.wal",
+        "tasks.replicate",
+    ],
     task_cls="workers.base:EquisplitTask",
 )
 app.config_from_object("celeryconfig")

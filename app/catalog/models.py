@@ -66,6 +66,7 @@ class Backup(Base):
 
 class Pack(Base):
     __tablename__ = "packs"
+    __table_args__ = (Index("ix_packs_created", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
@@ -177,7 +178,10 @@ class WalSegment(Base):
     """One archived WAL file (segment, partial, history or backup history): written after its object."""
 
     __tablename__ = "wal_segments"
-    __table_args__ = (Index("ix_wal_segments_source_timeline_segno", "source_id", "timeline", "segno"),)
+    __table_args__ = (
+        Index("ix_wal_segments_source_timeline_segno", "source_id", "timeline", "segno"),
+        Index("ix_wal_segments_archived", "archived_at"),
+    )
 
     source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)  # the WAL file name
@@ -277,3 +281,32 @@ class LegalHold(Base):
     released_at: Mapped[datetime | None]
     released_by: Mapped[str | None] = mapped_column(String(255))
     release_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ReplicaObject(Base):
+    """One object's copy in one secondary region (docs/REPLICATION.md section 3)."""
+
+    __tablename__ = "replica_objects"
+    __table_args__ = (Index("ix_replica_objects_region_state", "region", "state", "source_at"),)
+
+    region: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # keys | config | packs | wal | manifests
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))  # pending | copied | failed | missing
+    #: When the object appeared in the primary: the lag is measured from here.
+    source_at: Mapped[datetime]
+    copied_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ReplicationRegion(Base):
+    """Per secondary region: how far discovery has read the catalog, and the last pass."""
+
+    __tablename__ = "replication_regions"
+
+    region: Mapped[str] = mapped_column(String(64), primary_key=True)
+    discovered_through: Mapped[datetime | None]
+    last_pass_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -64,6 +64,10 @@ def dr_recover(
             "--tablespace-dir", help="Where tablespaces go (<dir>/<oid>); default <target>_tablespaces."
         ),
     ] = None,
+    from_region: Annotated[
+        str | None,
+        typer.Option("--from-region", help="Read the base backup and WAL from this secondary region."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Recover a PostgreSQL source to a point in time from its base backups and archived WAL."""
@@ -74,7 +78,7 @@ def dr_recover(
     if port is None and start:
         fail(EquisplitError("--start needs --port P (the recovered server must not take the source's port)"))
     try:
-        with DisasterRecoveryManager(source=source, actor="cli") as manager:
+        with DisasterRecoveryManager(source=source, actor="cli", region=from_region) as manager:
             result = manager.execute_point_in_time_recovery(
                 timestamp,
                 dry_run,

@@ -17,6 +17,7 @@ from app.cli.pg_commands import pg_app
 from app.cli.probe_commands import storage_status_command, test_connection_command
 from app.cli.render import JsonOpt, backups_table, console, err_console, fail, human, print_json, progress_bar
 from app.cli.retention_commands import hold_app, retention_app
+from app.cli.replication_commands import replication_app
 from app.cli.verify_commands import verify_command
 from app.cli.wal_commands import wal_app
 from app.errors import ConfigurationError, EquisplitError, MasterKeyError
@@ -45,6 +46,7 @@ app.add_typer(dr_app, name="dr")
 app.add_typer(pg_app, name="pg")
 app.add_typer(retention_app, name="retention")
 app.add_typer(hold_app, name="hold")
+app.add_typer(replication_app, name="replication")
 backup_app.command("verify")(verify_command)
 dr_app.command("test")(drill_command)
 backup_app.command("test-connection")(test_connection_command)
@@ -71,10 +73,10 @@ def _scheduler() -> Any:
     return BackupScheduler(load_settings())
 
 
-def _system() -> Any:
+def _system(region: str | None = None) -> Any:
     from app.system import BackupSystem
 
-    return BackupSystem(load_settings())
+    return BackupSystem(load_settings(), region=region)
 
 
 @app.command()
@@ -316,10 +318,14 @@ def restore(
     keep_partial: Annotated[
         bool, typer.Option("--keep-partial", help="Keep half-written files on error.")
     ] = False,
+    from_region: Annotated[
+        str | None,
+        typer.Option("--from-region", help="Read the backup from this secondary region, not the primary."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a backup (an id, or `latest` with --source) into a directory."""
-    with _system() as system, progress_bar("restore", not as_json and not dry_run) as progress:
+    with _system(from_region) as system, progress_bar("restore", not as_json and not dry_run) as progress:
         plan = system.restore(
             backup_id,
             target,

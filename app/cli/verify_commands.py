@@ -29,6 +29,10 @@ def verify_command(
     since: Annotated[
         str | None, typer.Option("--since", help="Only backups since: 24h, 7d, an ISO time.")
     ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option("--region", help="Verify the copies in this secondary region (docs/REPLICATION.md)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check that backups restore: every object they need exists with the expected size; the data of
@@ -47,7 +51,7 @@ def verify_command(
                 "--read-data, --sample and --structure-only exclude each other", hint="give one of them"
             )
         mode = "all" if read_data else "sample" if sample else "none" if structure_only else "incremental"
-        with BackupSystem(load_settings()) as system:
+        with BackupSystem(load_settings(), region=region) as system:
             report = system.verify_backup(
                 backup_id,
                 source=source,
@@ -60,15 +64,16 @@ def verify_command(
     if as_json:
         print_json(report.to_json())
     else:
-        _print(report)
+        _print(report, region)
     if report.outcome != "passed":
         raise typer.Exit(IntegrityError.exit_code)
 
 
-def _print(report: VerificationReport) -> None:
+def _print(report: VerificationReport, region: str | None = None) -> None:
     rate = f", {report.bytes_read / 1e6 / report.seconds:.1f} MB/s" if report.seconds > 0 else ""
     verdict = "passed" if report.outcome == "passed" else "[bold red]DAMAGE FOUND[/]"
-    console.print(f"verification {report.id}: {verdict}")
+    where = f" of region {region}" if region else ""
+    console.print(f"verification {report.id}{where}: {verdict}")
     console.print(
         f"  {len(report.backups)} backup(s) checked, {len(report.damaged)} damaged; "
         f"{report.packs_checked} pack(s) checked, {report.packs_read} read back ({report.data}): "
@@ -92,7 +97,13 @@ def _print(report: VerificationReport) -> None:
                     + (f" and {more} more" if more else ""),
                     highlight=False,
                 )
-    if report.damaged:
+    if report.damaged and region is not None:
+        err_console.print(
+            f"  hint: the damaged or missing copies in region {region} are queued again; "
+            "`equisplit-dr replication run` copies them from the primary",
+            highlight=False,
+        )
+    elif report.damaged:
         err_console.print(
             "  hint: damaged chunks left the chunk index; the next backup of a source that still has the "
             "content stores it again (then verify again), or restore the named packs from a replica",

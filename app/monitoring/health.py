@@ -15,6 +15,7 @@ from app.catalog.models import Backup, Job
 from app.catalog.sources import list_sources
 from app.catalog.verifications import damaged_backups
 from app.context import Context
+from app.replication.status import replication_status
 
 STALE_WARNING = timedelta(hours=8)
 STALE_CRITICAL = timedelta(hours=12)
@@ -105,6 +106,26 @@ def get_health_status(ctx: Context) -> HealthStatus:
                 issues.append(
                     HealthIssue("warning", None, f"job {job.id} has had no heartbeat since {clock.iso(beat)}")
                 )
+    issues.extend(replication_issues(ctx))
     worst = max((_RANK[i.severity] for i in issues), default=0)
     status = next(k for k, v in _RANK.items() if v == worst)
     return HealthStatus(status, clock.iso(now) or "", issues, rows)
+
+
+def replication_issues(ctx: Context) -> list[HealthIssue]:
+    """A region whose replication lag is past the target: warning; past twice the target: critical."""
+    issues = []
+    for region in replication_status(ctx):
+        if not region.lag_exceeded:
+            continue
+        severity = "critical" if region.lag_seconds > 2 * region.lag_target_seconds else "warning"
+        why = f"; last error: {region.last_error}" if region.last_error else ""
+        issues.append(
+            HealthIssue(
+                severity,
+                None,
+                f"replication to region {region.region} lags {region.lag_seconds} s "
+                f"(target {region.lag_target_seconds} s){why}",
+            )
+        )
+    return issues

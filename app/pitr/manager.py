@@ -24,9 +24,11 @@ class DisasterRecoveryManager:
         source: str | None = None,
         context: Context | None = None,
         actor: str | None = None,
+        region: str | None = None,
     ) -> None:
+        """With `region`, the base backup and WAL are read from that secondary region's storage."""
         self.settings = settings or (context.settings if context else load_settings())
-        self.context = context or Context(self.settings)
+        self.context = context or Context(self.settings, region=region)
         self._owns_context = context is None
         self.source = source
         self.actor = actor

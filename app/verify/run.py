@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app import clock
-from app.catalog import audit, verifications
+from app.catalog import audit, replicas, verifications
 from app.catalog.backups import USABLE_STATES, get_backup
 from app.catalog.db import transaction
 from app.catalog.models import Backup, Pack, Source
@@ -43,15 +43,17 @@ def verify_backups(ctx: Context, options: VerifyOptions, *, actor: str | None = 
     repo = ctx.repository  # a wrong key or a missing keyring stops here, before anything is recorded
     selected = _select(ctx, options)
     run_id = verifications.new_verification_id()
+    scope = {**options.scope(), **({"region": ctx.region} if ctx.region else {})}
     with transaction(ctx.sessions) as session:
-        verifications.start_run(session, run_id, options.scope())
+        verifications.start_run(session, run_id, scope)
     bandwidth = Bandwidth(options.max_bytes_per_second)
     with ThreadPoolExecutor(max_workers=max(1, options.threads), thread_name_prefix="verify") as pool:
         checks = _map(pool, lambda b: check_structure(repo, ctx.sessions, b[0], b[1]), selected)
         all_packs = sorted(set().union(*(c.packs for c in checks)))
         with ctx.sessions() as session:
             known = {p: row.size for p, row in verifications.pack_rows(session, all_packs).items()}
-            last_ok = verifications.last_checked(session, all_packs)
+            # a region has no read-back history of its own: the primary's would skip its copies
+            last_ok = {} if ctx.region else verifications.last_checked(session, all_packs)
         sizes = dict(
             zip(all_packs, _map(pool, lambda p: _stored_size(repo.storage, p), all_packs), strict=True)
         )
@@ -87,7 +89,10 @@ def verify_backups(ctx: Context, options: VerifyOptions, *, actor: str | None = 
         chunks_forgotten=0,
     )
     report.seconds = time.monotonic() - started
-    _record(ctx, report, pack_checks, bad, actor)
+    if ctx.region is not None:
+        _record_region(ctx, ctx.region, report, bad, actor)
+    else:
+        _record(ctx, report, pack_checks, bad, actor)
     return report
 
 
@@ -102,6 +107,22 @@ def repo_reader(ctx: Context) -> Callable[[str], Iterable[tuple[str, list[str]]]
 
 
 def _select(ctx: Context, options: VerifyOptions) -> list[tuple[Backup, str]]:
+    chosen = _select_all(ctx, options)
+    if ctx.region is None:
+        return chosen
+    with ctx.sessions() as session:
+        in_region = set(replicas.copied_manifests(session, ctx.region))
+    if options.backup_ids:
+        for backup, _ in chosen:
+            if backup.id not in in_region:
+                raise BackupNotFoundError(
+                    f"backup {backup.id} has no complete copy in region {ctx.region} yet",
+                    hint="run `equisplit-dr replication run`, then see `equisplit-dr replication status`",
+                )
+    return [(b, name) for b, name in chosen if b.id in in_region]
+
+
+def _select_all(ctx: Context, options: VerifyOptions) -> list[tuple[Backup, str]]:
     with ctx.sessions() as session:
         if options.backup_ids:
             chosen = [get_backup(session, backup_id) for backup_id in options.backup_ids]
@@ -260,6 +281,57 @@ def _record(
         log.error(
             "verification %s found damage: %d backup(s) (%s), pack(s) %s",
             report.id,
+            len(report.damaged),
+            ", ".join(b.backup_id for b in report.damaged[:10]),
+            ", ".join(report.damaged_packs[:10]),
+        )
+
+
+def _record_region(
+    ctx: Context, region: str, report: VerificationReport, bad: dict[str, PackCheck], actor: str | None
+) -> None:
+    """A region's damage never touches the primary's records: the region's damaged or missing copies go
+    back to `pending`, so the next replication pass copies them again from the primary."""
+    again: dict[str, set[str]] = {"packs": set(bad)}
+    for outcome in report.backups:
+        for problem in outcome.problems:
+            kind, _, name = problem.object.partition("/")
+            if kind in ("packs", "manifests", "wal") and name:
+                again.setdefault(kind, set()).add(name)
+    with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
+        for kind, names in again.items():
+            replicas.requeue(session, region, kind, names)
+        verifications.finish_run(
+            session,
+            report.id,
+            outcome=report.outcome,
+            backups=len(report.backups),
+            packs_checked=report.packs_checked,
+            packs_read=report.packs_read,
+            chunks_read=report.chunks_read,
+            bytes_read=report.bytes_read,
+            seconds=report.seconds,
+        )
+        audit.append(
+            session,
+            "verification.finished",
+            report.id,
+            {
+                "region": region,
+                "outcome": report.outcome,
+                "data": report.data,
+                "backups": len(report.backups),
+                "damaged_backups": [b.backup_id for b in report.damaged],
+                "damaged_packs": report.damaged_packs,
+                "bytes_read": report.bytes_read,
+            },
+            actor,
+        )
+    if report.outcome != "passed":
+        log.error(
+            "verification %s found damage in region %s: %d backup(s) (%s), pack(s) %s; queued to copy again",
+            report.id,
+            region,
             len(report.damaged),
             ", ".join(b.backup_id for b in report.damaged[:10]),
             ", ".join(report.damaged_packs[:10]),
