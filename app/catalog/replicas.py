@@ -17,9 +17,11 @@ from app.catalog.backups import USABLE_STATES
 from app.catalog.models import Backup, Pack, ReplicaObject, ReplicationRegion, Source, WalSegment
 
 PENDING, COPIED, FAILED, MISSING = "pending", "copied", "failed", "missing"
-STATES = (PENDING, COPIED, FAILED, MISSING)
+#: The region's copy was found damaged or missing by verification: copied again, whatever its size.
+DAMAGED = "damaged"
+STATES = (PENDING, COPIED, FAILED, MISSING, DAMAGED)
 #: States that still wait for a copy (counted in the lag).
-WAITING = (PENDING, FAILED)
+WAITING = (PENDING, FAILED, DAMAGED)
 #: Discovery re-reads this much before its mark: a row whose transaction committed late is not missed.
 DISCOVERY_OVERLAP = timedelta(hours=24)
 _BATCH = 1000
@@ -232,7 +234,7 @@ def mark(
 
 
 def requeue(session: Session, region: str, kind: str, names: Iterable[str]) -> int:
-    """Send copied objects back to `pending` (a region's copy found damaged or missing)."""
+    """Mark the region's copies `damaged` (found damaged or missing): the next pass copies them again."""
     wanted = list(dict.fromkeys(names))
     changed = 0
     for start in range(0, len(wanted), _BATCH):
@@ -243,7 +245,7 @@ def requeue(session: Session, region: str, kind: str, names: Iterable[str]) -> i
                 ReplicaObject.kind == kind,
                 ReplicaObject.name.in_(wanted[start : start + _BATCH]),
             )
-            .values(state=PENDING, error="the region's copy was found damaged or missing by verification")
+            .values(state=DAMAGED, error="the region's copy was found damaged or missing by verification")
         )
         changed += result.rowcount or 0  # type: ignore[attr-defined]
     return changed
@@ -280,7 +282,7 @@ def summary(session: Session, region: str) -> RegionSummary:
     result.oldest_waiting = min(times) if times else None
     failed = session.execute(
         select(ReplicaObject.kind, ReplicaObject.name, ReplicaObject.attempts, ReplicaObject.error)
-        .where(ReplicaObject.region == region, ReplicaObject.state.in_((FAILED, MISSING)))
+        .where(ReplicaObject.region == region, ReplicaObject.state.in_((FAILED, MISSING, DAMAGED)))
         .order_by(ReplicaObject.source_at)
         .limit(10)
     )

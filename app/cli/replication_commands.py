@@ -82,7 +82,7 @@ def replication_status_command(region: RegionOpt = None, as_json: JsonOpt = Fals
             flag = " [red](past the target)[/]" if s.lag_exceeded else ""
             console.print(f"region {s.region} ({s.location})", highlight=False)
             console.print(f"  lag {s.lag_seconds} s, target {s.lag_target_seconds} s{flag}")
-            for state in ("pending", "copied", "failed", "missing"):
+            for state in ("pending", "copied", "failed", "damaged", "missing"):
                 console.print(
                     f"  {state}: {s.objects[state]} objects, {human(s.bytes[state])}", highlight=False
                 )

@@ -20,11 +20,12 @@ class CopyOutcome:
 
 
 def copy_object(
-    primary: Storage, region: Storage, kind: str, name: str, size: int | None = None
+    primary: Storage, region: Storage, kind: str, name: str, size: int | None = None, *, force: bool = False
 ) -> CopyOutcome:
     """Make the region hold the primary's (kind, name). `size`, when the catalog knows it, is checked
-    against both copies; otherwise the primary's size is what the region must match."""
-    there = region.stat(kind, name)
+    against both copies; otherwise the primary's size is what the region must match. `force` copies even
+    over an object of the right size (one verification found damaged)."""
+    there = None if force else region.stat(kind, name)
     if there is not None and size is not None and there.size == size:
         return CopyOutcome(PRESENT, size)
     source = primary.stat(kind, name)

@@ -149,7 +149,7 @@ def _copy_kind(
 
 def _attempt(primary: Storage, storage: Storage, row: ReplicaObject) -> CopyOutcome | BaseException:
     try:
-        return copy_object(primary, storage, row.kind, row.name, row.size)
+        return copy_object(primary, storage, row.kind, row.name, row.size, force=row.state == replicas.DAMAGED)
     except Exception as exc:  # one object's failure is recorded on its row; the others go on
         return exc
 
