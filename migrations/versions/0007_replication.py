@@ -1,8 +1,8 @@
 """Replication: each object's copy per secondary region, each region's discovery mark and last pass, and
 the indexes discovery reads new packs and WAL through (docs/REPLICATION.md).
 
-Revision ID: 0006_replication
-Revises: 0005_verification_drills
+Revision ID: 0007_replication
+Revises: 0006_retention
 Create Date: 2026-12-05 04:00:00
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_replication"
-down_revision: str | Sequence[str] | None = "0005_verification_drills"
+revision: str = "0007_replication"
+down_revision: str | Sequence[str] | None = "0006_retention"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
