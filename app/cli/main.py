@@ -16,8 +16,8 @@ from app.cli.drill_commands import drill_command
 from app.cli.pg_commands import pg_app
 from app.cli.probe_commands import storage_status_command, test_connection_command
 from app.cli.render import JsonOpt, backups_table, console, err_console, fail, human, print_json, progress_bar
-from app.cli.retention_commands import hold_app, retention_app
 from app.cli.replication_commands import replication_app
+from app.cli.retention_commands import hold_app, retention_app
 from app.cli.verify_commands import verify_command
 from app.cli.wal_commands import wal_app
 from app.errors import ConfigurationError, EquisplitError, MasterKeyError

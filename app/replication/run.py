@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from app import clock
 from app.catalog import audit, locks, replicas
+from app.catalog.backups import USABLE_STATES
 from app.catalog.db import transaction
 from app.catalog.models import Backup, Pack, ReplicaObject, Source
 from app.context import Context
@@ -208,7 +209,11 @@ def _manifest_ready(ctx: Context, region: str, row: ReplicaObject) -> tuple[bool
     """(whether the manifest may be copied now, whether needed packs were added as pending)."""
     with ctx.sessions() as session:
         backup = session.get(Backup, row.name)
-        if backup is None:
+        if backup is None or backup.state not in USABLE_STATES:  # deleted (retention) before it was copied
+            with ctx.catalog_write_lock, transaction(ctx.sessions) as write:
+                replicas.mark(
+                    write, region, "manifests", row.name, replicas.MISSING, error="the backup was deleted"
+                )
             return False, False
         source = session.get(Source, backup.source_id)
         session.expunge(backup)
