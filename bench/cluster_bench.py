@@ -6,7 +6,7 @@ latency of the `wal` queue while a big backup runs.
                                   [--scenarios cli,a,b,c,d,wal,walshared] [--quiet-wait 60] [--no-calibrate]
 
 Scenarios (each a full backup into a fresh repository and a fresh PostgreSQL database, so no dedup
-carries over; workers are `celery -A workers worker -c 1 -Q backup,chunks` subprocesses):
+carries over; workers are `celery -A workers worker -n wN@%h -c 1 -Q backup,chunks` subprocesses):
   cli        `equisplit-dr backup run --type full` in one process (threads, no Celery): the baseline;
   a          1 worker pinned to CPU 0 (`taskset -c 0`), BACKUP_THREADS=1;
   b          2 workers pinned to CPU 0 and CPU 1, BACKUP_THREADS=1 each (two one-core hosts);
