@@ -115,6 +115,9 @@ def test_flower_tasks_page_shows_our_tasks_and_no_secrets(
         for key in UNIT_ENV:
             os.environ.pop(key, None)
     assert outcome["state"] == "complete", cluster.logs()
+    with BackupSystem() as system:  # each unit names its worker as Flower shows it
+        ran_on = {u["worker"] for u in system.show_backup(outcome["backup_id"])["units"]}
+    assert ran_on and ran_on <= set(flower.api("/api/workers?status=true")), ran_on
     tasks = _wait_tasks(flower, _has(FINALIZE, "SUCCESS"))
     # run_backup replaces itself with the chord (Task.replace): the chord's body, finalize_backup, takes
     # over run_backup's task id, so after it Flower lists that id under finalize_backup's name.
