@@ -202,6 +202,7 @@ def configure_client(env: dict[str, str]) -> Any:
     if app._pool is not None:  # connections made under an earlier broker URL
         app._pool.force_close_all()
         app._pool = None
+        app.amqp._producer_pool = None  # it holds the pool just closed ("Acquire on closed pool")
     # and the result backend an earlier test built (an eager one's): .get() would wait on it for ever
     app._backend_cache = None
     app._local.__dict__.pop("backend", None)
