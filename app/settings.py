@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     #: backups keep only the WAL that makes them consistent.
     backup_pitr_window_days: int = Field(default=30, ge=1)
     backup_schedule_retention: str = "0 7 * * *"
+    #: Garbage collection (docs/GC.md): a pack whose chunks left the index waits this long (and for every
+    #: backup running then to finish) before it is deleted.
+    backup_gc_grace_hours: float = Field(default=24, ge=0)
 
     dr_testing_enabled: bool = True
     #: Restore drills (docs/DRILLS.md): how often beat runs one per source, and the RTO they must meet.

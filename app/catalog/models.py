@@ -310,3 +310,19 @@ class ReplicationRegion(Base):
     discovered_through: Mapped[datetime | None]
     last_pass_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class GcCandidate(Base):
+    """A pack garbage collection found unreferenced: its chunks left the index at `marked_at`; it is
+    deleted once every backup running then has finished and the grace period has passed, unless a
+    manifest written since needs one of its chunks (docs/GC.md)."""
+
+    __tablename__ = "gc_candidates"
+
+    pack_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    marked_at: Mapped[datetime]
+    size: Mapped[int] = mapped_column(BigInteger)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    #: The backups running when the chunks left the index: they may still name one of them.
+    running: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reason: Mapped[str] = mapped_column(String(32))  # unreferenced | repacked

@@ -17,7 +17,7 @@ from app.cli.pg_commands import pg_app
 from app.cli.probe_commands import storage_status_command, test_connection_command
 from app.cli.render import JsonOpt, backups_table, console, err_console, fail, human, print_json, progress_bar
 from app.cli.replication_commands import replication_app
-from app.cli.retention_commands import hold_app, retention_app
+from app.cli.retention_commands import gc_app, hold_app, retention_app
 from app.cli.verify_commands import verify_command
 from app.cli.wal_commands import wal_app
 from app.errors import ConfigurationError, EquisplitError, MasterKeyError
@@ -47,6 +47,7 @@ app.add_typer(pg_app, name="pg")
 app.add_typer(retention_app, name="retention")
 app.add_typer(hold_app, name="hold")
 app.add_typer(replication_app, name="replication")
+app.add_typer(gc_app, name="gc")
 backup_app.command("verify")(verify_command)
 dr_app.command("test")(drill_command)
 backup_app.command("test-connection")(test_connection_command)

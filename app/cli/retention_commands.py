@@ -11,6 +11,7 @@ from app.errors import EquisplitError
 
 retention_app = typer.Typer(no_args_is_help=True, help="What is kept, and deleting the rest.")
 hold_app = typer.Typer(no_args_is_help=True, help="Legal holds: nothing they cover is deleted.")
+gc_app = typer.Typer(no_args_is_help=True, help="Garbage collection of packs no kept backup needs.")
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")]
 
 
@@ -127,3 +128,32 @@ def hold_list(
             f"(by {h['created_by']}, {h['created_at'][:19]})",
             highlight=False,
         )
+
+
+@gc_app.command("run")
+def gc_run(
+    confirm: Annotated[bool, typer.Option("--confirm", help="Mark and delete for real (without: a dry run).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete packs that no manifest in storage needs, safely beside running backups: a pack is first
+    marked (its chunks leave the index), then deleted by a later run once the grace period has passed and
+    every backup running at marking has finished (docs/GC.md). A dry run without --confirm."""
+    from app.gc.run import collect_garbage
+
+    try:
+        with _system() as system:
+            report = collect_garbage(system.context, confirm=confirm, actor=system.actor)
+    except EquisplitError as exc:
+        fail(exc)
+    if as_json:
+        print_json(report.to_json())
+        return
+    verb = "would" if report.dry_run else "did"
+    console.print(
+        f"{report.manifests} manifest(s) read; {verb} delete {len(report.deleted)} pack(s) "
+        f"({human(report.deleted_bytes)}), mark {len(report.marked)} ({human(report.marked_bytes)}); "
+        f"{len(report.returned)} returned to the index, {report.waiting} waiting",
+        highlight=False,
+    )
+    for problem in report.problems:
+        err_console.print(f"  problem: {problem}", highlight=False)

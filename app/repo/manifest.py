@@ -4,7 +4,7 @@ the catalog and lives in app/backup/manifests.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -183,3 +183,18 @@ def _open(source: ChunkSource, backup_id: str, chunk: ManifestChunk, blob: memor
             hint=f"restore packs/{chunk.pack_id} from a replica; until then backup {backup_id} cannot be "
             "listed or restored",
         ) from exc
+
+
+def file_chunks(entries: Iterable[dict[str, Any]]) -> Iterator[tuple[str, list[str]]]:
+    """(path, chunk ids) of every entry that holds data."""
+    for entry in entries:
+        ids = entry.get("chunks")
+        if entry.get("type") == "file" and ids:
+            yield entry["path"], ids
+
+
+def root_chunks(root: dict[str, Any]) -> list[ManifestChunk]:
+    """The manifest chunks a version 2 root names (none for version 1)."""
+    if root.get("version") == 1:
+        return []
+    return [ManifestChunk.from_json(item) for item in root["entries"]["chunks"]]

@@ -190,6 +190,14 @@ class Repository:
         entries = manifest.read_entries(self, backup_id, doc["entries"])
         return {"version": doc["version"], "backup": doc["backup"], "entries": entries}
 
+    def read_manifest_with_root(self, backup_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The manifest's root as stored (a version 2 root lists where its entry chunks are) and its
+        entries; every manifest chunk is decrypted and re-hashed on the way."""
+        root = self._read_manifest_root(backup_id)
+        if root["version"] == 1:
+            return root, list(root["entries"])
+        return root, manifest.read_entries(self, backup_id, root["entries"])
+
     def read_manifest_header(self, backup_id: str) -> dict[str, Any]:
         """The manifest's `backup` object alone; a version 2 manifest's entries are not read."""
         header: dict[str, Any] = self._read_manifest_root(backup_id)["backup"]

@@ -18,6 +18,7 @@ from app.catalog.db import transaction
 from app.catalog.holds import is_held
 from app.catalog.models import Backup, WalSegment
 from app.context import Context
+from app.gc.regions import delete_everywhere
 from app.repo.format import Kind
 from app.retention.plan import RetentionPlan, WalThinning
 from app.wal import names
@@ -32,6 +33,7 @@ class ApplyReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     wal_deleted: int = 0
     wal_bytes: int = 0
+    problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +42,7 @@ class ApplyReport:
             "skipped": self.skipped,
             "wal_deleted": self.wal_deleted,
             "wal_bytes": self.wal_bytes,
+            "problems": self.problems,
         }
 
 
@@ -53,11 +56,12 @@ def apply_plan(ctx: Context, plan: RetentionPlan, *, confirm: bool, actor: str |
         )
     report = ApplyReport(dry_run=False)
     for planned in plan.deletions:
-        why = _delete_backup(ctx, planned.id, plan, actor)
-        if why:
-            report.skipped.append({"backup": planned.id, "why": why})
+        outcome = _delete_backup(ctx, planned.id, plan, actor)
+        if isinstance(outcome, str):
+            report.skipped.append({"backup": planned.id, "why": outcome})
         else:
             report.deleted.append(planned.id)
+            report.problems.extend(outcome)
     for thinning in plan.wal:
         deleted, size = _thin_wal(ctx, thinning, actor)
         report.wal_deleted += deleted
@@ -65,8 +69,9 @@ def apply_plan(ctx: Context, plan: RetentionPlan, *, confirm: bool, actor: str |
     return report
 
 
-def _delete_backup(ctx: Context, backup_id: str, plan: RetentionPlan, actor: str | None) -> str | None:
-    """None once deleted; else why it was left alone (it changed since the plan was made)."""
+def _delete_backup(ctx: Context, backup_id: str, plan: RetentionPlan, actor: str | None) -> str | list[str]:
+    """Why it was left alone (it changed since the plan was made); else the regions where its manifest
+    could not be deleted (an empty list: deleted everywhere)."""
     with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
         row = session.get(Backup, backup_id)
         if row is None or row.state not in USABLE_STATES:
@@ -86,8 +91,7 @@ def _delete_backup(ctx: Context, backup_id: str, plan: RetentionPlan, actor: str
             },
             actor,
         )
-    ctx.storage.delete(Kind.MANIFESTS, backup_id)  # idempotent: a missing object is no error
-    return None
+    return delete_everywhere(ctx, Kind.MANIFESTS, backup_id)  # idempotent: a missing object is no error
 
 
 def _thin_wal(ctx: Context, thinning: WalThinning, actor: str | None) -> tuple[int, int]:

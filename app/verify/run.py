@@ -22,12 +22,13 @@ from app.catalog.sources import get_source
 from app.context import Context
 from app.errors import BackupNotFoundError
 from app.repo.format import Kind
+from app.repo.manifest import file_chunks
 from app.storage import Storage
 from app.verify.data import PackCheck, check_pack
 from app.verify.options import VerifyOptions, choose_packs
 from app.verify.problems import PACK_SIZE, Problem
 from app.verify.report import BackupOutcome, VerificationReport
-from app.verify.structure import BackupCheck, check_structure, file_chunks, read_entries
+from app.verify.structure import BackupCheck, check_structure
 from app.verify.throttle import Bandwidth
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def repo_reader(ctx: Context) -> Callable[[str], Iterable[tuple[str, list[str]]]
     """(path, chunk ids) of each file of a backup, read again from its manifest."""
 
     def files_of(backup_id: str) -> Iterable[tuple[str, list[str]]]:
-        _, entries = read_entries(ctx.repository, backup_id)
+        _, entries = ctx.repository.read_manifest_with_root(backup_id)
         return file_chunks(entries)
 
     return files_of

@@ -4,7 +4,6 @@ all backups by the caller (app/verify/run.py), since many backups share a pack."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,7 @@ from app.catalog import chunks as chunk_index
 from app.catalog.models import Backup
 from app.errors import EquisplitError
 from app.repo import manifest
-from app.repo.format import Kind, ObjectType
+from app.repo.format import Kind
 from app.repo.repository import Repository
 from app.verify.problems import CHUNK_UNKNOWN, MANIFEST, WAL_MISSING, Problem
 from app.wal import names
@@ -31,37 +30,19 @@ class BackupCheck:
     problems: list[Problem] = field(default_factory=list)
 
 
-def read_entries(repo: Repository, backup_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The manifest's root and its entries; every manifest chunk is decrypted and re-hashed on the way."""
-    root = repo.read_json(Kind.MANIFESTS, backup_id, ObjectType.MANIFEST)
-    manifest.check_version(root, backup_id)
-    if root["version"] == 1:
-        return root, list(root["entries"])
-    return root, manifest.read_entries(repo, backup_id, root["entries"])
-
-
-def file_chunks(entries: list[dict[str, Any]]) -> Iterator[tuple[str, list[str]]]:
-    """(path, chunk ids) of every entry that holds data."""
-    for entry in entries:
-        ids = entry.get("chunks")
-        if entry.get("type") == "file" and ids:
-            yield entry["path"], ids
-
-
 def check_structure(
     repo: Repository, sessions: sessionmaker[Session], backup: Backup, source: str
 ) -> BackupCheck:
     check = BackupCheck(backup.id, source)
     try:
-        root, entries = read_entries(repo, backup.id)
+        root, entries = repo.read_manifest_with_root(backup.id)
     except EquisplitError as exc:
         check.problems.append(Problem(MANIFEST, f"manifests/{backup.id}", exc.message))
         return check
-    if root["version"] != 1:
-        check.packs.update(manifest.ManifestChunk.from_json(c).pack_id for c in root["entries"]["chunks"])
+    check.packs.update(c.pack_id for c in manifest.root_chunks(root))
     unknown: dict[str, Problem] = {}
     wanted: dict[str, list[str]] = {}
-    for path, ids in file_chunks(entries):
+    for path, ids in manifest.file_chunks(entries):
         check.chunks += len(ids)
         for chunk_id in ids:
             wanted.setdefault(chunk_id, []).append(path)

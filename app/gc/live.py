@@ -1,0 +1,71 @@
+"""The live set: what the manifests in storage reference, gathered into temporary tables of the
+catalog connection (so memory stays bounded by one manifest, whatever the repository holds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select, text
+
+from app.catalog.models import Backup
+from app.context import Context
+from app.errors import EquisplitError, IntegrityError
+from app.repo import manifest
+from app.repo.format import Kind
+
+LIVE_CHUNKS = "gc_live_chunks"
+ROOT_PACKS = "gc_root_packs"
+_BATCH = 5000
+
+
+@dataclass
+class LiveSet:
+    manifests: int = 0
+    chunks: int = 0  # references inserted (duplicates included)
+
+
+def create_tables(conn: Connection) -> None:
+    for table, column in ((LIVE_CHUNKS, "chunk_id"), (ROOT_PACKS, "pack_id")):
+        conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        conn.execute(text(f"CREATE TEMPORARY TABLE {table} ({column} VARCHAR(64) PRIMARY KEY)"))
+
+
+def gather(ctx: Context, conn: Connection) -> LiveSet:
+    """Every manifest in storage whose backup is not deleted: its file chunks and its own chunks are
+    live, and so is every pack its root names. An unreadable manifest stops the collection: what it
+    references cannot be known, so nothing may be deleted."""
+    repo = ctx.repository
+    deleted = set(conn.execute(select(Backup.id).where(Backup.state == "deleted")).scalars())
+    live = LiveSet()
+    for info in repo.storage.list(Kind.MANIFESTS):
+        if info.name in deleted:
+            continue
+        try:
+            root, entries = repo.read_manifest_with_root(info.name)
+        except EquisplitError as exc:
+            raise IntegrityError(
+                f"garbage collection stopped: the manifest of backup {info.name} cannot be read",
+                detail=exc.message,
+                hint="nothing was deleted; run `equisplit-dr backup verify --id "
+                f"{info.name}` and repair or remove that backup first",
+            ) from exc
+        live.manifests += 1
+        own = manifest.root_chunks(root)
+        _insert(conn, ROOT_PACKS, "pack_id", {c.pack_id for c in own})
+        ids = [c.chunk_id for c in own] + [
+            c for _, chunk_ids in manifest.file_chunks(entries) for c in chunk_ids
+        ]
+        live.chunks += len(ids)
+        _insert(conn, LIVE_CHUNKS, "chunk_id", ids)
+    return live
+
+
+def _insert(conn: Connection, table: str, column: str, values: Iterable[str]) -> None:
+    unique = list(dict.fromkeys(values))
+    if conn.dialect.name == "postgresql":
+        stmt = text(f"INSERT INTO {table} ({column}) VALUES (:v) ON CONFLICT DO NOTHING")
+    else:
+        stmt = text(f"INSERT OR IGNORE INTO {table} ({column}) VALUES (:v)")
+    for start in range(0, len(unique), _BATCH):
+        conn.execute(stmt, [{"v": v} for v in unique[start : start + _BATCH]])

@@ -1,0 +1,198 @@
+"""One garbage collection (docs/GC.md): gather the live set, sweep the candidates that are ready, mark
+new candidates. Dry run unless confirmed. Every deletion and every return to the index is audited."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import column, delete, exists, select, table, update
+from sqlalchemy.orm import Session
+
+from app import clock
+from app.catalog import audit, chunks
+from app.catalog.models import Backup, Chunk, GcCandidate, Pack
+from app.context import Context
+from app.errors import EquisplitError, ObjectNotFoundError
+from app.gc.live import LIVE_CHUNKS, ROOT_PACKS, create_tables, gather
+from app.gc.regions import delete_everywhere
+from app.repo.format import Kind
+
+log = logging.getLogger(__name__)
+
+_live = table(LIVE_CHUNKS, column("chunk_id"))
+_roots = table(ROOT_PACKS, column("pack_id"))
+_BATCH = 500
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    manifests: int = 0
+    marked: list[str] = field(default_factory=list)
+    marked_bytes: int = 0
+    deleted: list[str] = field(default_factory=list)
+    deleted_bytes: int = 0
+    returned: list[str] = field(default_factory=list)  # candidates a manifest written since needs
+    waiting: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "manifests": self.manifests,
+            "marked": self.marked,
+            "marked_bytes": self.marked_bytes,
+            "deleted": self.deleted,
+            "deleted_bytes": self.deleted_bytes,
+            "returned_to_index": self.returned,
+            "waiting": self.waiting,
+            "problems": self.problems,
+        }
+
+
+def collect_garbage(ctx: Context, *, confirm: bool, actor: str | None = None) -> GcReport:
+    grace = timedelta(hours=ctx.settings.backup_gc_grace_hours)
+    report = GcReport(dry_run=not confirm)
+    with ctx.engine.connect() as conn, Session(bind=conn) as session:
+        running_before = _running(session)  # read before the live set: see docs/GC.md section 2
+        create_tables(conn)
+        report.manifests = gather(ctx, conn).manifests
+        session.commit()
+        _sweep(ctx, session, report, running_before, grace, actor)
+        _mark(ctx, session, report, grace, actor)
+    return report
+
+
+def _running(session: Session) -> set[str]:
+    return set(session.scalars(select(Backup.id).where(Backup.state == "running")))
+
+
+def _sweep(
+    ctx: Context, session: Session, report: GcReport, running: set[str], grace: timedelta, actor: str | None
+) -> None:
+    now = clock.now()
+    for cand in list(session.scalars(select(GcCandidate).order_by(GcCandidate.marked_at))):
+        blockers = set(cand.running.get("backups", [])) & running
+        if clock.as_utc(cand.marked_at) > now - grace or blockers:
+            report.waiting += 1
+            continue
+        try:
+            entries = ctx.repository.read_pack_index(cand.pack_id)
+        except ObjectNotFoundError:
+            entries = []
+        except EquisplitError as exc:  # its chunk ids cannot be known: never delete it blind
+            report.problems.append(f"pack {cand.pack_id} kept: its index cannot be read ({exc.message})")
+            report.waiting += 1
+            continue
+        ids = [e.chunk_id for e in entries]
+        needed = _live_among(session, ids) or session.scalar(
+            select(exists().where(_roots.c.pack_id == cand.pack_id))
+        )
+        if needed:
+            report.returned.append(cand.pack_id)
+            if report.dry_run:
+                continue
+            with ctx.catalog_write_lock:
+                chunks.record_pack(session, cand.pack_id, cand.size, entries, None)
+                session.execute(delete(GcCandidate).where(GcCandidate.pack_id == cand.pack_id))
+                audit.append(
+                    session,
+                    "gc.returned",
+                    cand.pack_id,
+                    {"reason": "a manifest written after its chunks left the index needs it"},
+                    actor,
+                )
+                session.commit()
+            continue
+        report.deleted.append(cand.pack_id)
+        report.deleted_bytes += cand.size
+        if report.dry_run:
+            continue
+        with ctx.catalog_write_lock:  # catalog first, then the object (docs/FORMAT.md section 7)
+            session.execute(delete(Chunk).where(Chunk.pack_id == cand.pack_id))
+            session.execute(delete(Pack).where(Pack.id == cand.pack_id))
+            session.execute(delete(GcCandidate).where(GcCandidate.pack_id == cand.pack_id))
+            audit.append(
+                session,
+                "pack.deleted",
+                cand.pack_id,
+                {
+                    "reason": f"no kept backup needs it ({cand.reason}); marked {clock.iso(cand.marked_at)}",
+                    "bytes": cand.size,
+                },
+                actor,
+            )
+            session.commit()
+        report.problems.extend(delete_everywhere(ctx, Kind.PACKS, cand.pack_id))
+
+
+def _live_among(session: Session, ids: list[str]) -> bool:
+    for start in range(0, len(ids), _BATCH):
+        batch = ids[start : start + _BATCH]
+        if session.scalar(select(exists().where(_live.c.chunk_id.in_(batch)))):
+            return True
+    return False
+
+
+def _mark(ctx: Context, session: Session, report: GcReport, grace: timedelta, actor: str | None) -> None:
+    """Packs none of whose indexed chunks is live, older than the grace period and than every running
+    backup, named by no manifest root and not already waiting."""
+    now = clock.now()
+    cutoff = now - grace
+    oldest_running = session.scalar(
+        select(Backup.started_at).where(Backup.state == "running").order_by(Backup.started_at).limit(1)
+    )
+    if oldest_running is not None:
+        cutoff = min(cutoff, clock.as_utc(oldest_running))
+    live_in_pack = (
+        select(Chunk.id).join(_live, _live.c.chunk_id == Chunk.id).where(Chunk.pack_id == Pack.id).exists()
+    )
+    query = select(Pack.id, Pack.size, Pack.chunk_count).where(
+        Pack.created_at < cutoff,
+        ~live_in_pack,
+        ~select(_roots.c.pack_id).where(_roots.c.pack_id == Pack.id).exists(),
+        ~select(GcCandidate.pack_id).where(GcCandidate.pack_id == Pack.id).exists(),
+    )
+    found = list(session.execute(query))
+    report.marked = [row.id for row in found]
+    report.marked_bytes = sum(row.size for row in found)
+    if report.dry_run or not found:
+        return
+    with ctx.catalog_write_lock:
+        for start in range(0, len(found), _BATCH):
+            batch = found[start : start + _BATCH]
+            session.execute(delete(Chunk).where(Chunk.pack_id.in_([row.id for row in batch])))
+            session.add_all(
+                GcCandidate(
+                    pack_id=row.id,
+                    marked_at=now,
+                    size=row.size,
+                    chunk_count=row.chunk_count,
+                    running={"backups": []},
+                    reason="unreferenced",
+                )
+                for row in batch
+            )
+        audit.append(
+            session,
+            "gc.marked",
+            None,
+            {
+                "packs": len(found),
+                "bytes": report.marked_bytes,
+                "reason": "no manifest in storage needs them",
+            },
+            actor,
+        )
+        session.commit()
+        # Who may still name them: the backups running now (read after their chunks left the index).
+        blockers = sorted(_running(session))
+        session.execute(
+            update(GcCandidate)
+            .where(GcCandidate.pack_id.in_(report.marked))
+            .values(running={"backups": blockers})
+        )
+        session.commit()
