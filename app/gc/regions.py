@@ -1,22 +1,32 @@
-"""Deleting an object in the primary storage and in every secondary region that holds a copy."""
+"""Deleting an object in the primary storage and in every secondary region that holds a copy: the
+region's replication rows first, then the objects (docs/GC.md, docs/REPLICATION.md)."""
 
 from __future__ import annotations
 
+from sqlalchemy import delete
+
+from app.catalog.db import transaction
+from app.catalog.models import ReplicaObject
 from app.context import Context
 from app.errors import EquisplitError
+from app.replication.regions import configured_regions, is_enabled
 from app.storage import open_storage
 
 
 def delete_everywhere(ctx: Context, kind: str, name: str) -> list[str]:
     """Delete from the primary (errors raise) and from each region (errors are returned, named)."""
+    with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
+        session.execute(delete(ReplicaObject).where(ReplicaObject.kind == kind, ReplicaObject.name == name))
     ctx.storage.delete(kind, name)
+    if not is_enabled(ctx.settings):
+        return []
     problems = []
-    for region, url in ctx.settings.secondary_storage_urls.items():
-        storage = open_storage(url)
+    for region in configured_regions(ctx.settings):
+        storage = open_storage(region.url)
         try:
             storage.delete(kind, name)
         except EquisplitError as exc:
-            problems.append(f"region {region}: {kind}/{name} not deleted: {exc.message}")
+            problems.append(f"region {region.name}: {kind}/{name} not deleted: {exc.message}")
         finally:
             storage.close()
     return problems

@@ -254,3 +254,29 @@ def test_cli_gc_run(tmp_path: Path) -> None:
     assert len(marked["marked"]) == 2 and marked["deleted"] == []
     swept = json.loads(cli("gc", "run", "--confirm", "--json").stdout)
     assert swept["deleted"] == marked["marked"]
+
+
+def test_deletion_reaches_every_region(make_system: Factory, tmp_path: Path) -> None:
+    from app.replication.run import replicate
+    from app.storage import open_storage
+
+    system = make_system(**KEEP_NEWEST)
+    region = open_storage(
+        system.settings.secondary_storage_urls["us-west-2"]
+    )  # the default region's stand-in
+    src = tmp_path / "src"
+    write_tree(src, seed=1, files=2, kib=200)
+    system.add_source("docs", src)
+    old = system.create_full_backup("docs").id
+    old_packs = packs_in_storage(system)
+    write_tree(src, seed=2, files=2, kib=200)
+    system.create_full_backup("docs")
+    replicate(system.context, actor="test")
+    assert old_packs <= {i.name for i in region.list(Kind.PACKS)}
+    assert region.stat(Kind.MANIFESTS, old) is not None
+    assert system.apply_retention(confirm=True)[1].deleted == [old]
+    assert region.stat(Kind.MANIFESTS, old) is None  # the manifest goes in every region
+    collect_garbage(system.context, confirm=True)
+    swept = collect_garbage(system.context, confirm=True)
+    assert set(swept.deleted) == old_packs and swept.problems == []
+    assert not old_packs & {i.name for i in region.list(Kind.PACKS)}
