@@ -71,10 +71,10 @@ def _drill(ctx: Context, source: Source, mode: str, owner: str | None, actor: st
         else:
             # others may pass through (a recovered PostgreSQL runs as its own OS user), never list
             drill_root(ctx).mkdir(parents=True, exist_ok=True, mode=0o711)
-            if source.kind == "postgres":
+            if mode == "full-simulation":
+                _simulate(ctx, source, backup.id, scratch, result, owner, actor)
+            elif source.kind == "postgres":
                 drill_postgres(ctx, source.name, scratch, result, owner=owner, actor=actor)
-            elif mode == "full-simulation":
-                _simulate(ctx, backup.id, scratch, result, actor)
             else:
                 drill_files(ctx, backup, scratch, result, actor=actor)
             result.outcome = "failed" if result.problems else "passed"
@@ -89,8 +89,17 @@ def _drill(ctx: Context, source: Source, mode: str, owner: str | None, actor: st
     return result
 
 
-def _simulate(ctx: Context, backup_id: str, scratch: Path, result: DrillResult, actor: str | None) -> None:
-    """The catalog is lost as well: rebuild one from storage alone, then restore through it."""
+def _simulate(
+    ctx: Context,
+    source: Source,
+    backup_id: str,
+    scratch: Path,
+    result: DrillResult,
+    owner: str | None,
+    actor: str | None,
+) -> None:
+    """The catalog is lost as well: rebuild one from storage alone (backups, chunk index and the WAL
+    archive), then restore or recover through it."""
     place = scratch.with_name(scratch.name + "-catalog")
     try:
         rebuilt, report = rebuilt_context(ctx, place)
@@ -107,7 +116,10 @@ def _simulate(ctx: Context, backup_id: str, scratch: Path, result: DrillResult, 
                     session.expunge(backup)
             if backup is None:
                 raise BackupNotFoundError(f"the catalog rebuilt from storage has no backup {backup_id}")
-            drill_files(rebuilt, backup, scratch, result, actor=actor)
+            if source.kind == "postgres":
+                drill_postgres(rebuilt, source.name, scratch, result, owner=owner, actor=actor)
+            else:
+                drill_files(rebuilt, backup, scratch, result, actor=actor)
         finally:
             rebuilt.close()
     finally:

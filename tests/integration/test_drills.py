@@ -148,8 +148,13 @@ def test_a_postgres_drill_recovers_starts_checks_and_removes_the_copy(
     ctx = Context(settings)
     try:
         [result] = run_drills(ctx, source=SOURCE)
+        [simulated] = run_drills(ctx, source=SOURCE, mode="full-simulation")
     finally:
         ctx.close()
+    # the catalog lost as well: rebuilt from storage alone (backups, chunks, WAL), then recovered through it
+    assert simulated.outcome == "passed", simulated.to_json()
+    assert simulated.checks[0].startswith("rebuilt a catalog from storage alone")
+    assert simulated.checks[-2:] == result.checks[-2:]  # the same rows counted, pg_amcheck clean
     assert result.outcome == "passed", result.to_json()
     assert result.rto_seconds is not None and result.rto_seconds > 0 and result.point_reached is not None
     assert any("pg_amcheck" in line and "no corruption" in line for line in result.checks), result.checks
