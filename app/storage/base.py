@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 #: The object kinds the repository format uses (docs/FORMAT.md, section 1).
@@ -17,8 +17,9 @@ class ObjectInfo:
     kind: str
     name: str
     size: int
-    #: The storage class, where the backend lists one (S3); None elsewhere.
-    storage_class: str | None = None
+    #: The storage class, where the backend lists one (S3); None elsewhere. Not part of identity: the
+    #: same object listed by two backends compares equal.
+    storage_class: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
