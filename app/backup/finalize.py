@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from app import clock
 from app.backup import manifests, objects
 from app.backup.links import drop_dangling_links
+from app.backup.packcheck import PackCheck, check_entries, forget_packs
 from app.backup.pieces import merge_pieces
 from app.backup.result import BackupResult
 from app.catalog import audit, jobs, locks
@@ -92,7 +93,19 @@ def finalize_backup(
         bytes_new += extra["bytes_new"]
     entries = drop_dangling_links(entries, errors)
     entries.sort(key=lambda e: e["path"])
-    stored_entries = manifests.store_entries(ctx, backup_id, entries)
+    # Never complete while naming a pack storage lost: such files leave this manifest (named as
+    # errors) and their packs the index, so the next backup reads and stores them again.
+    pack_check = PackCheck(repo.storage)
+    refs = check_entries(ctx, entries, pack_check, backup_id=backup_id)
+    if not refs.sound:
+        forget_packs(ctx, refs.missing_packs, backup_id=backup_id, files_of=refs.files_of, actor=actor)
+        entries = [e for e in entries if e["path"] not in refs.broken]
+        errors.extend(
+            {"path": path, "error": f"not backed up: {why}; the next backup stores it again"}
+            for path, why in sorted(refs.broken.items())
+        )
+        entries = drop_dangling_links(entries, errors)  # a hard link to a file just dropped
+    stored_entries = manifests.store_entries(ctx, backup_id, entries, pack_check)
     files = [e for e in entries if e["type"] == "file"]
     state = "partial" if errors else "complete"
     finished = clock.now()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.backup.packcheck import PackCheck, forget_packs
 from app.backup.unit import pack_recorder
 from app.backup.writer import ChunkWriter
 from app.catalog import chunks
@@ -38,15 +39,23 @@ class StoredEntries:
         stats["packs"] += self.packs
 
 
-def store_entries(ctx: Context, backup_id: str, entries: Sequence[dict[str, Any]]) -> StoredEntries:
+def store_entries(
+    ctx: Context, backup_id: str, entries: Sequence[dict[str, Any]], packs: PackCheck | None = None
+) -> StoredEntries:
     """Cut the entries (sorted by path) into manifest chunks and store those the catalog does not
-    know, in packs attributed to `backup_id`; every chunk returned is durable and indexed."""
+    know, in packs attributed to `backup_id`; every chunk returned is durable and indexed. A known
+    chunk whose pack storage no longer holds (asked through `packs`, the backup's own pack check) is
+    stored again, after its pack has left the index."""
     repo = ctx.repository
     data = manifest.encode_entries(entries)
     pieces = list(manifest.manifest_chunker(repo.keyring.chunker_seed).cut(data))
     ids = [repo.chunk_ids.of(piece) for piece in pieces]
     with ctx.sessions() as session:
         known = chunks.locate(session, ids)
+    gone = (packs or PackCheck(repo.storage)).missing({loc.pack_id for loc in known.values()})
+    if gone:
+        forget_packs(ctx, gone, backup_id=backup_id)
+        known = {chunk_id: loc for chunk_id, loc in known.items() if loc.pack_id not in gone}
     where = {
         chunk_id: ManifestChunk(chunk_id, loc.pack_id, loc.offset, loc.length, loc.raw_length)
         for chunk_id, loc in known.items()

@@ -21,6 +21,7 @@ from app.backup.finalize import fail_backup
 from app.backup.heartbeat import Heartbeat
 from app.backup.hooks import SourceInfo, load_source
 from app.backup.manifests import store_entries, write_root
+from app.backup.packcheck import PackCheck, check_entries, forget_packs
 from app.backup.prepare import LOCAL_LEASE
 from app.backup.result import BackupResult
 from app.backup.unit import new_writer
@@ -187,7 +188,15 @@ def _export(
         "mtime_ns": time.time_ns(),
         "chunks": dump.chunks,
     }
-    stored_entries = store_entries(ctx, backup_id, [entry])
+    packs = PackCheck(repo.storage)
+    refs = check_entries(ctx, [entry], packs, backup_id=backup_id)
+    if not refs.sound:  # the dump deduped against a pack storage lost: never call it complete
+        forget_packs(ctx, refs.missing_packs, backup_id=backup_id, files_of=refs.files_of, actor=actor)
+        raise BackupFailedError(
+            f"logical export {backup_id} of source {source.name}: {next(iter(refs.broken.values()))}",
+            hint="run the export again: the lost pack left the chunk index, so its chunks are stored anew",
+        )
+    stored_entries = store_entries(ctx, backup_id, [entry], packs)
     stored_entries.count_in(stats)
     header: dict[str, Any] = {
         "id": backup_id,

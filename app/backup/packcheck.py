@@ -1,0 +1,141 @@
+"""Evidence that storage holds the packs a backup references (docs/FORMAT.md section 7).
+
+The chunk index says which pack holds a chunk; it does not say the pack is still in storage. A backup
+that dedups against the index would name a pack deleted behind the catalog's back and still call
+itself complete. So before a manifest is written, every pack its chunks sit in that this backup did
+not write itself is `stat`ed: one stat per distinct pack, never per chunk, each pack at most once per
+backup (`PackCheck` caches the answers), several at once. A pack storage no longer holds leaves the
+index (`forget_packs`), so the next backup stores its content again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.backup import known
+from app.catalog import audit
+from app.catalog.chunks import locate
+from app.catalog.db import transaction
+from app.catalog.models import Chunk, Pack
+from app.context import Context
+from app.repo.format import Kind
+from app.storage.base import Storage
+
+#: Stats in flight at once: S3 answers a HEAD in milliseconds, so latency, not bandwidth, bounds it.
+STAT_THREADS = 16
+_BATCH = 2000
+
+
+class PackCheck:
+    """Which packs storage lacks; each pack is asked about once per instance (one backup)."""
+
+    def __init__(self, storage: Storage, threads: int = STAT_THREADS) -> None:
+        self._storage = storage
+        self._threads = threads
+        self._present: dict[str, bool] = {}
+        self.stats = 0
+
+    def missing(self, pack_ids: Iterable[str]) -> set[str]:
+        """The packs of `pack_ids` that storage does not hold."""
+        asked = list(dict.fromkeys(pack_ids))
+        wanted = [p for p in asked if p not in self._present]
+        if wanted:
+            with ThreadPoolExecutor(min(self._threads, len(wanted)), thread_name_prefix="pack-stat") as pool:
+                found = list(pool.map(lambda p: self._storage.stat(Kind.PACKS, p) is not None, wanted))
+            self._present.update(zip(wanted, found, strict=True))
+            self.stats += len(wanted)
+        return {p for p in asked if not self._present[p]}
+
+
+@dataclass
+class ReferenceCheck:
+    """What a set of entries references that storage or the index cannot give back."""
+
+    missing_packs: set[str] = field(default_factory=set)
+    #: path -> why the file cannot be restored from what it references
+    broken: dict[str, str] = field(default_factory=dict)
+    #: missing pack -> the paths that reference it
+    files_of: dict[str, list[str]] = field(default_factory=dict)
+    packs_checked: int = 0
+
+    @property
+    def sound(self) -> bool:
+        return not self.broken
+
+
+def check_entries(
+    ctx: Context, entries: Sequence[dict[str, Any]], check: PackCheck, *, backup_id: str | None = None
+) -> ReferenceCheck:
+    """Locate every chunk the file entries name and stat the packs they sit in (except those
+    `backup_id` wrote: durable and indexed a moment ago); name each file that references a chunk the
+    index does not know or a pack storage does not hold."""
+    wanted = {c for e in entries if e.get("type") == "file" for c in e.get("chunks", ())}
+    with ctx.sessions() as session:
+        where = locate(session, wanted)
+        packs = {loc.pack_id for loc in where.values()}
+        if backup_id is not None:
+            packs -= _written_by(session, packs, backup_id)
+    result = ReferenceCheck(packs_checked=len(packs))
+    result.missing_packs = check.missing(packs)
+    for e in entries:
+        if e.get("type") != "file":
+            continue
+        for chunk_id in e.get("chunks", ()):
+            loc = where.get(chunk_id)
+            if loc is None:
+                result.broken[e["path"]] = f"its chunk {chunk_id} is not in the catalog's chunk index"
+                break
+            if loc.pack_id in result.missing_packs:
+                result.broken[e["path"]] = f"pack {loc.pack_id} holding its chunks is missing from storage"
+                result.files_of.setdefault(loc.pack_id, []).append(e["path"])
+                break
+    return result
+
+
+def _written_by(session: Session, pack_ids: set[str], backup_id: str) -> set[str]:
+    ids = list(pack_ids)
+    own: set[str] = set()
+    for start in range(0, len(ids), _BATCH):
+        batch = ids[start : start + _BATCH]
+        own.update(session.scalars(select(Pack.id).where(Pack.id.in_(batch), Pack.backup_id == backup_id)))
+    return own
+
+
+def forget_packs(
+    ctx: Context,
+    pack_ids: Iterable[str],
+    *,
+    backup_id: str | None,
+    files_of: dict[str, list[str]] | None = None,
+    actor: str | None = None,
+) -> None:
+    """Drop packs storage no longer holds from the index (their rows and their chunks' rows), so no
+    backup dedups against them again, and audit each with the files it took out of `backup_id`."""
+    gone = sorted(set(pack_ids))
+    if not gone:
+        return
+    with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
+        for pack_id in gone:
+            chunk_count = session.scalar(select(Pack.chunk_count).where(Pack.id == pack_id))
+            session.execute(delete(Chunk).where(Chunk.pack_id == pack_id))
+            session.execute(delete(Pack).where(Pack.id == pack_id))
+            audit.append(
+                session,
+                "pack.missing",
+                pack_id,
+                {
+                    "reason": "referenced by a backup, not found in storage: dropped from the chunk index "
+                    "so the next backup stores its chunks again",
+                    "backup": backup_id,
+                    "chunks": chunk_count,
+                    "files": (files_of or {}).get(pack_id, [])[:100],
+                },
+                actor,
+            )
+    known.forget()  # a cached index of this process may still name the packs' chunks
