@@ -67,4 +67,5 @@ task_routes = {
     "tasks.verify.*": {"queue": "verify"},
     "tasks.retention.*": {"queue": "maintenance"},
     "tasks.replicate.*": {"queue": "replicate"},
+    "tasks.maintenance.*": {"queue": "maintenance"},
 }

@@ -205,6 +205,13 @@ def build_schedule(settings: Settings) -> list[ScheduleEntry]:
             description="fail jobs whose worker stopped beating",
         ),
         ScheduleEntry(
+            "reconcile-backups",
+            "tasks.maintenance.reconcile",
+            queue="maintenance",
+            every=3600,
+            description="settle backups whose process died; delete their leftovers past the grace period",
+        ),
+        ScheduleEntry(
             "wal-archive-check",
             "tasks.wal.archive_check",
             queue="wal",

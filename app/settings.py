@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     schedule_timezone: str = "UTC"
     #: Seconds a running job may go without a heartbeat before the reaper marks it failed.
     job_stale_seconds: int = Field(default=900, gt=0)
+    #: Seconds a dead backup's leftovers (unit objects, unfinished writes) are kept before reconcile
+    #: deletes them; also how long a `running` backup's job must be silent before maintenance calls it dead.
+    backup_reconcile_grace_seconds: int = Field(default=3600, ge=0)
 
     # PostgreSQL base backups and point-in-time recovery (docs/POSTGRES.md, docs/PITR.md)
     #: Re-read every file of a PostgreSQL backup, whatever the change rule says (dedup keeps it cheap).

@@ -12,6 +12,7 @@ app = Celery(
         "tasks.verify",
         "tasks.wal",
         "tasks.replicate",
+        "tasks.maintenance",
     ],
     task_cls="workers.base:EquisplitTask",
 )

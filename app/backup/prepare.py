@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
-
 from app import clock
 from app.backup import objects
 from app.backup.hooks import SourceHooks, hooks_for, load_source
 from app.backup.plan import Parent, plan_reads, split_units, unit_bytes_for
+from app.backup.reconcile import reconcile
 from app.catalog import jobs, locks
-from app.catalog.backups import BACKUP_TYPES, FULL_TYPES, LOGICAL_TYPE, latest_backup, new_backup_id
+from app.catalog.backups import BACKUP_TYPES, FULL_TYPES, latest_backup, new_backup_id
 from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Job
 from app.context import Context
@@ -69,15 +68,12 @@ def _parent_of(ctx: Context, parent: Backup | None) -> Parent | None:
     return Parent(files, int(started * 1_000_000_000))
 
 
-def _mark_interrupted(ctx: Context, source_id: int) -> None:
-    """Backups the source left `running`: we hold its lease, so none of them is running now. Logical
-    exports hold a lease of their own (app/logical/export.py) and are left alone."""
-    with transaction(ctx.sessions) as session:
-        session.execute(
-            update(Backup)
-            .where(Backup.source_id == source_id, Backup.state == "running", Backup.type != LOGICAL_TYPE)
-            .values(state="interrupted", finished_at=clock.now(), error="the process running it died")
-        )
+def _reconcile_source(ctx: Context, source_id: int) -> None:
+    """Backups the source left behind: we hold its lease, so none of them is running now. One whose
+    manifest is in storage and whole is marked as it says, the others `interrupted`; their leftover
+    objects go after the grace period (app/backup/reconcile.py). Logical exports hold a lease of
+    their own (app/logical/export.py) and are left alone."""
+    reconcile(ctx, source_id=source_id, lease_held=True)
 
 
 def prepare_backup(
@@ -125,7 +121,7 @@ def prepare_backup(
     holder = f"cluster:{backup_id}" if cluster else f"{locks.new_holder()}:{backup_id}"
     locks.acquire(ctx.sessions, lease, holder, CLUSTER_LEASE if cluster else LOCAL_LEASE)
     try:
-        _mark_interrupted(ctx, source_id)
+        _reconcile_source(ctx, source_id)
         actual_type, parent = _parent_for(ctx, source_id, backup_type)
         started = clock.now()
         storage_class = (

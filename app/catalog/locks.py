@@ -78,6 +78,21 @@ def renew_in(session: Session, name: str, holder: str, ttl: timedelta) -> bool:
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def holder_is_dead(holder: str) -> bool:
+    """Whether the holder is a process of this host that is gone (it can never release its lease)."""
+    return _holder_is_dead(holder)
+
+
+def live_holders(session: Session) -> set[str]:
+    """Holders of the leases that still count: not expired, and not held by a dead process here."""
+    now = clock.now()
+    return {
+        lock.holder
+        for lock in session.scalars(select(Lock))
+        if clock.as_utc(lock.expires_at) > now and not _holder_is_dead(lock.holder)
+    }
+
+
 def release(factory: sessionmaker[Session], name: str, holder: str) -> None:
     with transaction(factory) as session:
         session.execute(delete(Lock).where(Lock.name == name, Lock.holder == holder))

@@ -13,6 +13,7 @@ import typer
 
 from app.cli.dr_commands import dr_app
 from app.cli.drill_commands import drill_command
+from app.cli.maintenance_commands import maintenance_app
 from app.cli.pg_commands import pg_app
 from app.cli.probe_commands import storage_status_command, test_connection_command
 from app.cli.render import JsonOpt, backups_table, console, err_console, fail, human, print_json, progress_bar
@@ -52,6 +53,7 @@ backup_app.command("verify")(verify_command)
 dr_app.command("test")(drill_command)
 backup_app.command("test-connection")(test_connection_command)
 backup_app.command("storage-status")(storage_status_command)
+app.add_typer(maintenance_app, name="maintenance")
 
 F = TypeVar("F", bound=Callable[..., Any])
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Source name.")]

@@ -194,6 +194,37 @@ class LocalStorage:
             except FileNotFoundError:  # deleted while listing
                 continue
 
+    def temporaries(self) -> Iterator[tuple[str, float]]:
+        """Files puts left behind (a writer killed before its rename), as (path relative to the root,
+        mtime in seconds). Not part of the Storage protocol: no other backend leaves any."""
+        for kind in sorted(KINDS):
+            base = self.root / kind
+            dirs = [base]
+            if kind == "packs":
+                dirs += [Path(e.path) for e in self._sorted_entries(base) if len(e.name) <= 2 and e.is_dir()]
+            for directory in dirs:
+                for entry in self._sorted_entries(directory):
+                    if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                        try:
+                            mtime = entry.stat(follow_symlinks=False).st_mtime
+                        except FileNotFoundError:  # its put finished or it was removed meanwhile
+                            continue
+                        yield str(Path(entry.path).relative_to(self.root)), mtime
+
+    def remove_temporary(self, relative: str) -> None:
+        """Remove one file `temporaries` named; refuses anything else."""
+        path = (self.root / relative).absolute()
+        if (
+            not path.name.startswith(TEMP_PREFIX)
+            or self.root not in path.parents
+            or ".." in Path(relative).parts
+        ):
+            raise permanent(StorageError(f"not a temporary file of storage {self.location}: {relative}"))
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            raise self._fail("delete", "temporary", relative, error) from error
+
     def delete(self, kind: str, name: str) -> None:
         path = self._path(kind, name)
         try:
