@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.backup import known
@@ -72,17 +72,20 @@ class ReferenceCheck:
 def check_entries(
     ctx: Context, entries: Sequence[dict[str, Any]], check: PackCheck, *, backup_id: str | None = None
 ) -> ReferenceCheck:
-    """Locate every chunk the file entries name and stat the packs they sit in (except those
+    """Find the packs that hold the chunks the file entries name and stat them (except those
     `backup_id` wrote: durable and indexed a moment ago); name each file that references a chunk the
     index does not know or a pack storage does not hold."""
-    wanted = {c for e in entries if e.get("type") == "file" for c in e.get("chunks", ())}
+    wanted = list({c for e in entries if e.get("type") == "file" for c in e.get("chunks", ())})
     with ctx.sessions() as session:
-        where = locate(session, wanted)
-        packs = {loc.pack_id for loc in where.values()}
+        packs, found = _packs_of(session, wanted)
         if backup_id is not None:
             packs -= _written_by(session, packs, backup_id)
     result = ReferenceCheck(packs_checked=len(packs))
     result.missing_packs = check.missing(packs)
+    if not result.missing_packs and found == len(wanted):
+        return result  # the usual case: no chunk-by-chunk lookup needed
+    with ctx.sessions() as session:
+        where = locate(session, wanted)
     for e in entries:
         if e.get("type") != "file":
             continue
@@ -96,6 +99,20 @@ def check_entries(
                 result.files_of.setdefault(loc.pack_id, []).append(e["path"])
                 break
     return result
+
+
+def _packs_of(session: Session, chunk_ids: list[str]) -> tuple[set[str], int]:
+    """The distinct packs holding `chunk_ids` and how many of the ids the index knows: one grouped
+    query per batch, so the answer is a row per pack, not per chunk."""
+    packs: set[str] = set()
+    found = 0
+    for start in range(0, len(chunk_ids), _BATCH):
+        batch = chunk_ids[start : start + _BATCH]
+        query = select(Chunk.pack_id, func.count()).where(Chunk.id.in_(batch)).group_by(Chunk.pack_id)
+        for pack_id, count in session.execute(query):
+            packs.add(pack_id)
+            found += count
+    return packs, found
 
 
 def _written_by(session: Session, pack_ids: set[str], backup_id: str) -> set[str]:
