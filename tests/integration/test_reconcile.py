@@ -10,13 +10,16 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from app.backup import manifests
 from app.backup.prepare import prepare_backup
 from app.backup.reconcile import reconcile
 from app.catalog.models import AuditEntry, Backup
+from app.errors import BackupFailedError
 from app.repo.format import Kind
 from app.system import BackupSystem
 from tests.support.trees import assert_same_tree, make_tree
@@ -206,3 +209,35 @@ def test_the_leftovers_of_a_running_backup_are_never_touched(system: BackupSyste
     with ctx.sessions() as session:
         backup = session.get(Backup, prepared.backup_id)
         assert backup is not None and backup.state == "running"
+
+
+def test_a_failed_backup_whose_manifest_is_whole_is_reconciled_on_any_backend(
+    system_any_backend: BackupSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reaper (or the engine) failed a backup that had written its manifest: on local storage and
+    on S3, reconcile marks it complete and removes its unit objects."""
+    system = system_any_backend
+    src = make_tree(tmp_path / "src", big_mib=1, small=3)
+    system.add_source("docs", src)
+    ctx = system.context
+    ctx.settings.backup_reconcile_grace_seconds = 0
+    write_root = manifests.write_root
+
+    def write_root_then_fail(*args: Any, **kwargs: Any) -> int:
+        write_root(*args, **kwargs)
+        raise RuntimeError("lost between the manifest and the catalog")
+
+    monkeypatch.setattr(manifests, "write_root", write_root_then_fail)
+    with pytest.raises(BackupFailedError):
+        system.create_full_backup("docs")
+    monkeypatch.undo()
+    (failed,) = system.list_backups("docs")
+    assert failed["state"] == "failed"
+    assert list(ctx.storage.list(Kind.UNITS))
+
+    report = reconcile(ctx)
+    assert report.completed == {failed["id"]: "complete"}
+    assert list(ctx.storage.list(Kind.UNITS)) == []
+    assert system.list_backups("docs")[0]["state"] == "complete"
+    system.restore(failed["id"], tmp_path / "out")
+    assert_same_tree(src, tmp_path / "out")
