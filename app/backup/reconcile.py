@@ -113,11 +113,12 @@ def _is_live(backup_id: str, live: set[str]) -> bool:
 def _settle(
     ctx: Context, backup_id: str, state: str, report: ReconcileReport, *, dry_run: bool, actor: str | None
 ) -> None:
-    """Mark one dead backup as its manifest proves, or interrupted."""
+    """Mark one dead backup as its manifest proves; else a running one interrupted, and note on any
+    that it was looked at."""
     header, why = _verified_manifest(ctx, backup_id)
     if header is not None:
         report.completed[backup_id] = header["state"]
-    else:
+    elif state != "failed":  # a failed one stays failed, its error noting that it was looked at
         report.interrupted[backup_id] = why
     if dry_run:
         return
@@ -126,7 +127,14 @@ def _settle(
         if row is None or row.state != state:
             return  # changed meanwhile: the next run looks again
         job = jobs.backup_job(session, backup_id)
-        if header is not None:
+        if header is None:
+            if state == "running":
+                row.state, row.finished_at = "interrupted", clock.now()
+                audit.append(session, "backup.interrupted", backup_id, {"was": state, "reason": why}, actor)
+            row.error = f"{row.error or 'the process running it died'}; {why} {RECONCILED}"
+            if job is not None and job.state == "running":
+                jobs.finish_job(session, job.id, "failed", error=row.error)
+        else:
             stats = header.get("stats", {})
             row.state, row.error = header["state"], None
             row.finished_at = (
@@ -154,13 +162,6 @@ def _settle(
                 },
                 actor,
             )
-            return
-        if state == "running":
-            row.state, row.finished_at = "interrupted", clock.now()
-        row.error = f"{row.error or 'the process running it died'}; {why} {RECONCILED}"
-        if job is not None and job.state == "running":
-            jobs.finish_job(session, job.id, "failed", error=row.error)
-        audit.append(session, "backup.interrupted", backup_id, {"was": state, "reason": why}, actor)
     if state == "running":  # its lease no longer counts (or the caller took it over): free it
         with ctx.sessions() as session:
             stale = [(lock.name, lock.holder) for lock in session.scalars(select(Lock))]
@@ -174,7 +175,7 @@ def _verified_manifest(ctx: Context, backup_id: str) -> tuple[dict[str, Any] | N
     present; else None and why not."""
     repo = ctx.repository
     if repo.storage.stat(Kind.MANIFESTS, backup_id) is None:
-        return None, "no manifest in storage: it died before the manifest was written"
+        return None, "no manifest in storage"
     try:
         doc = repo.read_manifest(backup_id)
     except EquisplitError as exc:
