@@ -31,7 +31,7 @@ from app.catalog.backups import LOGICAL_TYPE, record_postgres
 from app.catalog.db import transaction
 from app.catalog.models import Backup, Job, Lock
 from app.context import Context
-from app.errors import EquisplitError
+from app.errors import IntegrityError, ObjectNotFoundError
 from app.repo.format import Kind
 from app.storage.local import LocalStorage
 
@@ -178,7 +178,7 @@ def _verified_manifest(ctx: Context, backup_id: str) -> tuple[dict[str, Any] | N
         return None, "no manifest in storage"
     try:
         doc = repo.read_manifest(backup_id)
-    except EquisplitError as exc:
+    except (IntegrityError, ObjectNotFoundError) as exc:  # damaged or gone; any other error: ask again later
         return None, f"its manifest cannot be read: {exc.message}"
     refs = check_entries(ctx, doc["entries"], PackCheck(repo.storage))
     if not refs.sound:
