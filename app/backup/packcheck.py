@@ -22,8 +22,9 @@ from app.backup import known
 from app.catalog import audit
 from app.catalog.chunks import locate
 from app.catalog.db import transaction
-from app.catalog.models import Chunk, Pack
+from app.catalog.models import Chunk, GcCandidate, Pack
 from app.context import Context
+from app.errors import ObjectNotFoundError
 from app.repo.format import Kind
 from app.storage.base import Storage
 
@@ -85,20 +86,47 @@ def check_entries(
     if not result.missing_packs and found == len(wanted):
         return result  # the usual case: no chunk-by-chunk lookup needed
     with ctx.sessions() as session:
-        where = locate(session, wanted)
+        where = {chunk_id: loc.pack_id for chunk_id, loc in locate(session, wanted).items()}
+    unknown = set(wanted) - set(where)
+    if unknown:
+        # Garbage collection takes a candidate pack's chunks out of the index while the pack stays in
+        # storage until its sweep; a backup that loaded the index earlier may use them, and the sweep
+        # gives the pack back to the index once a manifest names them (docs/GC.md section 2).
+        marked = _in_gc_candidates(ctx, unknown)
+        where.update(marked)
+        result.missing_packs |= check.missing(set(marked.values()))
     for e in entries:
         if e.get("type") != "file":
             continue
         for chunk_id in e.get("chunks", ()):
-            loc = where.get(chunk_id)
-            if loc is None:
+            pack_id = where.get(chunk_id)
+            if pack_id is None:
                 result.broken[e["path"]] = f"its chunk {chunk_id} is not in the catalog's chunk index"
                 break
-            if loc.pack_id in result.missing_packs:
-                result.broken[e["path"]] = f"pack {loc.pack_id} holding its chunks is missing from storage"
-                result.files_of.setdefault(loc.pack_id, []).append(e["path"])
+            if pack_id in result.missing_packs:
+                result.broken[e["path"]] = f"pack {pack_id} holding its chunks is missing from storage"
+                result.files_of.setdefault(pack_id, []).append(e["path"])
                 break
     return result
+
+
+def _in_gc_candidates(ctx: Context, chunk_ids: set[str]) -> dict[str, str]:
+    """chunk id -> pack, for the `chunk_ids` that a pack marked by garbage collection holds (read from
+    the packs' own indexes; a pack storage no longer holds is skipped: its chunks stay unknown)."""
+    with ctx.sessions() as session:
+        candidates = list(session.scalars(select(GcCandidate.pack_id)))
+    found: dict[str, str] = {}
+    for pack_id in candidates:
+        try:
+            entries = ctx.repository.read_pack_index(pack_id)
+        except ObjectNotFoundError:
+            continue
+        for entry in entries:
+            if entry.chunk_id in chunk_ids:
+                found.setdefault(entry.chunk_id, pack_id)
+        if len(found) == len(chunk_ids):
+            break
+    return found
 
 
 def _packs_of(session: Session, chunk_ids: list[str]) -> tuple[set[str], int]:
