@@ -7,12 +7,16 @@ and each small file does not, and threads handing the GIL over cost more than th
 catalog connections to inherit), imports once, and can start while the job is still planning.
 
 Workers watch the job's process and end the moment it does, so a killed job leaves nothing running.
+That is also why a job may start them from a daemonic process (a Celery prefork child, which runs
+restores and PostgreSQL backups): multiprocessing forbids a daemon children because its parent may
+terminate it without its clean-up, orphaning them; ours never outlive the job (WorkerProcess).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import multiprocessing
 import os
 import select
 import signal
@@ -37,8 +41,38 @@ T = TypeVar("T")
 
 
 def processes_for(settings: Settings) -> int:
-    """How many worker processes a job may use: BACKUP_PROCESSES, or one per core."""
-    return settings.backup_processes or (os.cpu_count() or 1)
+    """How many worker processes a job may use: BACKUP_PROCESSES, or one per core this process may
+    run on (its CPU affinity: `taskset`, a container's cpuset), not every core of the machine."""
+    if settings.backup_processes:
+        return settings.backup_processes
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+_parent_config = threading.Lock()
+
+
+@contextlib.contextmanager
+def _as_plain_parent() -> Iterator[None]:
+    """Let this process start a child although billiard runs it (a Celery prefork child: billiard
+    makes its own process object multiprocessing's current one), only around WorkerProcess.start:
+    not daemonic, and an authkey multiprocessing may pickle for the fork server (billiard's own
+    refuses: 'Pickling an AuthenticationString object is disallowed'). Restored after."""
+    from multiprocessing.process import AuthenticationString  # type: ignore[attr-defined]
+
+    config: dict[str, Any] = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    with _parent_config:
+        saved: dict[str, Any] = {k: config[k] for k in ("daemon", "authkey") if k in config}
+        config["daemon"] = False
+        if "authkey" in saved and type(saved["authkey"]) is not AuthenticationString:
+            config["authkey"] = AuthenticationString(bytes(saved["authkey"]))
+        try:
+            yield
+        finally:
+            config.pop("daemon", None)
+            config.update(saved)
 
 
 _main_module = threading.Lock()
@@ -67,10 +101,19 @@ def main_left_alone() -> Iterator[None]:
 
 
 class WorkerProcess(ForkServerProcess):
-    """A job's worker process: started with `__main__` left alone (main_left_alone)."""
+    """A job's worker process: started with `__main__` left alone (main_left_alone). Never a daemon:
+    it ends with the job's process (init_worker, die_with), so it may be started from a daemonic one
+    (a Celery prefork child), where the plain class fails with 'daemonic processes are not allowed to
+    have children' (_as_plain_parent)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = False  # not inherited from a daemonic job process
+        # the parent's key as multiprocessing's own kind (a billiard parent's refuses to be pickled)
+        self.authkey = bytes(multiprocessing.current_process().authkey)
 
     def start(self) -> None:
-        with main_left_alone():
+        with main_left_alone(), _as_plain_parent():
             super().start()
 
 

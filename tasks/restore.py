@@ -28,4 +28,10 @@ def restore_backup(
             overwrite=overwrite,
             skip_existing=skip_existing,
         )
-    return {"backup_id": plan.backup_id, "target": target, "files": plan.files, "bytes": plan.bytes}
+    return {
+        "backup_id": plan.backup_id,
+        "target": target,
+        "files": plan.files,
+        "bytes": plan.bytes,
+        "processes": plan.processes,
+    }

@@ -34,7 +34,11 @@ from app.restore.sparse import write_sparse
 from app.restore.target import (
     check_target,
     make_target,
+    mark_finished,
+    mark_unfinished,
     normalise_selection,
+    restore_identity,
+    resumes,
     safe_relpath,
     scan,
     selected,
@@ -64,6 +68,8 @@ class RestorePlan:
     #: Entries already in the target: left as they are (skip_existing) or replaced (overwrite).
     skipped: int = 0
     replaced: int = 0
+    #: Worker processes that wrote the files (1: threads in this process).
+    processes: int = 1
 
 
 class _FileState:
@@ -245,6 +251,7 @@ class Restorer:
             for e in entries:
                 if e["type"] == "symlink":
                     restore_symlink(tree, e)
+            mark_finished(target)  # before the directories' metadata: the root's are the backup's
             for e in sorted(  # deepest first, the root (ROOT_PATH) last
                 (e for e in entries if e["type"] == "dir"),
                 key=lambda e: e["path"].count("/") if e["path"] != ROOT_PATH else -1,
@@ -418,12 +425,15 @@ def restore_backup(
         )
     target = target.expanduser().resolve()
     wanted = normalise_selection(paths)
-    occupied = check_target(target, allow_existing=overwrite or skip_existing)
+    identity = restore_identity(backup.id, wanted)
+    # the same restore left unfinished (a failure, a lost worker) resumes, replacing what it wrote
+    resuming = resumes(target, identity, allow_existing=overwrite or skip_existing)
+    occupied = check_target(target, allow_existing=overwrite or skip_existing or resuming)
     manifest = ctx.repository.read_manifest(backup.id)
     entries = _select(manifest, wanted)
     existing: dict[str, str] = {}
     if occupied:
-        existing = scan(target, entries, replace=overwrite)
+        existing = scan(target, entries, replace=overwrite or resuming)
         if skip_existing:
             entries = [e for e in entries if e["path"] not in existing]
     restorer = Restorer(ctx, backup, source_name, manifest)
@@ -441,6 +451,8 @@ def restore_backup(
         processes = 1
     if processes > 1:
         forkserver.warm_up()
+    plan.processes = processes
+    mark_unfinished(target, identity)
     with transaction(ctx.sessions) as session:
         job_id = jobs.start_job(session, "restore", source_id=backup.source_id, backup_id=backup.id).id
     try:
@@ -453,7 +465,7 @@ def restore_backup(
                 keep_partial,
                 ctx.settings.worker_threads,
                 processes,
-                overwrite=overwrite,
+                overwrite=overwrite or resuming,
             )
         finally:
             if processes > 1:

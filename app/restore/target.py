@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -11,12 +12,92 @@ from typing import Any
 from app.errors import IntegrityError, RestoreTargetError
 from app.restore.tree import PARTIAL_SUFFIX, TargetTree, kind_of, split
 
-__all__ = ["PARTIAL_SUFFIX", "check_target", "make_target", "normalise_selection", "safe_relpath", "scan"]
+__all__ = [
+    "PARTIAL_SUFFIX",
+    "UNFINISHED_MARKER",
+    "check_target",
+    "make_target",
+    "mark_finished",
+    "mark_unfinished",
+    "normalise_selection",
+    "restore_identity",
+    "resumes",
+    "safe_relpath",
+    "scan",
+]
 
 #: What a manifest entry's type is on disk (a hard link is a file); anything else is "other".
 _KIND = {"file": "file", "hardlink": "file", "dir": "dir", "symlink": "symlink"}
 #: Conflicts named in a refusal; the rest are counted.
 _SHOWN = 5
+#: In a target while a restore writes into it, removed once it has finished: the same restore run
+#: again (a Celery retry, a redelivery after a lost worker, the same command) resumes into it.
+UNFINISHED_MARKER = ".eqdr-restore-unfinished"
+
+
+def restore_identity(backup_id: str, paths: list[str] | None) -> dict[str, Any]:
+    """What makes two restores into one target the same restore: the backup and the selection."""
+    return {"backup_id": backup_id, "paths": paths}
+
+
+def unfinished_restore(target: Path) -> dict[str, Any] | None:
+    """The identity of the restore that started in `target` and never finished, if any."""
+    try:
+        fd = os.open(target / UNFINISHED_MARKER, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            found = json.loads(f.read(1 << 16))
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def resumes(target: Path, identity: dict[str, Any], *, allow_existing: bool) -> bool:
+    """Whether `target` holds this very restore (`identity`), left unfinished: it then resumes over
+    what is there. The unfinished restore of another backup or selection is refused, naming it,
+    unless `allow_existing`. Nothing is written."""
+    unfinished = unfinished_restore(target)
+    if unfinished is None:
+        return False
+    if unfinished == identity:
+        return True
+    if not allow_existing:
+        raise RestoreTargetError(
+            f"restore target {target} holds an unfinished restore of backup "
+            f"{unfinished.get('backup_id')} (paths {unfinished.get('paths') or 'all'})",
+            hint="run that restore again to finish it, restore elsewhere, or empty the directory",
+        )
+    return False
+
+
+def mark_unfinished(target: Path, identity: dict[str, Any]) -> None:
+    """Create `target` if missing and mark a restore in it as started, durably, before any entry."""
+    make_target(target)
+    fd = os.open(target / UNFINISHED_MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(json.dumps(identity, sort_keys=True).encode())
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(target)
+
+
+def mark_finished(target: Path) -> None:
+    """The restore in `target` has written every entry: remove its mark."""
+    try:
+        os.unlink(target / UNFINISHED_MARKER)
+    except FileNotFoundError:
+        return
+    _fsync_dir(target)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_target(target: Path, *, allow_existing: bool) -> bool:

@@ -221,3 +221,34 @@ def test_a_big_file_is_read_in_pieces_by_several_units_and_restores_whole(
     assert 0 < changed.stats["bytes_new"] <= 2 << 20  # one piece's chunk(s), not the whole file
     system.restore(changed.id, tmp_path / "out2")
     assert_same_tree(src, tmp_path / "out2")
+
+
+def _backup_and_restore_in(home: Path, src: Path, out: Path, report: Path) -> None:
+    from app.system import BackupSystem
+    from tests.support.system import settings_for
+
+    with BackupSystem(settings_for(home, **POOL), actor="test") as system:
+        system.init()
+        system.add_source("docs", src)
+        result = system.create_full_backup("docs")
+        pids = _worker_pids(system.show_backup(result.id)["units"])
+        plan = system.restore(result.id, out)
+    report.write_text(json.dumps({"pids": sorted(pids), "me": os.getpid(), "processes": plan.processes}))
+
+
+def test_a_daemonic_process_like_a_celery_pool_child_still_uses_worker_processes(tmp_path: Path) -> None:
+    """A Celery prefork child is a daemonic billiard process (it runs PostgreSQL backups and restores).
+    Before: 'daemonic processes are not allowed to have children' from the first worker process."""
+    import billiard
+
+    src = make_tree(tmp_path / "src", big_mib=20, small=60)
+    report = tmp_path / "report.json"
+    child = billiard.get_context("fork").Process(
+        target=_backup_and_restore_in, args=(tmp_path / "home", src, tmp_path / "out", report), daemon=True
+    )
+    child.start()
+    child.join(240)
+    assert child.exitcode == 0 and report.exists()
+    seen = json.loads(report.read_text())
+    assert seen["pids"] and seen["me"] not in seen["pids"] and seen["processes"] == 2, seen
+    assert_same_tree(src, tmp_path / "out")

@@ -1,0 +1,83 @@
+"""Restores enqueued as Celery tasks, run by a real worker with its default (prefork) pool."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from app.system import BackupSystem
+from tests.support.cluster import Cluster
+from tests.support.trees import assert_same_tree, make_tree
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def big_tree(root: Path) -> Path:
+    """About 200 MiB: incompressible files (one big enough to be restored in pieces), compressible
+    text, and the odd entries of make_tree (small files, empty ones, symlinks, modes)."""
+    make_tree(root, seed=7, big_mib=2, small=60)
+    rng = random.Random(11)
+    data = root / "data"
+    data.mkdir()
+    (data / "big.bin").write_bytes(rng.randbytes(72 << 20))
+    for i in range(4):
+        (data / f"r{i}.bin").write_bytes(rng.randbytes(16 << 20))
+    line = b"2026-11-27T10:30:00Z,matter-0042,party 7,filed,ok\n"
+    for i in range(4):
+        body = line * ((16 << 20) // len(line))
+        (data / f"t{i}.csv").write_bytes(
+            b"".join(body[j : j + 8192] + rng.randbytes(16) for j in range(0, len(body), 8192))
+        )
+    return root
+
+
+def _restores(cluster: Cluster) -> Path:
+    return Path(cluster.env["EQUISPLIT_DR_HOME"]) / "restores"
+
+
+def test_a_restore_task_of_a_big_backup_uses_worker_processes(cluster: Cluster, tmp_path: Path) -> None:
+    """Before: 'daemonic processes are not allowed to have children' from the prefork child."""
+    from tasks.restore import restore_backup
+
+    src = big_tree(tmp_path / "src")
+    with BackupSystem() as system:
+        system.add_source("docs", src)
+        backup = system.create_full_backup("docs")
+    cluster.start_worker("w1", "restore", extra_env={"BACKUP_PROCESSES": "2"})
+    target = _restores(cluster) / "docs-1"
+    summary = restore_backup.delay(backup.id, str(target)).get(timeout=300)
+    assert summary["bytes"] > 200 << 20 and summary["processes"] == 2, summary
+    assert_same_tree(src, target)
+    assert "daemonic" not in cluster.logs()
+    assert not list(target.rglob("*.eqdr-*")), "a partial file or marker was left behind"
+
+
+def test_a_failed_restore_task_run_again_resumes(cluster: Cluster, tmp_path: Path) -> None:
+    """Before: the first run left directories and files behind, and the same task run again was
+    refused ('restore target ... is not empty')."""
+    from tasks.restore import restore_backup
+
+    src = big_tree(tmp_path / "src")
+    with BackupSystem() as system:
+        system.add_source("docs", src)
+        backup = system.create_full_backup("docs")
+    packs = sorted(
+        (tmp_path / "repo").rglob("packs/**/*"), key=lambda p: p.stat().st_size if p.is_file() else 0
+    )
+    pack = packs[-1]
+    original = pack.read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF
+    pack.write_bytes(bytes(damaged))
+    cluster.start_worker("w1", "restore", extra_env={"BACKUP_PROCESSES": "2"})
+    target = _restores(cluster) / "docs-1"
+    with pytest.raises(Exception, match="corrupt"):
+        restore_backup.delay(backup.id, str(target)).get(timeout=300)
+    assert any(target.iterdir()), "the failed run wrote nothing: the test proves nothing"
+    pack.write_bytes(original)  # the pack, repaired from a replica
+    summary = restore_backup.delay(backup.id, str(target)).get(timeout=300)
+    assert summary["files"] > 0
+    assert_same_tree(src, target)
+    assert not list(target.rglob("*.eqdr-*")), "a partial file or marker was left behind"
