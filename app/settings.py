@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     #: Archive backups go to this S3 storage class: instant retrieval, so a restore needs no thaw first.
     backup_archive_storage_class: str = Field(default="GLACIER_IR", pattern="^[A-Z_]+$")
     backup_on_unreadable: str = Field(default="skip", pattern="^(skip|fail)$")
+    #: Directories a restore task from the broker may write under (absolute, comma-separated); none
+    #: set: <home>/restores. The CLI and BackupSystem restore wherever their user may write.
+    backup_restore_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
     #: Cron rules (minute hour day-of-month month day-of-week) of the scheduled backups.
     backup_schedule_full: str = "0 2 * * *"
@@ -141,6 +144,19 @@ class Settings(BaseSettings):
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
 
+    @field_validator("backup_restore_roots", mode="before")
+    @classmethod
+    def _roots(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("backup_restore_roots", mode="after")
+    @classmethod
+    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
+        for root in value:
+            if not root.is_absolute():
+                raise ValueError(f"{root} is not an absolute path")
+        return value
+
     @field_validator("backup_secondary_storage_urls", mode="before")
     @classmethod
     def _region_map(cls, value: Any) -> Any:
@@ -211,6 +227,11 @@ class Settings(BaseSettings):
         for region in self.secondary_regions:
             urls.setdefault(region, (self.home / "regions" / region).as_uri())
         return urls
+
+    @property
+    def restore_roots(self) -> list[Path]:
+        """Where restore tasks from the broker may write (BACKUP_RESTORE_ROOTS, or <home>/restores)."""
+        return self.backup_restore_roots or [self.home / "restores"]
 
     @property
     def worker_threads(self) -> int:

@@ -306,7 +306,14 @@ class BackupSystem:
         skip_existing: bool = False,
         keep_partial: bool = False,
         progress: Progress | None = None,
+        within_roots: bool = False,
     ) -> RestorePlan:
+        """Restore a backup into `target`; `within_roots` (a task from the broker) refuses a target
+        outside BACKUP_RESTORE_ROOTS, links resolved, before anything is read or written."""
+        if within_roots:
+            from app.restore.roots import confine
+
+            target = confine(target, self.context.settings.restore_roots)
         return restore_backup(
             self.context,
             backup_id,

@@ -1,4 +1,5 @@
-"""Restore tasks: a backup id (or `latest` with a source) and a target directory in, a summary out."""
+"""Restore tasks: a backup id (or `latest` with a source) and a target directory in, a summary out. A
+task from the broker writes only below the workers' BACKUP_RESTORE_ROOTS (docs/CLUSTER.md)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def restore_backup(
             paths=paths,
             overwrite=overwrite,
             skip_existing=skip_existing,
+            within_roots=True,
         )
     return {
         "backup_id": plan.backup_id,

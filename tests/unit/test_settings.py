@@ -52,3 +52,14 @@ def test_a_secret_value_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ConfigurationError) as caught:
         load_settings()
     assert "secret-token" not in str(caught.value)
+
+
+def test_restore_roots_from_the_environment_or_under_the_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_settings(equisplit_dr_home=tmp_path).restore_roots == [tmp_path / "restores"]
+    monkeypatch.setenv("BACKUP_RESTORE_ROOTS", "/srv/restores, /mnt/dr")
+    assert load_settings(equisplit_dr_home=tmp_path).restore_roots == [Path("/srv/restores"), Path("/mnt/dr")]
+    monkeypatch.setenv("BACKUP_RESTORE_ROOTS", "srv/restores")
+    with pytest.raises(ConfigurationError, match="BACKUP_RESTORE_ROOTS"):
+        load_settings()

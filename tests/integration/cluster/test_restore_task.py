@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
 
+from app.errors import RestoreTargetError
 from app.system import BackupSystem
 from tests.support.cluster import Cluster
 from tests.support.trees import assert_same_tree, make_tree
@@ -81,3 +83,28 @@ def test_a_failed_restore_task_run_again_resumes(cluster: Cluster, tmp_path: Pat
     assert summary["files"] > 0
     assert_same_tree(src, target)
     assert not list(target.rglob("*.eqdr-*")), "a partial file or marker was left behind"
+
+
+def test_a_restore_task_writes_only_below_the_restore_roots(cluster: Cluster, tmp_path: Path) -> None:
+    """Before: whoever could write to the broker restored any backup over any path (overwrite too)."""
+    from tasks.restore import restore_backup
+
+    src = make_tree(tmp_path / "src", big_mib=1, small=3)
+    with BackupSystem() as system:
+        system.add_source("docs", src)
+        backup = system.create_full_backup("docs")
+    victim = tmp_path / "etc"
+    victim.mkdir()
+    (victim / "passwd").write_text("root:x:0:0\n")
+    roots = _restores(cluster)
+    roots.mkdir(parents=True)
+    os.symlink(victim, roots / "shortcut")
+    cluster.start_worker("w1", "restore")
+    for target in (victim, roots / "shortcut", roots / "shortcut" / "new", tmp_path / "new"):
+        with pytest.raises(RestoreTargetError, match="outside the restore roots"):
+            restore_backup.delay(backup.id, str(target), overwrite=True).get(timeout=60)
+    assert sorted(p.name for p in victim.iterdir()) == ["passwd"]
+    assert (victim / "passwd").read_text() == "root:x:0:0\n"
+    assert not (tmp_path / "new").exists()
+    restore_backup.delay(backup.id, str(roots / "docs")).get(timeout=60)
+    assert_same_tree(src, roots / "docs")

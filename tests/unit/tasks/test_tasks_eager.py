@@ -30,12 +30,12 @@ def test_backup_and_restore_tasks_return_ids(tmp_path: Path, monkeypatch: pytest
         result = run_backup.apply(args=("docs", "full")).get()
         assert result["state"] == "complete" and result["type"] == "full"
         json.dumps(result)  # JSON-serialisable: ids and names, no bytes
-        restored = restore_backup.apply(args=(result["backup_id"], str(tmp_path / "out"))).get()
+        out = tmp_path / "home" / "restores" / "out"  # the default BACKUP_RESTORE_ROOTS
+        restored = restore_backup.apply(args=(result["backup_id"], str(out))).get()
         assert restored["files"] == 6
     finally:
         app.conf.task_always_eager = False
-    assert_same_tree(src, tmp_path / "out")
-    out = tmp_path / "out"
+    assert_same_tree(src, out)
     assert (out / "key-link").stat().st_ino == (out / "docs" / "private.key").stat().st_ino
 
 
