@@ -1,7 +1,8 @@
 """Celery settings, derived from the one settings object (app/settings.py). JSON only: no pickle.
 
 With no CELERY_BROKER_URL the app falls back to Redis on 127.0.0.1; `equisplit-dr demo` and the
-tests' eager mode need no broker at all.
+tests' eager mode need no broker at all. With CELERY_SECURITY_* set, task messages are JSON signed
+with Celery's `auth` serializer and workers accept signed ones only (workers/app.py: setup_security).
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]
 result_accept_content = ["json"]
+if _settings.message_signing:
+    task_serializer = "auth"  # JSON inside, signed with our key
+    accept_content = ["auth"]  # an unsigned task message is refused, never run
+    security_key = str(_settings.celery_security_key)
+    security_certificate = str(_settings.celery_security_certificate)
+    security_cert_store = _settings.celery_security_cert_store
+    security_digest = "sha256"
+    if _settings.celery_security_key_password is not None:
+        security_key_password = _settings.celery_security_key_password.get_secret_value().encode()
 result_expires = 7 * 24 * 3600
 result_extended = True
 

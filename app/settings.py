@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigurationError
@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     celery_broker_url: str | None = None
     celery_result_backend: str | None = None
+    #: Message signing (docs/CLUSTER.md): this process's PEM private key (RSA) and certificate, and
+    #: the certificates it trusts (a directory or a glob of PEM files). All three, or none.
+    celery_security_key: Path | None = None
+    celery_security_key_password: SecretStr | None = None
+    celery_security_certificate: Path | None = None
+    celery_security_cert_store: str | None = None
     schedule_timezone: str = "UTC"
     #: Seconds a running job may go without a heartbeat before the reaper marks it failed.
     job_stale_seconds: int = Field(default=900, gt=0)
@@ -201,6 +207,26 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser().absolute()  # relative homes resolve against the working directory
+
+    @model_validator(mode="after")
+    def _signing_all_or_none(self) -> Settings:
+        given = {
+            "CELERY_SECURITY_KEY": self.celery_security_key,
+            "CELERY_SECURITY_CERTIFICATE": self.celery_security_certificate,
+            "CELERY_SECURITY_CERT_STORE": self.celery_security_cert_store,
+        }
+        missing = [name for name, value in given.items() if not value]
+        if len(missing) < len(given) and missing:
+            raise ValueError(
+                f"message signing needs CELERY_SECURITY_KEY, _CERTIFICATE and _CERT_STORE together: "
+                f"{', '.join(missing)} not set"
+            )
+        return self
+
+    @property
+    def message_signing(self) -> bool:
+        """Whether task messages are signed and only signed ones accepted (CELERY_SECURITY_*)."""
+        return self.celery_security_key is not None
 
     # Derived locations for the embedded defaults ------------------------------------------------
 

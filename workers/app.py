@@ -2,6 +2,9 @@
 
 from celery import Celery
 
+from app.settings import load_settings
+from workers.security import setup_signing
+
 app = Celery(
     "equisplit-dr",
     include=[
@@ -17,5 +20,6 @@ app = Celery(
     task_cls="workers.base:EquisplitTask",
 )
 app.config_from_object("celeryconfig")
+setup_signing(app, load_settings())
 
 from workers import schedule, signals  # noqa: E402,F401  (register the beat schedule and signal handlers)

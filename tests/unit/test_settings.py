@@ -63,3 +63,13 @@ def test_restore_roots_from_the_environment_or_under_the_home(
     monkeypatch.setenv("BACKUP_RESTORE_ROOTS", "srv/restores")
     with pytest.raises(ConfigurationError, match="BACKUP_RESTORE_ROOTS"):
         load_settings()
+
+
+def test_message_signing_needs_key_certificate_and_store_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not load_settings().message_signing
+    monkeypatch.setenv("CELERY_SECURITY_KEY", "/etc/equisplit-dr/worker.key")
+    monkeypatch.setenv("CELERY_SECURITY_CERTIFICATE", "/etc/equisplit-dr/worker.pem")
+    with pytest.raises(ConfigurationError, match="CELERY_SECURITY_CERT_STORE not set"):
+        load_settings()
+    monkeypatch.setenv("CELERY_SECURITY_CERT_STORE", "/etc/equisplit-dr/trusted")
+    assert load_settings().message_signing

@@ -108,3 +108,82 @@ def test_a_restore_task_writes_only_below_the_restore_roots(cluster: Cluster, tm
     assert not (tmp_path / "new").exists()
     restore_backup.delay(backup.id, str(roots / "docs")).get(timeout=60)
     assert_same_tree(src, roots / "docs")
+
+
+def _signing_identity(pki: Path) -> dict[str, str]:
+    """A self-signed RSA key and certificate, the store holding the certificate: the settings of a
+    cluster whose every host signs with the same identity."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "equisplit-dr cluster")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (pki / "store").mkdir(parents=True)
+    (pki / "worker.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (pki / "worker.pem").write_bytes(pem)
+    (pki / "store" / "worker.pem").write_bytes(pem)
+    return {
+        "CELERY_SECURITY_KEY": str(pki / "worker.key"),
+        "CELERY_SECURITY_CERTIFICATE": str(pki / "worker.pem"),
+        "CELERY_SECURITY_CERT_STORE": str(pki / "store"),
+    }
+
+
+SIGNED_CLIENT = """
+import json, sys
+import workers
+from tasks.restore import restore_backup
+print(json.dumps(restore_backup.delay(sys.argv[1], sys.argv[2]).get(timeout=120)))
+"""
+
+
+def test_with_signing_on_a_signed_task_runs_and_an_unsigned_one_is_refused(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Before: CELERY_SECURITY_* were ignored and the worker ran whatever JSON the broker held."""
+    import subprocess
+    import sys
+
+    from tasks.restore import restore_backup
+
+    src = make_tree(tmp_path / "src", big_mib=1, small=3)
+    with BackupSystem() as system:
+        system.add_source("docs", src)
+        backup = system.create_full_backup("docs")
+    signing = _signing_identity(tmp_path / "pki")
+    cluster.start_worker("w1", "restore", extra_env=signing)
+    roots = _restores(cluster)
+    # this test process's client does not sign: its message is what anyone with broker access could send
+    restore_backup.apply_async((backup.id, str(roots / "unsigned")))
+    signed = subprocess.run(
+        [sys.executable, "-c", SIGNED_CLIENT, backup.id, str(roots / "signed")],
+        env={**cluster.env, **signing},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert signed.returncode == 0, signed.stderr[-3000:] + cluster.logs()
+    assert_same_tree(src, roots / "signed")
+    # the unsigned message came first on the same queue: by now it has been taken and refused
+    assert not (roots / "unsigned").exists()
+    assert "Refusing to deserialize untrusted content" in cluster.logs(), cluster.logs()
