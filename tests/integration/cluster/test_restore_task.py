@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -152,8 +153,11 @@ def _signing_identity(pki: Path) -> dict[str, str]:
 SIGNED_CLIENT = """
 import json, sys
 import workers
+from tasks.backup import run_backup
 from tasks.restore import restore_backup
-print(json.dumps(restore_backup.delay(sys.argv[1], sys.argv[2]).get(timeout=120)))
+backup = run_backup.delay("docs", "full").get(timeout=120)  # a chord of units: signed messages too
+restored = restore_backup.delay(backup["backup_id"], sys.argv[1]).get(timeout=120)
+print(json.dumps({"backup": backup, "restore": restored}))
 """
 
 
@@ -171,18 +175,19 @@ def test_with_signing_on_a_signed_task_runs_and_an_unsigned_one_is_refused(
         system.add_source("docs", src)
         backup = system.create_full_backup("docs")
     signing = _signing_identity(tmp_path / "pki")
-    cluster.start_worker("w1", "restore", extra_env=signing)
+    cluster.start_worker("w1", "backup,chunks,restore", extra_env=signing)
     roots = _restores(cluster)
     # this test process's client does not sign: its message is what anyone with broker access could send
     restore_backup.apply_async((backup.id, str(roots / "unsigned")))
     signed = subprocess.run(
-        [sys.executable, "-c", SIGNED_CLIENT, backup.id, str(roots / "signed")],
+        [sys.executable, "-c", SIGNED_CLIENT, str(roots / "signed")],
         env={**cluster.env, **signing},
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert signed.returncode == 0, signed.stderr[-3000:] + cluster.logs()
+    assert json.loads(signed.stdout)["backup"]["state"] == "complete", signed.stdout
     assert_same_tree(src, roots / "signed")
     # the unsigned message came first on the same queue: by now it has been taken and refused
     assert not (roots / "unsigned").exists()
