@@ -192,3 +192,33 @@ def test_with_signing_on_a_signed_task_runs_and_an_unsigned_one_is_refused(
     # the unsigned message came first on the same queue: by now it has been taken and refused
     assert not (roots / "unsigned").exists()
     assert "Refusing to deserialize untrusted content" in cluster.logs(), cluster.logs()
+
+
+def test_a_restore_whose_worker_was_killed_is_redelivered_and_resumes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Before: the redelivered task met its own half-written target and was refused as not empty."""
+    import signal
+    import time
+
+    from tasks.restore import restore_backup
+
+    src = big_tree(tmp_path / "src")
+    with BackupSystem() as system:
+        system.add_source("docs", src)
+        backup = system.create_full_backup("docs")
+    worker = cluster.start_worker("w1", "restore", extra_env={"BACKUP_PROCESSES": "2", "BACKUP_THREADS": "1"})
+    target = _restores(cluster) / "docs-1"
+    pending = restore_backup.delay(backup.id, str(target))
+    deadline = time.monotonic() + 120
+    while not (target.is_dir() and any(p.suffix == ".eqdr-partial" for p in target.rglob("*"))):
+        assert time.monotonic() < deadline and not pending.ready(), cluster.logs()
+        time.sleep(0.02)
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    for pid in children:  # the prefork pool's child running the restore (-c 1)
+        os.kill(int(pid), signal.SIGKILL)
+    summary = pending.get(timeout=300)
+    assert summary["files"] > 0
+    assert_same_tree(src, target)
+    assert not list(target.rglob("*.eqdr-*")), "a partial file or marker was left behind"
+    assert "SIGKILL" in cluster.logs(), cluster.logs()
