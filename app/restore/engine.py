@@ -37,6 +37,7 @@ from app.restore.target import (
     mark_finished,
     mark_unfinished,
     normalise_selection,
+    remove_partials,
     restore_identity,
     resumes,
     safe_relpath,
@@ -452,6 +453,8 @@ def restore_backup(
     if processes > 1:
         forkserver.warm_up()
     plan.processes = processes
+    if resuming:
+        remove_partials(target)  # the unfinished run's files in progress, under names of their own
     mark_unfinished(target, identity)
     with transaction(ctx.sessions) as session:
         job_id = jobs.start_job(session, "restore", source_id=backup.source_id, backup_id=backup.id).id

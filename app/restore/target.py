@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from app.errors import IntegrityError, RestoreTargetError
-from app.restore.tree import PARTIAL_SUFFIX, TargetTree, kind_of, split
+from app.restore.tree import _TOKEN_HEX, PARTIAL_SUFFIX, TargetTree, kind_of, split
 
 __all__ = [
     "PARTIAL_SUFFIX",
@@ -20,6 +22,7 @@ __all__ = [
     "mark_finished",
     "mark_unfinished",
     "normalise_selection",
+    "remove_partials",
     "restore_identity",
     "resumes",
     "safe_relpath",
@@ -70,6 +73,23 @@ def resumes(target: Path, identity: dict[str, Any], *, allow_existing: bool) -> 
             hint="run that restore again to finish it, restore elsewhere, or empty the directory",
         )
     return False
+
+
+#: A partial file's name as app/restore/tree.py: partial_name makes it.
+_PARTIAL_NAME = re.compile(rf"\..*\.[0-9a-f]{{{_TOKEN_HEX}}}{re.escape(PARTIAL_SUFFIX)}", re.DOTALL)
+
+
+def remove_partials(target: Path) -> int:
+    """Remove the partial files an unfinished restore left in `target` (a lost worker could not), by
+    their names' pattern, descending into no link; how many were removed."""
+    removed = 0
+    for _dir, _dirs, names, fd in os.fwalk(target, follow_symlinks=False):
+        for name in names:
+            if _PARTIAL_NAME.fullmatch(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
+                    removed += 1
+    return removed
 
 
 def mark_unfinished(target: Path, identity: dict[str, Any]) -> None:
