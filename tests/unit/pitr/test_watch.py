@@ -18,7 +18,7 @@ def test_the_server_gets_what_restore_command_needs_and_nothing_else(
         monkeypatch.setenv(name, f"value-of-{name}")
     monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://catalog")
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-    ctx: Any = SimpleNamespace(settings=SimpleNamespace(home=tmp_path))
+    ctx: Any = SimpleNamespace(settings=SimpleNamespace(home=tmp_path), region=None)
 
     env = server_env(ctx, "db1")
 
