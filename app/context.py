@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.catalog.db import make_engine, require_migrated, session_factory
 from app.repo.keys import MasterKey, load_master_key
 from app.repo.repository import Repository
+from app.repo.rotation import open_repository
 from app.settings import Settings, region_url
 from app.storage import Storage, open_storage
 
@@ -60,7 +61,21 @@ class Context:
 
     @cached_property
     def repository(self) -> Repository:
-        return Repository.open(self.storage, self.master_key())
+        """Opened with the master key; a key rotation stopped after its switch is finished here when
+        the key comes from the default key file and this is the primary (app/repo/rotation.py)."""
+        s = self.settings
+        default_key = s.backup_encryption_key is None and s.backup_encryption_key_file is None
+        return open_repository(
+            self.storage,
+            self.master_key,
+            s.backup_encryption_key_file or s.default_key_file,
+            may_finish=default_key and self.region is None,
+        )
+
+    def refresh_keys(self) -> None:
+        """Adopt a rotated keyring before sealing anything new, if the repository is open (one GET)."""
+        if "repository" in self.__dict__:
+            self.repository.refresh_keys()
 
     def close(self) -> None:
         if "storage" in self.__dict__:

@@ -17,11 +17,13 @@ from app.catalog.models import Backup
 from app.catalog.rebuild import RebuildReport, prepare_catalog, rebuild_catalog
 from app.context import Context
 from app.drills.result import DrillResult
-from app.errors import ConfigurationError, SourceError
+from app.errors import ConfigurationError, MasterKeyError, SourceError
 from app.logical.restore import ImportReport
 from app.monitoring.probes import Probe
 from app.repo.keys import MasterKey
 from app.repo.repository import Repository
+from app.repo.rotation import Rotation, pending_key_file
+from app.repo.rotation import rotate as rotate_master_key
 from app.restore.engine import RestorePlan, restore_backup
 from app.retention.apply import ApplyReport
 from app.retention.plan import RetentionPlan
@@ -85,19 +87,29 @@ class BackupSystem:
         migrate(ctx.engine)
         generated = None
         s = self.settings
+        exists = ctx.storage.stat("keys", "keyring") is not None
         if (
             s.backup_encryption_key is None
             and s.backup_encryption_key_file is None
             and not s.default_key_file.exists()
         ):
+            if exists:  # a fresh key cannot open it: write none
+                pending = pending_key_file(s.default_key_file)
+                raise MasterKeyError(
+                    f"storage {ctx.storage.location} already holds a repository, and no master key is set "
+                    f"(BACKUP_ENCRYPTION_KEY, BACKUP_ENCRYPTION_KEY_FILE, or {s.default_key_file})",
+                    hint="set BACKUP_ENCRYPTION_KEY or BACKUP_ENCRYPTION_KEY_FILE to the repository's key"
+                    + (f"; a key rotation left a new key in {pending}" if pending.exists() else "")
+                    + "; nothing was written",
+                )
             MasterKey.generate().write_file(s.default_key_file)
             generated = s.default_key_file
-        master = ctx.master_key()
-        if ctx.storage.stat("keys", "keyring") is not None:
-            repo = Repository.open(ctx.storage, master)  # verifies the key
+        if exists:
+            repo = ctx.repository  # verifies the key
             created = False
         else:
-            repo = Repository.init(ctx.storage, master)
+            repo = Repository.init(ctx.storage, ctx.master_key())
+            repo.master_source = ctx.master_key
             created = True
         ctx.__dict__["repository"] = repo
         with transaction(ctx.sessions) as session:
@@ -328,19 +340,47 @@ class BackupSystem:
             actor=self.actor,
         )
 
-    def rotate_keys(self, new_master: MasterKey, *, new_data_key: bool = True) -> str:
-        """Re-wrap the keys under `new_master`; returns the current data key id."""
-        repo = self.context.repository
-        repo.rotate_master_key(new_master, new_data_key=new_data_key)
+    def rotate_keys(
+        self,
+        new_master: MasterKey | None = None,
+        *,
+        new_data_key: bool = True,
+        new_key_origin: str | None = None,
+    ) -> Rotation:
+        """Re-wrap the keys under `new_master` (where `new_key_origin` says it is kept), or under a key
+        generated to replace the default key file; crash-safe and safe to retry (app/repo/rotation.py):
+        a retry finishes what an interrupted rotation began."""
+        s = self.settings
+        key_file = None
+        if new_master is None:
+            if s.backup_encryption_key is not None or s.backup_encryption_key_file is not None:
+                raise MasterKeyError(
+                    "no new master key given", hint="pass --new-key-file FILE or set BACKUP_NEW_ENCRYPTION_KEY"
+                )
+            key_file = s.default_key_file
+        done = rotate_master_key(
+            self.context.storage,
+            self.context.master_key,
+            new_master,
+            new_data_key=new_data_key,
+            new_key_origin=new_key_origin,
+            key_file=key_file,
+        )
+        repo = done.repository
+        self.context.__dict__["repository"] = repo
         with transaction(self.context.sessions) as session:
             audit.append(
                 session,
                 "keys.rotated",
                 repo.id,
-                {"current_key_id": repo.keyring.current_key_id.hex(), "new_data_key": new_data_key},
+                {
+                    "current_key_id": repo.keyring.current_key_id.hex(),
+                    "new_data_key": new_data_key and not done.finished_interrupted,
+                    "finished_interrupted": done.finished_interrupted,
+                },
                 self.actor,
             )
-        return repo.keyring.current_key_id.hex()
+        return done
 
     def verify_backup(
         self,

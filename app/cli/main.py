@@ -21,7 +21,7 @@ from app.cli.replication_commands import replication_app
 from app.cli.retention_commands import gc_app, hold_app, retention_app
 from app.cli.verify_commands import verify_command
 from app.cli.wal_commands import wal_app
-from app.errors import ConfigurationError, EquisplitError, MasterKeyError
+from app.errors import ConfigurationError, EquisplitError
 from app.settings import load_settings
 
 app = typer.Typer(
@@ -387,29 +387,22 @@ def keys_rotate(
     """Wrap the repository's keys under a new master key; old backups stay restorable."""
     from app.repo.keys import MasterKey
 
-    settings = load_settings()
-    generated: Path | None = None
+    new: MasterKey | None = None
+    origin: str | None = None
     if new_key_file is not None:
-        new = MasterKey.from_file(new_key_file)
+        new, origin = MasterKey.from_file(new_key_file), f"file {new_key_file.absolute()}"
     elif os.environ.get("BACKUP_NEW_ENCRYPTION_KEY"):
         new = MasterKey.from_hex(os.environ["BACKUP_NEW_ENCRYPTION_KEY"], origin="BACKUP_NEW_ENCRYPTION_KEY")
-    elif settings.backup_encryption_key is None and settings.backup_encryption_key_file is None:
-        new = MasterKey.generate()
-        generated = settings.default_key_file.with_name("master.key.next")
-        generated.unlink(missing_ok=True)
-        new.write_file(generated)
-    else:
-        raise MasterKeyError(
-            "no new master key given", hint="pass --new-key-file FILE or set BACKUP_NEW_ENCRYPTION_KEY"
-        )
+        origin = "BACKUP_NEW_ENCRYPTION_KEY"
     with _system() as system:
-        key_id = system.rotate_keys(new, new_data_key=not keep_data_key)
-    if generated is not None:
-        os.replace(generated, settings.default_key_file)
-        console.print(f"new master key written to {settings.default_key_file}")
+        done = system.rotate_keys(new, new_data_key=not keep_data_key, new_key_origin=origin)
+    if done.finished_interrupted:
+        console.print("finished a key rotation that was interrupted after the keyring was re-wrapped")
+    if done.key_file is not None:
+        console.print(f"new master key written to {done.key_file}")
     else:
         console.print("keys re-wrapped: set BACKUP_ENCRYPTION_KEY (or _FILE) to the new key everywhere now")
-    console.print(f"current data key {key_id}")
+    console.print(f"current data key {done.repository.keyring.current_key_id.hex()}")
 
 
 @catalog_app.command("rebuild")

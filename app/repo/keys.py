@@ -4,6 +4,7 @@ the master key. Nothing here logs or prints key material."""
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import os
 import re
@@ -53,8 +54,11 @@ class MasterKey:
 
     @classmethod
     def from_file(cls, path: Path) -> MasterKey:
+        """Read a key file; refuse one that its group or others may access, as ssh does."""
         try:
-            text = path.read_text(encoding="ascii")
+            with open(path, "rb") as handle:
+                check_key_file_mode(path, os.fstat(handle.fileno()).st_mode)
+                text = handle.read().decode("ascii")
         except FileNotFoundError:
             raise MasterKeyError(
                 f"master key file {path} does not exist",
@@ -69,13 +73,19 @@ class MasterKey:
         return cls(secrets.token_bytes(32))
 
     def write_file(self, path: Path) -> None:
-        """Write the key as hex to a new file readable by its owner only; never overwrite one."""
+        """Write the key as hex to a new file readable by its owner only; never overwrite one. Durable
+        when it returns: the file and its directory entry are synced."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
+            os.fchmod(handle.fileno(), stat.S_IRUSR | stat.S_IWUSR)  # whatever the umask
             handle.write(self._key.hex() + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+        fsync_dir(path.parent)
+
+    def same_as(self, other: MasterKey) -> bool:
+        return hmac.compare_digest(self._key, other._key)
 
     def _aead(self) -> AESGCM:
         return AESGCM(self._key)
@@ -148,8 +158,9 @@ class Keyring:
                 hint="the keyring may have been replaced by an older copy; restore keys/keyring",
             ) from None
 
-    def seal(self, master: MasterKey) -> bytes:
-        """The keyring object's bytes, wrapped under `master`."""
+    def seal(self, master: MasterKey, *, new_key_origin: str | None = None) -> bytes:
+        """The keyring object's bytes, wrapped under `master`; `new_key_origin` (where a rotation keeps
+        its new master key, never the key) marks a pending rotation's `keys/keyring.next`."""
         secret = {
             "id_key": self.id_key.hex(),
             "chunker_seed": self.chunker_seed,
@@ -168,6 +179,8 @@ class Keyring:
             "wrapped": base64.b64encode(wrapped).decode("ascii"),
             "wrapped_at": _now(),
         }
+        if new_key_origin is not None:
+            doc["new_key"] = new_key_origin
         return json.dumps(doc, indent=1).encode()
 
     @classmethod
@@ -199,6 +212,24 @@ class Keyring:
             ring.data_keys[kid] = DataKey(kid, raw)
             ring.created[kid] = item.get("created_at", "")
         return ring
+
+
+def check_key_file_mode(path: Path, mode: int) -> None:
+    """MasterKeyError if group or others have any access to the key file `path` (mode `mode`)."""
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise MasterKeyError(
+            f"master key file {path} is accessible by its group or others "
+            f"(mode {stat.S_IMODE(mode):04o}): refused, as the key would be readable by other users",
+            hint=f"chmod 600 {path}",
+        )
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_master_key(key_hex: str | None, key_file: Path | None, default_file: Path | None) -> MasterKey:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from app.errors import IntegrityError, ObjectNotFoundError, RepositoryError
+from app.errors import IntegrityError, ObjectNotFoundError, RepositoryError, WrongKeyError
 from app.repo import codecs, manifest
 from app.repo.chunker import Chunker, ChunkerParams, ChunkIds
 from app.repo.crypto import check_header, describe, envelope_key_id
@@ -26,10 +26,24 @@ KEYRING_NEXT = "keyring.next"
 class Repository:
     """An opened repository: storage plus the keys and config to read and write it."""
 
-    def __init__(self, storage: Storage, keyring: Keyring, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        keyring: Keyring,
+        config: dict[str, Any],
+        *,
+        master: MasterKey | None = None,
+        keyring_blob: bytes | None = None,
+    ) -> None:
         self.storage = storage
         self.keyring = keyring
         self.config = config
+        #: The master key and keyring object this process opened, to notice a rotation (`refresh_keys`).
+        self._master = master
+        self._keyring_blob = keyring_blob
+        #: Where a long-running process finds its master key again after a rotation (a key file that
+        #: `keys rotate` replaced): set by the Context that opened the repository.
+        self.master_source: Callable[[], MasterKey] | None = None
         self.id = keyring.repository_id
         self.chunker_params = ChunkerParams.from_json(config["chunker"])
         self.pack_target_size = int(config.get("pack_target_size", DEFAULT_PACK_TARGET))
@@ -62,12 +76,13 @@ class Repository:
             "chunk_id": "blake3-keyed-256",
             "pack_target_size": pack_target_size,
         }
-        storage.put(Kind.KEYS, KEYRING_NAME, keyring.seal(master))
+        blob = keyring.seal(master)
+        storage.put(Kind.KEYS, KEYRING_NAME, blob)
         sealed = keyring.current.seal(
             ObjectType.CONFIG, "config", codecs.encode(json.dumps(config).encode(), None)
         )
         storage.put(Kind.CONFIG, "config", sealed)
-        return cls(storage, keyring, config)
+        return cls(storage, keyring, config, master=master, keyring_blob=blob)
 
     @classmethod
     def open(cls, storage: Storage, master: MasterKey) -> Repository:
@@ -79,7 +94,10 @@ class Repository:
                 f"no repository at {storage.location} (keys/keyring is missing)",
                 hint="run `equisplit-dr init` to create one, or fix BACKUP_STORAGE_URL",
             ) from None
-        keyring = Keyring.open(blob, master)
+        try:
+            keyring = Keyring.open(blob, master)
+        except WrongKeyError as exc:
+            raise _naming_a_pending_rotation(storage, exc) from None
         sealed = storage.get(Kind.CONFIG, "config")
 
         config = json.loads(codecs.decode(_open(keyring, sealed, ObjectType.CONFIG, "config"), "config"))
@@ -89,21 +107,74 @@ class Repository:
                 f"(this build reads version {FORMAT_VERSION})",
                 hint="upgrade equisplit-dr",
             )
-        return cls(storage, keyring, config)
+        return cls(storage, keyring, config, master=master, keyring_blob=blob)
 
-    def rotate_master_key(self, new_master: MasterKey, *, new_data_key: bool = False) -> None:
-        """Re-wrap the keyring under `new_master` (docs/FORMAT.md section 2); old objects stay readable."""
+    def rotate_master_key(
+        self,
+        new_master: MasterKey,
+        *,
+        new_data_key: bool = False,
+        new_key_origin: str | None = None,
+        finish: bool = True,
+    ) -> None:
+        """Re-wrap the keyring under `new_master` (docs/FORMAT.md section 2); old objects stay readable.
+
+        `keys/keyring.next` (naming `new_key_origin`, where the new key is kept) marks the rotation as
+        pending until `finish_rotation`; with `finish=False` the caller finishes once the new key is in
+        its place (app/repo/rotation.py)."""
         previous = self.keyring.current_key_id
         added = self.keyring.add_data_key().key_id if new_data_key else None
         try:
-            self.storage.put(Kind.KEYS, KEYRING_NEXT, self.keyring.seal(new_master))
+            pending = self.keyring.seal(new_master, new_key_origin=new_key_origin)
+            self.storage.put(Kind.KEYS, KEYRING_NEXT, pending)
             Keyring.open(self.storage.get(Kind.KEYS, KEYRING_NEXT), new_master)  # read back before switching
-            self.storage.put(Kind.KEYS, KEYRING_NAME, self.keyring.seal(new_master))
+            blob = self.keyring.seal(new_master)
+            self.storage.put(Kind.KEYS, KEYRING_NAME, blob)
         except BaseException:
             if added is not None:  # never seal with a key that no stored keyring holds
                 self.keyring.drop_data_key(added, current=previous)
             raise
+        self._master, self._keyring_blob = new_master, blob
+        if finish:
+            self.finish_rotation()
+
+    def finish_rotation(self) -> None:
+        """Remove the pending-rotation mark `keys/keyring.next` (idempotent)."""
         self.storage.delete(Kind.KEYS, KEYRING_NEXT)
+
+    def refresh_keys(self) -> bool:
+        """Adopt `keys/keyring` if a rotation replaced it since this process read it (one small GET):
+        new objects are then sealed with the new current data key. Opened with the master key this
+        process holds, else with the one `master_source` gives now; WrongKeyError, naming what to do, if
+        neither opens it (this process then seals nothing more). True if the keyring changed."""
+        blob = self.storage.get(Kind.KEYS, KEYRING_NAME)
+        if self._keyring_blob is not None and blob == self._keyring_blob:
+            return False
+        try:
+            if self._master is None:
+                raise WrongKeyError("no master key held")
+            ring, master = Keyring.open(blob, self._master), self._master
+        except WrongKeyError:
+            if self.master_source is None:
+                raise _rotated_away() from None
+            master = self.master_source()
+            try:
+                ring = Keyring.open(blob, master)
+            except WrongKeyError:
+                raise _rotated_away() from None
+        if ring.repository_id != self.id:
+            raise RepositoryError(
+                f"the repository at {self.storage.location} was replaced (repository id "
+                f"{ring.repository_id}, this process opened {self.id})",
+                hint="restart this process",
+            )
+        self.keyring, self._master, self._keyring_blob = ring, master, blob
+        return True
+
+    def _open_sealed(self, sealed: bytes | memoryview, object_type: ObjectType, object_id: str) -> bytes:
+        if envelope_key_id(sealed) not in self.keyring.data_keys:  # perhaps a data key added since
+            self.refresh_keys()
+        return _open(self.keyring, sealed, object_type, object_id)
 
     # Chunks and packs -----------------------------------------------------------------------------
 
@@ -116,7 +187,7 @@ class Repository:
     def open_chunk(self, chunk_id: str, blob: bytes | memoryview, *, raw_length: int | None = None) -> bytes:
         """The plaintext of a chunk blob, checked against its id."""
 
-        payload = _open(self.keyring, blob, ObjectType.CHUNK, chunk_id)
+        payload = self._open_sealed(blob, ObjectType.CHUNK, chunk_id)
         data = codecs.decode(payload, f"chunk {chunk_id}", raw_length)
         if self.chunk_ids.of(data) != chunk_id:
             raise IntegrityError(f"chunk {chunk_id} does not hash to its id")
@@ -152,7 +223,7 @@ class Repository:
     def open_pack_index(self, pack_id: str, sealed: bytes | memoryview) -> list[PackEntry]:
         """The entries of a pack's sealed index (the envelope between its blobs and its trailer)."""
         plain = codecs.decode(
-            _open(self.keyring, sealed, ObjectType.PACK_INDEX, pack_id), f"pack {pack_id} index"
+            self._open_sealed(sealed, ObjectType.PACK_INDEX, pack_id), f"pack {pack_id} index"
         )
         return parse_index(plain, pack_id)
 
@@ -170,7 +241,7 @@ class Repository:
 
     def read_json(self, kind: str, name: str, object_type: ObjectType) -> dict[str, Any]:
         sealed = self.storage.get(kind, name)
-        plain = codecs.decode(_open(self.keyring, sealed, object_type, name), describe(object_type, name))
+        plain = codecs.decode(self._open_sealed(sealed, object_type, name), describe(object_type, name))
         doc: dict[str, Any] = load_json(plain)
         return doc
 
@@ -225,3 +296,39 @@ def _open(keyring: Keyring, sealed: bytes | memoryview, object_type: ObjectType,
     check_header(sealed, object_type, object_id)
     key = keyring.key(envelope_key_id(sealed), describe(object_type, object_id))
     return key.open(sealed, object_type, object_id)
+
+
+def _rotated_away() -> WrongKeyError:
+    return WrongKeyError(
+        "keys/keyring was re-wrapped under a new master key (a key rotation) that this process does not "
+        "hold: it seals nothing more",
+        hint="set BACKUP_ENCRYPTION_KEY (or BACKUP_ENCRYPTION_KEY_FILE) to the new key and restart it",
+    )
+
+
+def pending_rotation(storage: Storage) -> str | None:
+    """Where the new master key of an unfinished rotation is kept, as `keys/keyring.next` names it
+    ("" if it names nothing); None if no rotation is pending."""
+    try:
+        doc = json.loads(storage.get(Kind.KEYS, KEYRING_NEXT))
+    except ObjectNotFoundError:
+        return None
+    except ValueError:
+        return ""
+    origin = doc.get("new_key") if isinstance(doc, dict) else None
+    return str(origin) if origin else ""
+
+
+def _naming_a_pending_rotation(storage: Storage, error: WrongKeyError) -> WrongKeyError:
+    """`error`, or one that says a rotation was left unfinished and where its new key is."""
+    origin = pending_rotation(storage)
+    if origin is None:
+        return error
+    where = f" the new master key is in {origin}" if origin else ""
+    return WrongKeyError(
+        "wrong master key: it does not open this repository's keyring, and a key rotation was left "
+        f"unfinished (keys/keyring.next exists):{where or ' its new key opens it now'}",
+        hint=(f"use the new key ({origin})" if origin else "use the new key given to `keys rotate`")
+        + ", or run `equisplit-dr keys rotate` again with the same new key to finish the rotation; "
+        "nothing was read or written",
+    )

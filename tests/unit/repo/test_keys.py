@@ -75,6 +75,7 @@ def test_from_file_reads_the_key(tmp_path: Path, rng: random.Random) -> None:
     text = random_hex(rng, 32)
     path = tmp_path / "master.key"
     path.write_text(text + "\n", encoding="ascii")
+    path.chmod(0o600)
     assert same_master_key(MasterKey.from_file(path), MasterKey.from_hex(text, origin="test"))
 
 
@@ -89,6 +90,7 @@ def test_from_file_with_a_short_key_names_the_file_not_the_key(tmp_path: Path, r
     text = random_hex(rng, 16)
     path = tmp_path / "short.key"
     path.write_text(text, encoding="ascii")
+    path.chmod(0o600)
     with pytest.raises(MasterKeyError) as caught:
         MasterKey.from_file(path)
     assert f"file {path}" in str(caught.value)
@@ -100,6 +102,7 @@ def test_from_file_with_a_short_key_names_the_file_not_the_key(tmp_path: Path, r
 def test_from_file_with_bad_content_is_refused(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.key"
     path.write_bytes(content)
+    path.chmod(0o600)
     with pytest.raises(MasterKeyError, match=str(path)) as caught:
         MasterKey.from_file(path)
     assert "ab" * 31 not in str(caught.value)
@@ -108,6 +111,36 @@ def test_from_file_with_bad_content_is_refused(tmp_path: Path, content: bytes) -
 def test_from_file_on_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(MasterKeyError, match="cannot be read"):
         MasterKey.from_file(tmp_path)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o620])
+def test_from_file_refuses_a_key_file_its_group_or_others_can_access(
+    tmp_path: Path, rng: random.Random, mode: int
+) -> None:
+    text = random_hex(rng, 32)
+    path = tmp_path / "master.key"
+    path.write_text(text + "\n", encoding="ascii")
+    path.chmod(mode)
+    with pytest.raises(MasterKeyError) as caught:
+        MasterKey.from_file(path)
+    assert str(path) in caught.value.message and f"{mode:04o}" in caught.value.message
+    assert caught.value.hint == f"chmod 600 {path}"
+    assert text not in str(caught.value) + caught.value.hint
+    with pytest.raises(MasterKeyError, match="chmod 600"):
+        load_master_key(None, path, None)
+    path.chmod(0o600)
+    assert same_master_key(MasterKey.from_file(path), MasterKey.from_hex(text, origin="test"))
+    path.chmod(0o400)
+    assert same_master_key(MasterKey.from_file(path), MasterKey.from_hex(text, origin="test"))
+
+
+def test_write_file_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0)
+    try:
+        MasterKey.generate().write_file(tmp_path / "master.key")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "master.key").st_mode) == 0o600
 
 
 def test_write_file_creates_an_owner_only_file_that_reads_back(tmp_path: Path) -> None:
