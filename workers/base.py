@@ -84,6 +84,8 @@ class EquisplitTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         _tag_sentry(self.name, self.request.delivery_info or {}, kwargs, args)
         try:
+            if not self.request.is_eager:  # a rotation since the last task: seal with its data key
+                self.ctx.refresh_keys()
             return super().__call__(*args, **kwargs)
         except Exception as exc:
             if is_transient(exc) and not self.request.is_eager and self.request.retries < MAX_RETRIES:

@@ -152,6 +152,7 @@ def _serve(spool: PushSpool, source: str, mark: str, settings: Settings | None) 
                         "the repository or catalog this pusher opened was replaced (same settings, new "
                         "repository): it stops, and archive_command pushes into the new one"
                     )
+                repo.refresh_keys()  # a key rotation since: seal with the new data key
                 file = read_wal_file(path)
                 # read again each time: the first segment archived records the cluster's identity
                 archive_file(ctx, repo, archive_target(ctx, source), file)

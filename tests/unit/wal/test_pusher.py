@@ -312,3 +312,34 @@ def test_a_pusher_notices_its_repository_and_catalog_were_re_created_in_place(
         assert not still_same()
     finally:
         fresh.close()
+
+
+def test_a_running_pusher_seals_with_the_data_key_a_rotation_started(
+    ctx: Context, spool: PushSpool, write_segment: WriteSegment
+) -> None:
+    """A long-lived pusher re-reads the keyring before each file: after a rotation it seals with the new
+    current data key, never on with the retired one until restarted."""
+    from app.repo.crypto import envelope_key_id
+    from app.repo.repository import Repository
+
+    settings = ctx.settings.model_copy(update={"wal_push_async": True})
+    thread = threading.Thread(target=pusher._serve, args=(spool, SOURCE, MARK, settings))
+    thread.start()
+    try:
+        first = write_segment(3, ready=True)
+        wait_until(lambda: spool.ack(first.name))
+        repo = Repository.open(ctx.storage, ctx.master_key())
+        old_key = repo.keyring.current_key_id
+        repo.rotate_master_key(ctx.master_key(), new_data_key=True)
+        new_key = repo.keyring.current_key_id
+        second = write_segment(4, ready=True)
+        wait_until(lambda: spool.ack(second.name))
+    finally:
+        spool.request_stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+    def sealed_by(path: Path) -> bytes:
+        return envelope_key_id(ctx.storage.get(Kind.WAL, names.object_name(SOURCE, path.name)))
+
+    assert sealed_by(first) == old_key and sealed_by(second) == new_key != old_key
