@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     pitr_restore_command: str = "equisplit-dr wal fetch %f %p --source {source}"
     #: Seconds `dr recover --start` waits for recovery to finish.
     pitr_recovery_timeout: int = Field(default=3600, gt=0)
+    #: Seconds `dr recover --start` waits while the recovered server refuses its connection for another
+    #: reason than "starting up" (a role or authentication refusal fails at once).
+    pitr_connect_timeout: int = Field(default=300, gt=0)
 
     # WAL archiving (docs/WAL.md section 8)
     wal_compression_level: int = Field(default=1, ge=1, le=19)

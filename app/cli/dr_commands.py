@@ -50,6 +50,10 @@ def dr_recover(
         str | None,
         typer.Option("--owner", help="OS user that owns and runs the cluster (as root: postgres)."),
     ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="Role to watch recovery as (default: the source DSN's user)."),
+    ] = None,
     keep_archiving: Annotated[
         bool,
         typer.Option(
@@ -93,6 +97,7 @@ def dr_recover(
                 action=action,
                 restore_command=restore_command,
                 owner=owner,
+                user=user,
                 keep_archiving=keep_archiving,
                 timeout=timeout,
                 tablespace_dir=tablespace_dir,
@@ -139,11 +144,11 @@ def _print(doc: dict[str, Any]) -> None:
     if doc["started"]:
         console.print(
             f"  reached {doc['restored_timestamp'] or '-'} (timeline {doc['timeline'] or '-'}), "
-            f"RTO {doc['rto_seconds']} s (restore {doc['restore_seconds']} s, recovery {doc['recovery_seconds']} s)",
+            f"RTO {doc['rto_seconds'] if doc['success'] else '-'} s (restore {doc['restore_seconds']} s, recovery {doc['recovery_seconds']} s)",
             highlight=False,
         )
     else:
-        console.print(f"  restored into {doc['target_dir']} in {doc['rto_seconds']} s", highlight=False)
+        console.print(f"  restored into {doc['target_dir']} in {doc['rto_seconds'] or '-'} s", highlight=False)
 
 
 def _target(target: dict[str, Any]) -> str:

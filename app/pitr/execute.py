@@ -188,7 +188,14 @@ def recover(
         result.success, result.message = False, exc.message
         if exc.detail:
             result.problems.append(exc.detail)
-    result.rto_seconds = time.monotonic() - began
+    # The recovery's own duration: plan, restore and replay up to the moment recovery ended (the checks
+    # after it excluded); a failed recovery reports none.
+    if result.success:
+        result.rto_seconds = (
+            result.plan_seconds + result.restore_seconds + result.recovery_seconds
+            if result.started
+            else time.monotonic() - began
+        )
     _audit(ctx, plan, result, actor)
     return result
 

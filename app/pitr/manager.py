@@ -83,9 +83,12 @@ class DisasterRecoveryManager:
         keep_archiving: bool = False,
         timeout: int | None = None,
         tablespace_dir: Path | str | None = None,
+        user: str | None = None,
+        connect_timeout: int | None = None,
     ) -> RecoveryResult:
         """Recover `source` to `target_time` (or `lsn`, `xid`, restore point `name`, or `latest`) into
         `target_dir` (default `<home>/recovered/<source>-<now>`). A dry run plans and checks only.
+        With `start`, recovery is watched as role `user` (default: the source DSN's user).
 
         The result says `success`, the `restored_timestamp` reached and the measured `rto_seconds`;
         refusals (an unreachable target, a missing or corrupt WAL segment, a busy target directory)
@@ -104,8 +107,10 @@ class DisasterRecoveryManager:
             action=action,
             restore_command=restore_command,
             owner=owner,
+            db_user=user,
             keep_archiving=keep_archiving,
             timeout=timeout,
+            connect_timeout=connect_timeout,
             tablespace_dir=Path(tablespace_dir) if tablespace_dir else None,
         )
         return recover(self.context, chosen, target, options, actor=self.actor)

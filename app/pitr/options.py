@@ -21,9 +21,12 @@ class RecoveryOptions:
     action: str = "promote"
     restore_command: str | None = None
     owner: str | None = None
+    #: The role `--start` connects as to watch recovery: default the source DSN's user.
     db_user: str | None = None
     keep_archiving: bool = False
     timeout: int | None = None
+    #: Seconds the started server may go on refusing connections (default PITR_CONNECT_TIMEOUT).
+    connect_timeout: int | None = None
     #: Where tablespaces go (`<dir>/<oid>`); default `<target>_tablespaces` beside the data directory.
     tablespace_dir: Path | None = None
     #: The started server's socket directory: the data directory, or a short one when its path is long.

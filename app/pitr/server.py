@@ -2,7 +2,9 @@
 questions, and read its log (docs/PITR.md section 4).
 
 PostgreSQL's programs refuse to run as root, so as root every command runs as the owner through
-`runuser`. `pg_ctl start` says nothing about recovery (it returns 0 even when recovery dies later), so
+`runuser` (which passes the environment on). The server's environment, which holds the master key and
+storage credentials for restore_command, is handed over as the process environment, never in a command
+line (`ps` shows every user a command line). `pg_ctl start` says nothing about recovery (it returns 0 even when recovery dies later), so
 the caller watches the server itself: alive, in recovery or not, and what its log says.
 """
 
@@ -26,10 +28,9 @@ class ServerTools:
     bin_dir: Path
     owner: str | None  # None: run as this process's user
 
-    def command(self, program: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    def command(self, program: str, *args: str) -> list[str]:
         prefix = ["runuser", "-u", self.owner, "--"] if self.owner is not None else []
-        environment = ["env", "-i", *(f"{k}={v}" for k, v in env.items())] if env is not None else []
-        return [*prefix, *environment, str(self.bin_dir / program), *args]
+        return [*prefix, str(self.bin_dir / program), *args]
 
 
 def find_bin_dir(configured: Path | None, major: str, program: str = "pg_ctl") -> Path:
@@ -82,14 +83,17 @@ def check_target_dir(target: Path) -> None:
 
 
 def start(tools: ServerTools, data_dir: Path, env: dict[str, str]) -> None:
-    """`pg_ctl start` without waiting; the caller watches recovery. RecoveryError if it cannot start."""
+    """`pg_ctl start` without waiting, with `env` as the server's whole environment (runuser adds
+    the owner's HOME, SHELL, USER and LOGNAME); the caller watches recovery. RecoveryError if it
+    cannot start."""
     log = data_dir / LOG_NAME
     proc = subprocess.run(
-        tools.command("pg_ctl", "-D", str(data_dir), "-l", str(log), "-W", "start", env=env),
+        tools.command("pg_ctl", "-D", str(data_dir), "-l", str(log), "-W", "start"),
         capture_output=True,
         text=True,
         timeout=120,
         cwd="/",
+        env=env,
     )
     if proc.returncode != 0:
         raise RecoveryError(
@@ -111,6 +115,12 @@ def stop(tools: ServerTools, data_dir: Path, mode: str = "fast") -> None:
 def query(tools: ServerTools, socket_dir: Path, port: int, user: str, sql: str) -> list[str] | None:
     """One row of `sql` as text fields, through psql on the server's socket; None if it cannot answer
     (not accepting connections yet)."""
+    answer = ask(tools, socket_dir, port, user, sql)
+    return answer if isinstance(answer, list) else None
+
+
+def ask(tools: ServerTools, socket_dir: Path, port: int, user: str, sql: str) -> list[str] | str:
+    """One row of `sql` as text fields, or psql's error when the server does not answer."""
     proc = subprocess.run(
         tools.command(
             "psql", "-X", "-A", "-t", "-F", "\t", "-h", str(socket_dir), "-p", str(port), "-U", user,
@@ -123,9 +133,14 @@ def query(tools: ServerTools, socket_dir: Path, port: int, user: str, sql: str) 
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGCONNECT_TIMEOUT": "5"},
     )  # fmt: skip
     if proc.returncode != 0:
-        return None
+        return (proc.stderr or proc.stdout).strip()[-500:] or f"psql exited {proc.returncode}"
     lines = proc.stdout.rstrip("\n").splitlines()  # not strip(): a last empty field is a trailing tab
     return lines[0].split("\t") if lines else []
+
+
+def log_tail(data_dir: Path, lines: int = 30) -> str:
+    """The last `lines` lines of the recovered server's log."""
+    return "\n".join(read_log(data_dir).splitlines()[-lines:])
 
 
 def read_log(data_dir: Path) -> str:

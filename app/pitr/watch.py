@@ -34,6 +34,12 @@ _STOPPING = re.compile(r"recovery stopping (before|after|at) [^\n]*")
 _FATAL = re.compile(r"(?:FATAL|PANIC):\s+[^\n]*")
 #: What a connection attempt is told while the server starts or recovers: not the reason it stopped.
 _CONNECTING = re.compile(r"the database system is (starting up|not yet accepting|shutting down)")
+#: Told while recovery goes on (hot_standby off: no connection until it ends): wait, within the timeout.
+_RECOVERING = re.compile(r"the database system is (starting up|not yet accepting|not accepting|in recovery)")
+#: Told whatever the wait: the role, its authentication or the database is refused. Fail at once.
+_REFUSED = re.compile(
+    r'role "[^"]*" does not exist|authentication failed|no pg_hba\.conf entry|database "[^"]*" does not exist'
+)
 
 
 def server_env(ctx: Context, source: str) -> dict[str, str]:
@@ -61,12 +67,14 @@ def start_and_watch(
 ) -> None:
     started = time.monotonic()
     port = options.port or 5432
-    user = options.db_user or tools.owner or pwd.getpwuid(os.geteuid()).pw_name
+    user = watch_user(ctx, plan.source, options, tools)
     socket_dir = options.socket_dir or target_dir
     server.start(tools, target_dir, server_env(ctx, plan.source))
     timeout = options.timeout or ctx.settings.pitr_recovery_timeout
+    connect_timeout = options.connect_timeout or ctx.settings.pitr_connect_timeout
     deadline = started + timeout
     seen_running = False
+    refused_since: float | None = None
     while True:
         alive = server.running_pid(target_dir) is not None
         seen_running = seen_running or alive
@@ -78,7 +86,7 @@ def start_and_watch(
                 detail=log[-3000:],
                 hint=_hint_for(fatal[-1] if fatal else ""),
             )
-        row = server.query(
+        row = server.ask(
             tools,
             socket_dir,
             port,
@@ -86,22 +94,64 @@ def start_and_watch(
             "SELECT pg_is_in_recovery(), pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn(), "
             "CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END",
         )
-        if row is not None and len(row) == 4:
-            in_recovery, reached, replay_lsn, pause = row
-            if in_recovery == "f" or (options.action == "pause" and pause == "paused"):
-                result.restored_timestamp = _parse_pg_time(reached)
-                result.reached_lsn = replay_lsn or None
-                break
+        if isinstance(row, list):
+            refused_since = None
+            if len(row) == 4:
+                in_recovery, reached, replay_lsn, pause = row
+                if in_recovery == "f" or (options.action == "pause" and pause == "paused"):
+                    result.restored_timestamp = _parse_pg_time(reached)
+                    result.reached_lsn = replay_lsn or None
+                    break
+        elif alive and _REFUSED.search(row):
+            raise RecoveryError(
+                f"the recovered server refuses to let this watch connect as role {user!r}: "
+                f"{_last_line(row)} (the server is left running)",
+                detail=server.log_tail(target_dir),
+                hint="pass --user ROLE, a role of the source cluster that may log in over its socket "
+                "(default: the user of the source's DSN)",
+            )
+        elif alive and not _RECOVERING.search(row):
+            refused_since = refused_since or time.monotonic()
+            if time.monotonic() - refused_since > connect_timeout:
+                raise RecoveryError(
+                    f"the recovered server refused connections for {connect_timeout} s: {_last_line(row)} "
+                    "(the server is left running)",
+                    detail=server.log_tail(target_dir),
+                    hint=f"see {target_dir / server.LOG_NAME}; raise PITR_CONNECT_TIMEOUT if it needs longer",
+                )
         if time.monotonic() > deadline:
             raise RecoveryError(
                 f"recovery did not finish within {timeout} s (the server is left running)",
-                detail=server.read_log(target_dir)[-3000:],
+                detail=server.log_tail(target_dir),
                 hint="raise PITR_RECOVERY_TIMEOUT or --timeout for a long replay; see "
                 f"{target_dir / server.LOG_NAME}",
             )
         time.sleep(0.2)
     result.recovery_seconds = time.monotonic() - started
     _verify_reached(plan, target_dir, tools, socket_dir, port, user, result)
+
+
+def watch_user(ctx: Context, source: str, options: RecoveryOptions, tools: server.ServerTools) -> str:
+    """The role recovery is watched as: `--user`, else the source DSN's user (the recovered cluster has
+    the source's roles), else what libpq took then (PGUSER, or the OS user: the owner here)."""
+    if options.db_user:
+        return options.db_user
+    from psycopg import Error, conninfo
+
+    from app.catalog.sources import get_source
+
+    with ctx.sessions() as session:
+        dsn = str(get_source(session, source).options.get("dsn") or "")
+    try:
+        dsn_user = conninfo.conninfo_to_dict(dsn).get("user") if dsn else None
+    except Error:
+        dsn_user = None
+    return str(dsn_user or os.environ.get("PGUSER") or tools.owner or pwd.getpwuid(os.geteuid()).pw_name)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else text
 
 
 def _verify_reached(

@@ -4,7 +4,9 @@ pgbench writes, recovered with `dr recover` to a time, and checked row by row an
 from __future__ import annotations
 
 import json
+import os
 import pwd
+import secrets
 import stat
 import subprocess
 import time
@@ -12,11 +14,14 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from app import clock
 from app.backup.engine import run_backup
+from app.catalog.db import transaction
 from app.catalog.models import Backup, WalSegment
+from app.catalog.sources import get_source
 from app.errors import RecoveryError
 from app.pitr.manager import DisasterRecoveryManager
 from tests.support.pgarchive import SOURCE, Archive, point_source_at, write_fetch_script
@@ -264,3 +269,98 @@ def test_recovery_follows_the_timeline_a_promotion_began(
     # The drill archives nothing: the source's archive knows no timeline 3.
     assert recovery_area.sql(port, "SHOW archive_mode")[0][0] == "off"
     assert archive.row("00000003.history") is None
+
+
+RECORD_SCRIPT = """#!/bin/sh
+# Record the command line of this process and of each ancestor up to the test, then run {real}.
+p=$$
+while [ "$p" -gt 1 ] && [ "$p" != {stop} ]; do
+  tr '\\0' ' ' < /proc/$p/cmdline >> {log}; echo >> {log}
+  p=$(awk '/^PPid:/ {{print $2}}' /proc/$p/status)
+done
+exec {real} "$@"
+"""
+
+
+def recording(path: Path, real: str, log: Path) -> Path:
+    """A script at `path` that logs its own and its ancestors' command lines into `log`, then execs `real`."""
+    path.write_text(RECORD_SCRIPT.format(real=real, log=log, stop=os.getpid()))
+    path.chmod(0o755)
+    return path
+
+
+def test_the_started_server_shows_no_secret_and_is_watched_as_the_dsn_user(
+    archive: Archive, cluster: PgCluster, recovery_area: RecoveryArea, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The master key and AWS credentials reach restore_command through the environment, never a command
+    line any user can read in `ps`; and recovery is watched as the source DSN's role (here `dba`: the
+    cluster has no role named after the OS user `postgres`), failing at once for a role it lacks."""
+    key = archive.ctx.settings.default_key_file.read_text().strip()
+    aws_secret = secrets.token_hex(20)
+    monkeypatch.setenv("BACKUP_ENCRYPTION_KEY", key)  # the environment `dr recover` runs in
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", aws_secret)
+    cluster.sql("CREATE ROLE dba SUPERUSER LOGIN")
+    with transaction(archive.ctx.sessions) as session:
+        get_source(session, SOURCE).options = {
+            "dsn": f"host=127.0.0.1 port={cluster.port} user=dba dbname=postgres connect_timeout=10"
+        }
+    cluster.sql("CREATE TABLE marks (id serial PRIMARY KEY, note text)")
+    backup = run_backup(archive.ctx, SOURCE, "full")
+    assert backup.state == "complete"
+    with psycopg.connect(
+        host="127.0.0.1", port=cluster.port, user="dba", dbname="postgres", autocommit=True
+    ) as dba:
+        dba.execute(b"ALTER ROLE postgres RENAME TO bootstrap")  # no role `postgres` from here on
+        dba.execute(b"INSERT INTO marks (note) VALUES ('after the rename')")
+        row = dba.execute(b"SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+    assert row is not None
+    cluster.wait_archived(str(row[0]))
+
+    log = recovery_area.base / "cmdlines"
+    log.touch()
+    bin_dir = recovery_area.base / "bin"
+    bin_dir.mkdir()
+    recording(bin_dir / "pg_ctl", str(PG_BIN / "pg_ctl"), log)
+    (bin_dir / "psql").symlink_to(PG_BIN / "psql")
+    fetch = write_fetch_script(recovery_area.base / "fetch.sh").split()[0]
+    restore = recording(recovery_area.base / "restore.sh", fetch, log)
+    chown_to_postgres(recovery_area.base)
+    archive.ctx.settings = archive.ctx.settings.model_copy(update={"pg_bin_dir": bin_dir})
+
+    with DisasterRecoveryManager(context=archive.ctx, source=SOURCE) as manager:
+        port = free_port()
+        result = manager.execute_point_in_time_recovery(
+            latest=True,
+            target_dir=recovery_area.new_dir(),
+            start=True,
+            port=port,
+            restore_command=f"{restore} %f %p",
+            timeout=120,
+        )
+        assert result.success, f"{result.message}\n{result.problems}"
+        assert result.rto_seconds is not None and result.rto_seconds >= result.recovery_seconds
+        with psycopg.connect(host="127.0.0.1", port=port, user="dba", dbname="postgres") as conn:
+            assert conn.execute(b"SELECT note FROM marks").fetchall() == [("after the rename",)]
+
+        lines = log.read_text().splitlines()
+        assert any("runuser" in line and "pg_ctl" in line for line in lines), lines  # the check has teeth
+        assert any("restore.sh" in line for line in lines), lines  # restore_command calls, recorded
+        assert any("postgres: startup" in line for line in lines), lines  # the server, their ancestor
+        showing = [number for number, line in enumerate(lines) if key in line or aws_secret in line]
+        assert not showing, f"the master key or an AWS secret in command lines {showing} of {log}"
+        auto_conf = (result.target_dir / "postgresql.auto.conf").read_text()
+        assert key not in auto_conf and aws_secret not in auto_conf
+
+        # A role the recovered cluster lacks: refused at once, naming it, with the server log's last lines.
+        failed = manager.execute_point_in_time_recovery(
+            latest=True,
+            target_dir=recovery_area.new_dir(),
+            start=True,
+            port=free_port(),
+            restore_command=f"{restore} %f %p",
+            timeout=600,
+            user="nosuch",
+        )
+    assert not failed.success and 'role "nosuch" does not exist' in failed.message, failed.message
+    assert failed.rto_seconds is None
+    assert any('role "nosuch" does not exist' in problem for problem in failed.problems), failed.problems
