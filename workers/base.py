@@ -84,14 +84,24 @@ class EquisplitTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         _tag_sentry(self.name, self.request.delivery_info or {}, kwargs, args)
         try:
-            if not self.request.is_eager:  # a rotation since the last task: seal with its data key
-                self.ctx.refresh_keys()
+            if not self.request.is_eager:
+                _refresh_keys(self.ctx)
             return super().__call__(*args, **kwargs)
         except Exception as exc:
             if is_transient(exc) and not self.request.is_eager and self.request.retries < MAX_RETRIES:
                 countdown = min(BACKOFF_CAP, 2**self.request.retries)
                 raise self.retry(exc=exc, countdown=countdown, max_retries=MAX_RETRIES) from exc
             raise
+
+
+def _refresh_keys(ctx: Context) -> None:
+    """Adopt a keyring a rotation replaced since the last task, so this one seals with the new data key
+    (docs/KEYS.md). Storage that fails here is left for the task to meet, if it needs storage at all;
+    a keyring this process cannot open fails the task."""
+    try:
+        ctx.refresh_keys()
+    except StorageError as exc:
+        log.warning("re-reading the keyring failed: %s", exc.message)
 
 
 def _tag_sentry(name: str, delivery: dict[str, Any], kwargs: dict[str, Any], args: tuple[Any, ...]) -> None:

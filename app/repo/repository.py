@@ -324,11 +324,11 @@ def _naming_a_pending_rotation(storage: Storage, error: WrongKeyError) -> WrongK
     origin = pending_rotation(storage)
     if origin is None:
         return error
-    where = f" the new master key is in {origin}" if origin else ""
+    where = origin or "the new key given to `keys rotate`"
     return WrongKeyError(
         "wrong master key: it does not open this repository's keyring, and a key rotation was left "
-        f"unfinished (keys/keyring.next exists):{where or ' its new key opens it now'}",
-        hint=(f"use the new key ({origin})" if origin else "use the new key given to `keys rotate`")
-        + ", or run `equisplit-dr keys rotate` again with the same new key to finish the rotation; "
-        "nothing was read or written",
+        f"unfinished (keys/keyring.next exists); its new master key is in {where}",
+        hint="if the rotation re-wrapped the keyring, the new key opens it: use it, or run "
+        "`equisplit-dr keys rotate` again with the same new key to finish the rotation; nothing was "
+        "read or written",
     )
