@@ -109,6 +109,27 @@ class Settings(BaseSettings):
     dr_slack_webhook: SecretStr | None = None
     dr_pagerduty_key: SecretStr | None = None
     sentry_dsn: SecretStr | None = None
+
+    # Health thresholds and alert channels (docs/MONITORING.md); `monitoring thresholds` prints them.
+    alert_stale_warning_hours: float = Field(default=8, gt=0)
+    alert_stale_critical_hours: float = Field(default=12, gt=0)
+    #: Consecutive failed backups of a source: the first alerts, this many escalate (PagerDuty).
+    alert_backup_failures_escalate: int = Field(default=3, ge=1)
+    alert_storage_warning_percent: float = Field(default=90, gt=0, le=100)
+    alert_storage_critical_percent: float = Field(default=95, gt=0, le=100)
+    #: Bytes the primary storage may hold; 0 = a local directory's file system is the limit.
+    backup_storage_quota_bytes: int = Field(default=0, ge=0)
+    #: Hours since a source's last passed restore drill before it alerts; 0 = twice DR_TEST_FREQUENCY.
+    alert_verified_restore_max_age_hours: float = Field(default=0, ge=0)
+    #: Objects of units/ listed at most per health check when counting orphans.
+    alert_orphan_scan_limit: int = Field(default=10000, ge=1)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, gt=0, lt=65536)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "equisplit-dr@localhost"
+    smtp_starttls: bool = False
+    dr_pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     celery_broker_url: str | None = None
     celery_result_backend: str | None = None
     #: Message signing (docs/CLUSTER.md): this process's PEM private key (RSA) and certificate, and

@@ -326,3 +326,25 @@ class GcCandidate(Base):
     #: The backups running when the chunks left the index: they may still name one of them.
     running: Mapped[dict[str, Any]] = mapped_column(default=dict)
     reason: Mapped[str] = mapped_column(String(32))  # unreferenced | repacked
+
+
+class Incident(Base):
+    """One alert condition while it lasts: opened, perhaps escalated, then resolved (docs/MONITORING.md).
+    At most one unresolved incident per key; `pending` lists the channels still owed the latest message."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (Index("ix_incidents_key_resolved", "key", "resolved_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(255))
+    condition: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(128))
+    severity: Mapped[str] = mapped_column(String(16))  # warning | critical
+    message: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    escalated_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    notified: Mapped[list[str]] = mapped_column(JSON, default=list)
+    pending: Mapped[list[str]] = mapped_column(JSON, default=list)
+    last_error: Mapped[str | None] = mapped_column(Text)

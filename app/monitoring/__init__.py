@@ -1,3 +1,5 @@
-"""Monitoring: the health of the backup system as a status and a list of issues, the reaper that
-keeps no job `running` after its worker died, and alerts (an error-level log line, which Sentry turns
-into an event where configured; e-mail, Slack and PagerDuty come later)."""
+"""Monitoring: the health of the backup system as a status and a list of issues, each naming its
+condition (health.py and the checks it runs: backup_health, recovery_health, storage_health,
+replication_health) against the thresholds (thresholds.py); the metrics (metrics.py, exposition.py);
+the runbook probes and storage status; and the reaper that keeps no job `running` after its worker
+died. Alerts on the conditions are app/alerts/."""

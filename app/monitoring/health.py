@@ -1,33 +1,50 @@
-"""The health status: per source, the age of the newest restorable backup and recent failures, graded
-by the spec's thresholds (stale backup: warning after 8 h, critical after 12 h; a failure: warning)."""
+"""The health status (`dr health-check`, the beat task, `BackupScheduler.get_health_status()`): every
+condition of the spec's alert table checked against the thresholds (app/monitoring/thresholds.py), each
+check bounded by HEALTH_CHECK_TIMEOUT. An issue names its condition, so alerts can follow it as an
+incident from open to resolve (app/alerts/)."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from app import clock
-from app.catalog.backups import latest_backup
-from app.catalog.models import Backup, Job
-from app.catalog.sources import list_sources
-from app.catalog.verifications import damaged_backups
 from app.context import Context
-from app.replication.status import replication_status
+from app.errors import EquisplitError, first_line
+from app.monitoring.thresholds import Thresholds, thresholds
 
-STALE_WARNING = timedelta(hours=8)
-STALE_CRITICAL = timedelta(hours=12)
-FAILURE_WINDOW = timedelta(hours=24)
 _RANK = {"healthy": 0, "warning": 1, "critical": 2}
 
 
 @dataclass
 class HealthIssue:
-    severity: str
+    severity: str  # warning | critical
     source: str | None
     message: str
+    #: The condition of the alert table: backup_failed, stale_backup, no_backup, verification_failed,
+    #: storage_utilisation, replication_lag, rpo_breach, rto_breach, drill_failed, restore_unverified,
+    #: orphaned_objects, stuck_job, check_failed.
+    condition: str = "other"
+    #: What the condition is about beyond the source (a backup id, a region, a check's name).
+    subject: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The incident key: one incident per key until it clears."""
+        return f"{self.condition}:{self.subject or self.source or '*'}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "source": self.source,
+            "message": self.message,
+            "condition": self.condition,
+            "key": self.key,
+        }
 
 
 @dataclass
@@ -36,96 +53,104 @@ class HealthStatus:
     checked_at: str
     issues: list[HealthIssue] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status,
             "checked_at": self.checked_at,
-            "issues": [vars(i) for i in self.issues],
+            "issues": [i.to_json() for i in self.issues],
             "sources": self.sources,
+            "checks": self.checks,
         }
 
 
-def get_health_status(ctx: Context) -> HealthStatus:
+@dataclass
+class CheckResult:
+    issues: list[HealthIssue] = field(default_factory=list)
+    #: Figures worth showing beside the issues (JSON-ready), e.g. the per-source rows.
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+Check = Callable[[Context, Thresholds, datetime], CheckResult]
+
+
+def registered_checks() -> dict[str, Check]:
+    """Every health check by name. A new condition (e.g. replication lag) adds its check here."""
+    from app.monitoring import backup_health, recovery_health, replication_health, storage_health
+
+    return {
+        "backups": backup_health.check_backups,
+        "verification": backup_health.check_verification,
+        "jobs": backup_health.check_jobs,
+        "rpo": recovery_health.check_rpo,
+        "drills": recovery_health.check_drills,
+        "storage": storage_health.check_utilisation,
+        "orphans": storage_health.check_orphans,
+        "replication": replication_health.check_replication,
+    }
+
+
+def get_health_status(ctx: Context, checks: dict[str, Check] | None = None) -> HealthStatus:
+    """Run every check at once, each bounded by HEALTH_CHECK_TIMEOUT: a check that does not answer in
+    time, or fails, is itself an issue (never "healthy" without evidence)."""
     now = clock.now()
+    limits = thresholds(ctx.settings)
+    chosen = checks if checks is not None else registered_checks()
+    results: dict[str, CheckResult | BaseException] = {}
+    began: dict[str, float] = {}
+    ended: dict[str, float] = {}
+
+    def run(name: str, check: Check) -> None:
+        try:
+            results[name] = check(ctx, limits, now)
+        except BaseException as exc:  # reported as an issue below
+            results[name] = exc
+        ended[name] = time.monotonic()
+
+    threads = []
+    for name, check in chosen.items():
+        began[name] = time.monotonic()
+        thread = threading.Thread(target=run, args=(name, check), name=f"health-{name}", daemon=True)
+        thread.start()
+        threads.append((name, thread))
+    deadline = time.monotonic() + limits.check_timeout_seconds
     issues: list[HealthIssue] = []
-    rows: list[dict[str, Any]] = []
-    with ctx.sessions() as session:
-        sources_by_id = {s.id: s.name for s in list_sources(session)}
-        for source in list_sources(session):
-            newest = latest_backup(session, source.id)
-            age = now - clock.as_utc(newest.finished_at or newest.started_at) if newest else None
-            failures = list(
-                session.scalars(
-                    select(Backup).where(
-                        Backup.source_id == source.id,
-                        Backup.state == "failed",
-                        Backup.started_at >= now - FAILURE_WINDOW,
-                    )
-                )
-            )
-            rows.append(
-                {
-                    "source": source.name,
-                    "last_backup": newest.id if newest else None,
-                    "age_seconds": int(age.total_seconds()) if age else None,
-                    "failures_24h": len(failures),
-                }
-            )
-            if newest is None:
-                issues.append(HealthIssue("warning", source.name, "no restorable backup yet"))
-            elif age is not None and age > STALE_CRITICAL:
-                issues.append(HealthIssue("critical", source.name, f"newest backup is {age} old (> 12 h)"))
-            elif age is not None and age > STALE_WARNING:
-                issues.append(HealthIssue("warning", source.name, f"newest backup is {age} old (> 8 h)"))
-            if failures:
-                severity = "critical" if len(failures) >= 3 else "warning"
-                issues.append(
-                    HealthIssue(
-                        severity,
-                        source.name,
-                        f"{len(failures)} failed backup(s) in 24 h: "
-                        f"{failures[-1].error or 'no error recorded'}",
-                    )
-                )
-        for damaged in damaged_backups(session):
+    sources: list[dict[str, Any]] = []
+    summary: dict[str, dict[str, Any]] = {}
+    for name, thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        outcome = results.get(name)
+        if outcome is None:
             issues.append(
                 HealthIssue(
-                    "critical",
-                    sources_by_id.get(damaged.source_id),
-                    f"backup {damaged.id} is damaged (found by verification at {clock.iso(damaged.damaged_at)}): "
-                    "see `equisplit-dr backup verify --id " + damaged.id + "`",
+                    "warning",
+                    None,
+                    f"health check {name!r} did not answer within HEALTH_CHECK_TIMEOUT "
+                    f"({limits.check_timeout_seconds} s): its conditions are unknown",
+                    condition="check_failed",
+                    subject=name,
                 )
             )
-        stuck = session.scalars(select(Job).where(Job.state == "running")).all()
-        for job in stuck:
-            beat = job.heartbeat_at or job.started_at
-            if beat is not None and now - clock.as_utc(beat) > timedelta(
-                seconds=ctx.settings.job_stale_seconds
-            ):
-                issues.append(
-                    HealthIssue("warning", None, f"job {job.id} has had no heartbeat since {clock.iso(beat)}")
+            summary[name] = {"ok": False, "detail": "timed out"}
+            continue
+        seconds = round(ended[name] - began[name], 3)
+        if isinstance(outcome, BaseException):
+            detail = (
+                outcome.message
+                if isinstance(outcome, EquisplitError)
+                else f"{outcome.__class__.__name__}: {first_line(outcome)}"
+            )
+            issues.append(
+                HealthIssue(
+                    "warning", None, f"health check {name!r} failed: {detail}", condition="check_failed", subject=name
                 )
-    issues.extend(replication_issues(ctx))
+            )
+            summary[name] = {"ok": False, "seconds": seconds, "detail": detail}
+            continue
+        issues.extend(outcome.issues)
+        sources.extend(outcome.figures.pop("sources", []))
+        summary[name] = {"ok": True, "seconds": seconds, "issues": len(outcome.issues), **outcome.figures}
     worst = max((_RANK[i.severity] for i in issues), default=0)
     status = next(k for k, v in _RANK.items() if v == worst)
-    return HealthStatus(status, clock.iso(now) or "", issues, rows)
-
-
-def replication_issues(ctx: Context) -> list[HealthIssue]:
-    """A region whose replication lag is past the target: warning; past twice the target: critical."""
-    issues = []
-    for region in replication_status(ctx):
-        if not region.lag_exceeded:
-            continue
-        severity = "critical" if region.lag_seconds > 2 * region.lag_target_seconds else "warning"
-        why = f"; last error: {region.last_error}" if region.last_error else ""
-        issues.append(
-            HealthIssue(
-                severity,
-                None,
-                f"replication to region {region.region} lags {region.lag_seconds} s "
-                f"(target {region.lag_target_seconds} s){why}",
-            )
-        )
-    return issues
+    return HealthStatus(status, clock.iso(now) or "", issues, sources, summary)

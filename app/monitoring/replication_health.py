@@ -1,0 +1,43 @@
+"""The replication-lag condition: each secondary region's lag against its target (warning past the
+target, critical past twice). Reads app/replication's status where that package is present; without
+it there is nothing replicated, so nothing to report."""
+
+from __future__ import annotations
+
+import importlib
+from datetime import datetime
+from typing import Any
+
+from app.context import Context
+from app.monitoring.health import CheckResult, HealthIssue
+from app.monitoring.thresholds import Thresholds
+
+
+def region_lags(ctx: Context) -> list[dict[str, Any]]:
+    """Each region's lag as JSON ({region, lag_seconds, lag_target_seconds, last_error, bytes}); empty
+    when replication is off or not built in."""
+    try:
+        status = importlib.import_module("app.replication.status")
+    except ModuleNotFoundError:
+        return []
+    return [region.to_json() for region in status.replication_status(ctx)]
+
+
+def check_replication(ctx: Context, limits: Thresholds, now: datetime) -> CheckResult:
+    regions = region_lags(ctx)
+    result = CheckResult(figures={"regions": {r["region"]: r["lag_seconds"] for r in regions}})
+    for region in regions:
+        lag, target = int(region["lag_seconds"]), int(region["lag_target_seconds"])
+        if lag <= target:
+            continue
+        why = f"; last error: {region['last_error']}" if region.get("last_error") else ""
+        result.issues.append(
+            HealthIssue(
+                "critical" if lag > 2 * target else "warning",
+                None,
+                f"replication to region {region['region']} lags {lag} s (target {target} s){why}",
+                condition="replication_lag",
+                subject=region["region"],
+            )
+        )
+    return result
