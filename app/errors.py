@@ -171,3 +171,10 @@ class RecoveryError(EquisplitError):
     """A point-in-time recovery cannot be planned, is refused, or failed (docs/PITR.md)."""
 
     exit_code = 15
+
+
+class AlertDeliveryError(EquisplitError):
+    """An alert channel (Sentry, SMTP, Slack, PagerDuty) did not take a message (docs/MONITORING.md).
+    Its message names the channel and the answer, never the webhook, key or password."""
+
+    exit_code = 1

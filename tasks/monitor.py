@@ -1,4 +1,5 @@
-"""Monitoring tasks (queue `monitor`): the health check and the job reaper."""
+"""Monitoring tasks (queue `monitor`): the health check, which also opens, escalates and resolves the
+alert incidents and delivers their messages, and the job reaper."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ from typing import Any
 
 from celery import shared_task
 
-from app.monitoring.health import get_health_status
+from app.alerts.incidents import evaluate_alerts
 from app.monitoring.reaper import reap_stale_jobs
 
 
 @shared_task(bind=True, name="tasks.monitor.health_check")
 def health_check(self: Any) -> dict[str, Any]:
-    return get_health_status(self.ctx).to_json()
+    return evaluate_alerts(self.ctx).to_json()
 
 
 @shared_task(bind=True, name="tasks.monitor.reap_jobs")

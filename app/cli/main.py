@@ -14,6 +14,7 @@ import typer
 from app.cli.dr_commands import dr_app
 from app.cli.drill_commands import drill_command
 from app.cli.maintenance_commands import maintenance_app
+from app.cli.monitoring_commands import monitoring_app
 from app.cli.pg_commands import pg_app
 from app.cli.probe_commands import storage_status_command, test_connection_command
 from app.cli.render import JsonOpt, backups_table, console, err_console, fail, human, print_json, progress_bar
@@ -49,6 +50,7 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(hold_app, name="hold")
 app.add_typer(replication_app, name="replication")
 app.add_typer(gc_app, name="gc")
+app.add_typer(monitoring_app, name="monitoring")
 backup_app.command("verify")(verify_command)
 dr_app.command("test")(drill_command)
 backup_app.command("test-connection")(test_connection_command)

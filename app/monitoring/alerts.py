@@ -1,6 +1,7 @@
 """Alerts: a failure an operator must hear about, said once at error level on the `equisplit.alerts`
 logger. Where SENTRY_DSN is set, sentry-sdk's logging integration (on by default, workers/signals.py)
-turns each such record into a Sentry event; e-mail, Slack and PagerDuty come later."""
+turns each such record into a Sentry event at once; the health check then follows the failure as an
+incident through every alert channel (app/alerts/)."""
 
 from __future__ import annotations
 

@@ -55,6 +55,16 @@ class HealthStatus:
     sources: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def unknown_conditions(self) -> set[str]:
+        """Conditions whose check failed or timed out this time."""
+        return {
+            condition
+            for name, check in self.checks.items()
+            if not check.get("ok")
+            for condition in CHECK_CONDITIONS.get(name, ())
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status,
@@ -73,6 +83,19 @@ class CheckResult:
 
 
 Check = Callable[[Context, Thresholds, datetime], CheckResult]
+
+#: The conditions each check can raise: when a check fails or times out, these are unknown, and an
+#: open incident of theirs stays open (it is not resolved for want of evidence).
+CHECK_CONDITIONS: dict[str, tuple[str, ...]] = {
+    "backups": ("no_backup", "stale_backup", "backup_failed"),
+    "verification": ("verification_failed",),
+    "jobs": ("stuck_job",),
+    "rpo": ("rpo_breach",),
+    "drills": ("drill_failed", "rto_breach", "restore_unverified"),
+    "storage": ("storage_utilisation",),
+    "orphans": ("orphaned_objects",),
+    "replication": ("replication_lag",),
+}
 
 
 def registered_checks() -> dict[str, Check]:
@@ -143,7 +166,11 @@ def get_health_status(ctx: Context, checks: dict[str, Check] | None = None) -> H
             )
             issues.append(
                 HealthIssue(
-                    "warning", None, f"health check {name!r} failed: {detail}", condition="check_failed", subject=name
+                    "warning",
+                    None,
+                    f"health check {name!r} failed: {detail}",
+                    condition="check_failed",
+                    subject=name,
                 )
             )
             summary[name] = {"ok": False, "seconds": seconds, "detail": detail}

@@ -75,7 +75,11 @@ def check_drills(ctx: Context, limits: Thresholds, now: datetime) -> CheckResult
                         condition="drill_failed",
                     )
                 )
-            elif last is not None and last.rto_seconds is not None and last.rto_seconds > last.rto_target_seconds:
+            elif (
+                last is not None
+                and last.rto_seconds is not None
+                and last.rto_seconds > last.rto_target_seconds
+            ):
                 result.issues.append(
                     HealthIssue(
                         "warning",
@@ -86,7 +90,9 @@ def check_drills(ctx: Context, limits: Thresholds, now: datetime) -> CheckResult
                     )
                 )
             passed = session.scalar(
-                select(func.max(Drill.started_at)).where(Drill.source_id == source.id, Drill.outcome == "passed")
+                select(func.max(Drill.started_at)).where(
+                    Drill.source_id == source.id, Drill.outcome == "passed"
+                )
             )
             if passed is not None:
                 if now - clock.as_utc(passed) > max_age:

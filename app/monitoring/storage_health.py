@@ -30,7 +30,12 @@ def storage_usage(ctx: Context, quota: int) -> dict[str, Any]:
             packs = int(session.scalar(select(func.coalesce(func.sum(Pack.size), 0))) or 0)
             wal = int(session.scalar(select(func.coalesce(func.sum(WalSegment.stored_size), 0))) or 0)
         used = packs + wal
-        return {"basis": "quota", "used_bytes": used, "capacity_bytes": quota, "used_percent": 100 * used / quota}
+        return {
+            "basis": "quota",
+            "used_bytes": used,
+            "capacity_bytes": quota,
+            "used_percent": 100 * used / quota,
+        }
     root = local_root(ctx.settings.storage_url)
     if root is None:
         return {"basis": "unknown", "used_bytes": None, "capacity_bytes": None, "used_percent": None}

@@ -74,7 +74,10 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "storage_warning_percent": ("ALERT_STORAGE_WARNING_PERCENT", "storage used: warning"),
     "storage_critical_percent": ("ALERT_STORAGE_CRITICAL_PERCENT", "storage used: critical"),
     "storage_quota_bytes": ("BACKUP_STORAGE_QUOTA_BYTES", "the primary storage's quota (0: the file system)"),
-    "replication_lag_target_seconds": ("BACKUP_REPLICATION_LAG_TARGET", "replication lag: warning, 2x critical"),
+    "replication_lag_target_seconds": (
+        "BACKUP_REPLICATION_LAG_TARGET",
+        "replication lag: warning, 2x critical",
+    ),
     "max_data_loss_seconds": ("MAX_DATA_LOSS_SECONDS", "age of the newest archived WAL (RPO): critical"),
     "rto_target_seconds": ("RTO_TARGET", "a drill's restore time above its target: warning"),
     "verified_restore_max_age_seconds": (
