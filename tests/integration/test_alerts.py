@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 
 from app import clock
 from app.alerts.incidents import evaluate_alerts
+from app.catalog import chunks as chunk_index
 from app.catalog import wal as catalog_wal
 from app.catalog.db import transaction
 from app.catalog.models import Backup, Incident, Source, WalArchive
@@ -206,18 +207,21 @@ def test_a_verification_failure_alerts_every_channel_at_once_and_resolves_when_h
     system.add_source("docs", make_tree(tmp_path / "src", big_mib=1, small=3))
     backup = system.create_full_backup("docs").id
     storage = system.context.storage
-    pack = next(iter(storage.list(Kind.PACKS))).name
-    data = bytearray(storage.get(Kind.PACKS, pack))
-    data[len(data) // 3] ^= 0x01
-    storage.put(Kind.PACKS, pack, bytes(data))
+    entries = system.context.repository.read_manifest(backup)["entries"]
+    chunk = next(e for e in entries if e["path"] == "bin/blob.bin")["chunks"][0]
+    with system.context.sessions() as session:
+        where = chunk_index.locate(session, [chunk])[chunk]
+    data = bytearray(storage.get(Kind.PACKS, where.pack_id))
+    data[where.offset + where.length // 2] ^= 0x01  # inside one chunk of one file
+    storage.put(Kind.PACKS, where.pack_id, bytes(data))
     assert system.verify_backup(data="all").outcome == "damaged"
     key = f"verification_failed:{backup}"
     opened = evaluate_alerts(system.context).opened  # the only backup is damaged: none is restorable
     assert sorted(opened) == sorted([key, "no_backup:docs"])
     evaluate_alerts(system.context)
     assert channels.heard(key) == dict.fromkeys(("email", "slack", "pagerduty", "sentry"), _counts(open=1))
-    # the next backup stores the damaged content again; verification heals the backup
-    system.create_incremental_backup("docs")
+    # a full backup stores the damaged content again; verification heals the backup
+    system.create_full_backup("docs")
     assert system.verify_backup(data="all").outcome == "passed"
     assert key in evaluate_alerts(system.context).resolved
     evaluate_alerts(system.context)
