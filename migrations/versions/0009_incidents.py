@@ -1,7 +1,7 @@
 """Alert incidents: one row per alert condition while it lasts (opened, escalated, resolved).
 
-Revision ID: 0008_incidents
-Revises: 0006_retention
+Revision ID: 0009_incidents
+Revises: 0008_gc
 Create Date: 2026-12-05 05:00:00
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_incidents"
-down_revision: str | Sequence[str] | None = "0006_retention"
+revision: str = "0009_incidents"
+down_revision: str | Sequence[str] | None = "0008_gc"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
