@@ -1,26 +1,22 @@
-"""The replication-lag condition: each secondary region's lag against its target (warning past the
-target, critical past twice). Reads app/replication's status where that package is present; without
-it there is nothing replicated, so nothing to report."""
+"""The replication-lag condition: each secondary region's lag (app/replication/status.py) against its
+target, BACKUP_REPLICATION_LAG_TARGET (warning past the target, critical past twice). Without
+replication (off, or no secondary region) there is nothing to report."""
 
 from __future__ import annotations
 
-import importlib
 from datetime import datetime
 from typing import Any
 
 from app.context import Context
 from app.monitoring.health import CheckResult, HealthIssue
 from app.monitoring.thresholds import Thresholds
+from app.replication.status import replication_status
 
 
 def region_lags(ctx: Context) -> list[dict[str, Any]]:
-    """Each region's lag as JSON ({region, lag_seconds, lag_target_seconds, last_error, bytes}); empty
-    when replication is off or not built in."""
-    try:
-        status = importlib.import_module("app.replication.status")
-    except ModuleNotFoundError:
-        return []
-    return [region.to_json() for region in status.replication_status(ctx)]
+    """Each region's status as JSON ({region, lag_seconds, lag_target_seconds, last_error, bytes, ...});
+    empty when replication is off."""
+    return [region.to_json() for region in replication_status(ctx)]
 
 
 def check_replication(ctx: Context, limits: Thresholds, now: datetime) -> CheckResult:

@@ -22,7 +22,7 @@ class Thresholds:
     storage_warning_percent: float
     storage_critical_percent: float
     storage_quota_bytes: int
-    replication_lag_target_seconds: int | None
+    replication_lag_target_seconds: int
     max_data_loss_seconds: int
     rto_target_seconds: int
     verified_restore_max_age_seconds: int
@@ -46,7 +46,6 @@ def thresholds(settings: Settings) -> Thresholds:
     restore_age = settings.alert_verified_restore_max_age_hours * 3600 or (
         2 * DRILL_PERIOD_DAYS[settings.dr_test_frequency] * 86400
     )
-    lag = getattr(settings, "backup_replication_lag_target", None)  # set where replication is built in
     return Thresholds(
         backup_failures_alert=1,
         backup_failures_escalate=settings.alert_backup_failures_escalate,
@@ -55,7 +54,7 @@ def thresholds(settings: Settings) -> Thresholds:
         storage_warning_percent=settings.alert_storage_warning_percent,
         storage_critical_percent=settings.alert_storage_critical_percent,
         storage_quota_bytes=settings.backup_storage_quota_bytes,
-        replication_lag_target_seconds=int(lag) if lag is not None else None,
+        replication_lag_target_seconds=settings.backup_replication_lag_target,
         max_data_loss_seconds=settings.max_data_loss_seconds,
         rto_target_seconds=settings.rto_target,
         verified_restore_max_age_seconds=int(restore_age),

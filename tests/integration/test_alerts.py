@@ -343,3 +343,47 @@ def test_test_alerts_reaches_every_channel_and_shows_no_secret(
     assert "slack" in failed.stderr and "HTTP 500" in failed.stderr
     for secret in (SLACK_PATH, PAGERDUTY_KEY, "slack-secret-token"):
         assert secret not in failed.stdout + failed.stderr
+
+
+def test_a_stopped_replication_target_alerts_and_resolves_when_it_catches_up(
+    alerting: tuple[Factory, Channels, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.replication.run import replicate
+    from app.replication.status import replication_status
+
+    factory, channels, _ = alerting
+    system = factory(backup_cross_region=True, secondary_regions=["us-west-2"])
+    region = system.settings.home / "regions" / "us-west-2"
+    region.parent.mkdir(parents=True, exist_ok=True)
+    region.write_bytes(b"")  # the region's storage is gone: a file where its directory should be
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=0, small=3))
+    system.create_full_backup("docs")
+    [run] = replicate(system.context)
+    assert run.copied == 0
+    [status] = replication_status(system.context)
+    assert status.oldest_waiting is not None
+    key = "replication_lag:us-west-2"
+    real_now = clock.now
+    later = status.oldest_waiting + timedelta(seconds=status.lag_target_seconds + 60)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    issue = next(i for i in get_health_status(system.context).issues if i.key == key)
+    assert issue.severity == "warning" and "us-west-2" in issue.message
+    assert key in evaluate_alerts(system.context).opened
+    evaluate_alerts(system.context)
+    assert channels.heard(key) == {
+        "email": _counts(open=1),
+        "slack": _counts(open=1),
+        "pagerduty": _counts(),
+        "sentry": _counts(open=1),
+    }
+    monkeypatch.setattr(clock, "now", real_now)
+    region.unlink()  # the target is back: the next pass catches up
+    [caught_up] = replicate(system.context)
+    assert caught_up.copied > 0 and caught_up.failed == 0
+    assert key in evaluate_alerts(system.context).resolved
+    assert {name: c["resolve"] for name, c in channels.heard(key).items()} == {
+        "email": 1,
+        "slack": 1,
+        "pagerduty": 0,
+        "sentry": 1,
+    }
