@@ -151,7 +151,9 @@ def metrics_command(
         return
     for s in samples:
         labels = ",".join(f'{k}="{v}"' for k, v in s.labels.items())
-        value = "-" if s.value is None else f"{s.value:g}"
+        value = (
+            "-" if s.value is None else str(int(s.value)) if float(s.value).is_integer() else f"{s.value:.4g}"
+        )
         console.print(f"{s.name}{{{labels}}} {value}" if labels else f"{s.name} {value}", highlight=False)
 
 

@@ -101,6 +101,7 @@ def alerting(
 
     def factory(**kwargs: Any) -> BackupSystem:
         kwargs.setdefault("backup_storage_quota_bytes", BIG_QUOTA)
+        kwargs.setdefault("backup_cross_region", False)  # no replication lag unless a test asks for one
         return make_system(**settings, **kwargs)
 
     return factory, Channels(smtp_server, hook_server, sentry_server), settings
@@ -387,3 +388,45 @@ def test_a_stopped_replication_target_alerts_and_resolves_when_it_catches_up(
         "pagerduty": 0,
         "sentry": 1,
     }
+
+
+def test_monitoring_alerts_evaluate_from_the_cli_lists_the_incident(
+    smtp_server: SmtpServer, hook_server: HookServer, sentry_server: SentryServer, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "EQUISPLIT_DR_HOME": str(tmp_path / "home"),
+        "BACKUP_ENCRYPTION_KEY": "cd" * 32,
+        "BACKUP_STORAGE_QUOTA_BYTES": str(BIG_QUOTA),
+        "BACKUP_CROSS_REGION": "false",
+        **alert_env(smtp_server, hook_server, sentry_server.dsn),
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli.main", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert cli("init").returncode == 0
+    assert (
+        cli(
+            "source", "add", "docs", "--path", str(make_tree(tmp_path / "src", big_mib=0, small=2))
+        ).returncode
+        == 0
+    )
+    run = cli("monitoring", "alerts", "--evaluate", "--json")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["evaluation"]["opened"] == ["no_backup:docs"]
+    [incident] = doc["incidents"]
+    assert incident["key"] == "no_backup:docs" and incident["pending"] == []
+    assert incident["notified"] == ["email", "sentry", "slack"]
+    health = cli("dr", "health-check", "--json")
+    assert health.returncode == 1 and json.loads(health.stdout)["issues"][0]["key"] == "no_backup:docs"
+    for secret in (SLACK_PATH, PAGERDUTY_KEY):
+        assert secret not in run.stdout + run.stderr

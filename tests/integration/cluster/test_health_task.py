@@ -33,6 +33,7 @@ def test_the_health_task_alerts_once_and_resolves(
 
     env = alert_env(smtp_server, hook_server, sentry_server.dsn)
     env["BACKUP_STORAGE_QUOTA_BYTES"] = str(1 << 40)
+    env["BACKUP_CROSS_REGION"] = "false"  # no replication lag: this test is about the stale backup
     cluster.start_worker("monitor", "monitor", extra_env=env)
     key = "stale_backup:docs"
     with BackupSystem() as system:
