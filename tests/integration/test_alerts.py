@@ -430,3 +430,94 @@ def test_monitoring_alerts_evaluate_from_the_cli_lists_the_incident(
     assert health.returncode == 1 and json.loads(health.stdout)["issues"][0]["key"] == "no_backup:docs"
     for secret in (SLACK_PATH, PAGERDUTY_KEY):
         assert secret not in run.stdout + run.stderr
+
+
+def test_a_failed_drill_reaches_email_slack_and_sentry_and_an_old_verified_restore_alerts(
+    alerting: tuple[Factory, Channels, dict[str, Any]], tmp_path: Path
+) -> None:
+    from app.catalog.models import Drill
+
+    factory, channels, _ = alerting
+    system = factory()
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=1, small=3))
+    system.create_full_backup("docs")
+    [passed] = system.run_restore_drills("docs")
+    assert passed.outcome == "passed"
+    health = get_health_status(system.context)
+    assert health.status == "healthy", health.to_json()
+
+    # every job succeeds, but the last verified restore is 15 days old: past twice the weekly drill
+    with transaction(system.context.sessions) as session:
+        session.execute(update(Drill).values(started_at=clock.now() - timedelta(days=15)))
+    assert [i.key for i in get_health_status(system.context).issues] == ["restore_unverified:docs"]
+    assert evaluate_alerts(system.context).opened == ["restore_unverified:docs"]
+
+    storage = system.context.storage
+    biggest = max(storage.list(Kind.PACKS), key=lambda info: info.size)
+    data = bytearray(storage.get(Kind.PACKS, biggest.name))
+    data[300] ^= 0x01
+    storage.put(Kind.PACKS, biggest.name, bytes(data))
+    [failed] = system.run_restore_drills("docs")
+    assert failed.outcome == "failed"
+    report = evaluate_alerts(system.context)
+    assert "drill_failed:docs" in report.opened
+    evaluate_alerts(system.context)
+    assert channels.heard("drill_failed:docs") == {
+        "email": _counts(open=1),
+        "slack": _counts(open=1),
+        "pagerduty": _counts(),  # the spec's table: e-mail + Slack, never a page
+        "sentry": _counts(open=1),
+    }
+
+
+def test_orphaned_objects_in_storage_are_counted_and_alerted(
+    alerting: tuple[Factory, Channels, dict[str, Any]], tmp_path: Path
+) -> None:
+    factory, channels, _ = alerting
+    system = factory()
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=0, small=3))
+    system.create_full_backup("docs")
+    assert not [i for i in get_health_status(system.context).issues if i.condition == "orphaned_objects"]
+    storage = system.context.storage
+    storage.put(Kind.UNITS, "20260101T000000Z-dead00.1", b"a unit result of a backup long gone")
+    storage.put(Kind.PACKS, "ab" * 32, b"a pack no catalog row names")
+    health = get_health_status(system.context)
+    issue = next(i for i in health.issues if i.condition == "orphaned_objects")
+    assert (
+        "2 orphaned object(s)" in issue.message
+        and "1 in units/" in issue.message
+        and "1 in packs/" in issue.message
+    )
+    assert health.checks["orphans"]["orphans"] == {"units": 1, "packs": 1}
+    assert evaluate_alerts(system.context).opened == ["orphaned_objects:primary"]
+    storage.delete(Kind.UNITS, "20260101T000000Z-dead00.1")
+    storage.delete(Kind.PACKS, "ab" * 32)
+    assert evaluate_alerts(system.context).resolved == ["orphaned_objects:primary"]
+    assert channels.heard("orphaned_objects:primary")["email"] == _counts(open=1, resolve=1)
+
+
+def test_an_incident_whose_check_times_out_stays_open(
+    alerting: tuple[Factory, Channels, dict[str, Any]], tmp_path: Path
+) -> None:
+    import threading
+
+    factory, channels, _ = alerting
+    system = factory()
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=0, small=3))
+    system.create_full_backup("docs")
+    _age_backups(system, 9)
+    assert evaluate_alerts(system.context).opened == ["stale_backup:docs"]
+    release = threading.Event()
+
+    def slow(*_: Any) -> CheckResult:
+        release.wait(30)
+        return CheckResult()
+
+    system.context.settings.health_check_timeout = 1
+    try:
+        health = get_health_status(system.context, {"backups": slow})
+    finally:
+        release.set()
+    report = evaluate_alerts(system.context, health)
+    assert report.resolved == [] and "stale_backup:docs" in report.open
+    assert channels.heard("stale_backup:docs")["email"] == _counts(open=1)
