@@ -160,7 +160,9 @@ def test_restore_from_the_region_with_the_primary_gone(make_system: Factory, tmp
     assert early.returncode != 0 and "us-west-2" in early.stderr and "keys/keyring" in early.stderr
     unknown = _cli(home, key.get_secret_value(), "restore", backup.id, "--target", str(tmp_path / "x"),
                    "--from-region", "mars-1")  # fmt: skip
-    assert unknown.returncode == 2 and "unknown region 'mars-1'" in unknown.stderr and REGION in unknown.stderr
+    assert (
+        unknown.returncode == 2 and "unknown region 'mars-1'" in unknown.stderr and REGION in unknown.stderr
+    )
 
     ran = _cli(home, key.get_secret_value(), "replication", "run", "--json")
     assert ran.returncode == 0, ran.stderr
@@ -197,7 +199,8 @@ def test_verify_against_a_region_finds_a_damaged_copy_and_the_next_pass_copies_i
         assert clean.outcome == "passed" and [b.backup_id for b in clean.backups] == [backup.id]
         assert clean.packs_read == clean.packs_checked > 0
         biggest = max(
-            (p for p in (region_dir(system) / "packs").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+            (p for p in (region_dir(system) / "packs").rglob("*") if p.is_file()),
+            key=lambda p: p.stat().st_size,
         )
         data = bytearray(biggest.read_bytes())
         data[100] ^= 0x01
@@ -214,7 +217,9 @@ def test_verify_against_a_region_finds_a_damaged_copy_and_the_next_pass_copies_i
 
     [repair] = replicate(system.context)
     assert repair.copied == 1 and repair.error is None
-    assert biggest.read_bytes() == (primary_dir(system) / "packs" / biggest.name[:2] / biggest.name).read_bytes()
+    assert (
+        biggest.read_bytes() == (primary_dir(system) / "packs" / biggest.name[:2] / biggest.name).read_bytes()
+    )
     again = BackupSystem(system.settings, region=REGION)
     try:
         assert again.verify_backup(data="all").outcome == "passed"

@@ -103,3 +103,41 @@ def _remove_bucket(client: Any, bucket: str) -> None:
         if keys:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
     client.delete_bucket(Bucket=bucket)
+
+
+class RestartableS3Server:
+    """A second moto S3 endpoint on a fixed loopback port that a test stops and starts again (a region
+    that goes down and comes back). It serves the same in-process moto state as `s3_endpoint`, so its
+    buckets keep their objects across a restart, as a real region's would."""
+
+    def __init__(self) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.server: ThreadedMotoServer | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@pytest.fixture
+def second_s3_endpoint(s3_endpoint: str) -> Iterator[RestartableS3Server]:
+    """A second, restartable moto endpoint (started), stopped at the end of the test."""
+    server = RestartableS3Server()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
