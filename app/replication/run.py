@@ -33,6 +33,7 @@ BATCH = 256
 #: A pass holds its region's lease this long at most (a task's hard time limit is shorter).
 LEASE = timedelta(hours=4)
 _DATA_KINDS = ("packs", "wal")
+READY, HELD, ADDED, MISSING_NOW, FAILED_NOW = "ready", "held", "added", "missing", "failed"
 
 
 @dataclass
@@ -150,7 +151,9 @@ def _copy_kind(
 
 def _attempt(primary: Storage, storage: Storage, row: ReplicaObject) -> CopyOutcome | BaseException:
     try:
-        return copy_object(primary, storage, row.kind, row.name, row.size, force=row.state == replicas.DAMAGED)
+        return copy_object(
+            primary, storage, row.kind, row.name, row.size, force=row.state == replicas.DAMAGED
+        )
     except Exception as exc:  # one object's failure is recorded on its row; the others go on
         return exc
 
@@ -196,17 +199,23 @@ def _copy_manifests(
             return added
         after = rows[-1].name
         for row in rows:
-            ready, new = _manifest_ready(ctx, region, row)
-            added = added or new
-            if not ready:
+            verdict = _manifest_ready(ctx, region, row)
+            added = added or verdict == ADDED
+            if verdict in (HELD, ADDED):
                 result.manifests_held += 1
+            elif verdict == MISSING_NOW:
+                result.missing += 1
+            elif verdict == FAILED_NOW:
+                result.failed += 1
+            if verdict != READY:
                 continue
             outcome = _attempt(primary, storage, row)
             _record(ctx, region, [row], [outcome], result)
 
 
-def _manifest_ready(ctx: Context, region: str, row: ReplicaObject) -> tuple[bool, bool]:
-    """(whether the manifest may be copied now, whether needed packs were added as pending)."""
+def _manifest_ready(ctx: Context, region: str, row: ReplicaObject) -> str:
+    """READY to copy now; HELD for packs or WAL still waiting; ADDED: needed packs had no row and were
+    added as pending; MISSING_NOW / FAILED_NOW: recorded as such (deleted, or not whole in the primary)."""
     with ctx.sessions() as session:
         backup = session.get(Backup, row.name)
         if backup is None or backup.state not in USABLE_STATES:  # deleted (retention) before it was copied
@@ -214,7 +223,7 @@ def _manifest_ready(ctx: Context, region: str, row: ReplicaObject) -> tuple[bool
                 replicas.mark(
                     write, region, "manifests", row.name, replicas.MISSING, error="the backup was deleted"
                 )
-            return False, False
+            return MISSING_NOW
         source = session.get(Source, backup.source_id)
         session.expunge(backup)
     check = check_structure(ctx.repository, ctx.sessions, backup, source.name if source else "?")
@@ -229,7 +238,7 @@ def _manifest_ready(ctx: Context, region: str, row: ReplicaObject) -> tuple[bool
                 replicas.FAILED,
                 error=f"the backup is not whole in the primary ({first.kind}: {first.object}): not copied",
             )
-        return False, False
+        return FAILED_NOW
     packs = sorted(check.packs)
     with ctx.sessions() as session:
         known = replicas.states(session, region, "packs", packs)
@@ -242,12 +251,12 @@ def _manifest_ready(ctx: Context, region: str, row: ReplicaObject) -> tuple[bool
                 region,
                 (replicas.Candidate("packs", p, size, clock.as_utc(at)) for p, size, at in rows),
             )
-        return False, True
+        return ADDED
     if any(state != replicas.COPIED for state in known.values()):
-        return False, False
+        return HELD
     if backup.pg_stop_wal and source is not None:
         with ctx.sessions() as session:
             ended = clock.as_utc(backup.finished_at or backup.started_at)
             if replicas.wal_waiting_before(session, region, source.name, ended):
-                return False, False
-    return True, False
+                return HELD
+    return READY

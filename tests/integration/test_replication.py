@@ -225,3 +225,36 @@ def test_verify_against_a_region_finds_a_damaged_copy_and_the_next_pass_copies_i
         assert again.verify_backup(data="all").outcome == "passed"
     finally:
         again.close()
+
+
+def test_a_backup_deleted_before_its_manifest_was_copied_is_missing_not_lag(
+    make_system: Factory, tmp_path: Path
+) -> None:
+    system = make_system()
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=2, small=10))
+    backup = system.create_full_backup("docs")
+    packs = sorted(p.name for p in (primary_dir(system) / "packs").rglob("*") if p.is_file())
+    blocked = region_dir(system) / "packs" / packs[0][:2] / packs[0] / "obstacle"
+    blocked.mkdir(parents=True)
+    [held] = replicate(system.context)
+    assert held.manifests_held == 1
+    # What retention does to a backup: the catalog row says deleted, then the manifest root goes.
+    with system.context.sessions() as session, session.begin():
+        row = session.get(Backup, backup.id)
+        assert row is not None
+        row.state, row.deleted_at = "deleted", clock.now()
+    system.context.storage.delete("manifests", backup.id)
+    shutil.rmtree(blocked.parent)
+
+    [after] = replicate(system.context)
+    assert after.error is None and after.manifests_held == 0
+    with system.context.sessions() as session:
+        manifest = session.get(ReplicaObject, (REGION, "manifests", backup.id))
+        assert (
+            manifest is not None
+            and manifest.state == "missing"
+            and manifest.error == "the backup was deleted"
+        )
+    [status] = replication_status(system.context)
+    assert status.lag_seconds == 0 and status.oldest_waiting is None and status.objects["missing"] == 1
+    assert not (region_dir(system) / "manifests" / backup.id).exists()

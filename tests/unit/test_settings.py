@@ -38,6 +38,9 @@ def test_secondary_regions_map_and_defaults(monkeypatch: pytest.MonkeyPatch, tmp
         ("BACKUP_SCHEDULE_FULL", "0 25 * * *"),
         ("SCHEDULE_TIMEZONE", "Mars/Olympus"),
         ("BACKUP_COMPRESSION_LEVEL", "40"),
+        ("BACKUP_REPLICATION_LAG_TARGET", "0"),
+        ("BACKUP_REPLICATION_CONCURRENCY", "0"),
+        ("BACKUP_REPLICATION_INTERVAL", "10"),
     ],
 )
 def test_a_malformed_value_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
