@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.catalog.db import make_engine, require_migrated, session_factory
+from app.errors import RepositoryError
 from app.repo.keys import MasterKey, load_master_key
 from app.repo.repository import Repository
 from app.repo.rotation import open_repository
@@ -65,12 +66,22 @@ class Context:
         the key comes from the default key file and this is the primary (app/repo/rotation.py)."""
         s = self.settings
         default_key = s.backup_encryption_key is None and s.backup_encryption_key_file is None
-        return open_repository(
-            self.storage,
-            self.master_key,
-            s.backup_encryption_key_file or s.default_key_file,
-            may_finish=default_key and self.region is None,
-        )
+        try:
+            return open_repository(
+                self.storage,
+                self.master_key,
+                s.backup_encryption_key_file or s.default_key_file,
+                may_finish=default_key and self.region is None,
+            )
+        except RepositoryError as exc:
+            if self.region is None:
+                raise
+            raise RepositoryError(
+                f"region {self.region}: {exc.message}",
+                detail=exc.detail,
+                hint=f"copy the repository there first: `equisplit-dr replication run --region {self.region}`; "
+                "`equisplit-dr replication status` shows what is still missing",
+            ) from None
 
     def refresh_keys(self) -> None:
         """Adopt a rotated keyring before sealing anything new, if the repository is open (one GET)."""

@@ -293,7 +293,7 @@ class ReplicaObject(Base):
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # keys | config | packs | wal | manifests
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     size: Mapped[int | None] = mapped_column(BigInteger)
-    state: Mapped[str] = mapped_column(String(16))  # pending | copied | failed | missing
+    state: Mapped[str] = mapped_column(String(16))  # pending | copied | failed | damaged | missing
     #: When the object appeared in the primary: the lag is measured from here.
     source_at: Mapped[datetime]
     copied_at: Mapped[datetime | None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 from pathlib import Path
 
 from app import clock
@@ -34,6 +35,9 @@ def recovery_settings(
 ) -> dict[str, str]:
     """What postgresql.auto.conf gets (later lines win over the restored copy's own settings)."""
     command = (options.restore_command or ctx.settings.pitr_restore_command).replace("{source}", plan.source)
+    if ctx.region is not None and options.restore_command is None:
+        # recovering from a secondary region: the WAL is fetched from there too, whoever starts the server
+        command = f"BACKUP_STORAGE_URL={shlex.quote(ctx.storage_url)} {command}"
     settings = {"restore_command": command, **plan.target.settings()}
     settings["recovery_target_timeline"] = "latest"
     if plan.target.kind != LATEST:

@@ -68,3 +68,14 @@ def test_point_in_time_recovery_from_the_region_with_the_primary_deleted(
     fetched = (recovery_area.base / "fetch.sh.calls").read_text().split("\n")
     assert len([line for line in fetched if line.strip()]) >= 1  # WAL came through restore_command
     assert not (archive.home / "repo").exists()  # read from the region alone
+
+    # Without --start the operator starts the server: its restore_command reads the region all the same.
+    later = recovery_area.new_dir()
+    archive.cli(
+        "dr", "recover", "--source", SOURCE, "--timestamp", target, "--target", str(later), "--from-region", REGION,
+    )  # fmt: skip
+    settings = (later / "postgresql.auto.conf").read_text()
+    assert (
+        f"restore_command = 'BACKUP_STORAGE_URL={region.as_uri()} equisplit-dr wal fetch %f %p --source db1'"
+        in (settings)
+    )
