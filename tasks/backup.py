@@ -47,7 +47,7 @@ def run_backup(self: Any, source: str, backup_type: str, scheduled: bool = False
     try:
         if runs_in_one_process(self.ctx, source):
             summary = _summary(run_in_process(self.ctx, source, backup_type, actor="celery"))
-            after_backup(self.ctx)
+            after_backup(self)
             return summary
         prepared = prepare_backup(self.ctx, source, backup_type, cluster=True, task_id=self.request.id)
     except LockedError as exc:
@@ -73,7 +73,7 @@ def export_database(self: Any, source: str, database: str | None = None) -> dict
     """A logical export (pg_dump) of one database of a PostgreSQL source, whole in this task (the dump
     streams from one process); the summary of the finished backup, of type `logical`."""
     summary = _summary(export_in_process(self.ctx, source, database, actor="celery"))
-    after_backup(self.ctx)
+    after_backup(self)
     return summary
 
 
@@ -104,7 +104,7 @@ def backup_unit(self: Any, backup_id: str, number: int) -> dict[str, Any]:
 @shared_task(bind=True, name="tasks.backup.finalize_backup")
 def finalize_backup(self: Any, backup_id: str) -> dict[str, Any]:
     summary = _summary(finalize(self.ctx, backup_id, actor="celery"))
-    after_backup(self.ctx)
+    after_backup(self)
     return summary
 
 

@@ -52,7 +52,7 @@ def server_env(ctx: Context, source: str) -> dict[str, str]:
     }
     env.update({name: os.environ[name] for name in SERVER_ENV if name in os.environ})
     env.update({name: value for name, value in os.environ.items() if name.startswith(SERVER_ENV_PREFIXES)})
-    if ctx.region is not None:  # restore_command reads WAL from the region the recovery reads
+    if getattr(ctx, "region", None) is not None:  # restore_command reads WAL from the region recovered from
         env["BACKUP_STORAGE_URL"] = ctx.storage_url
     return env
 
