@@ -175,6 +175,10 @@ def test_restore_from_the_region_with_the_primary_gone(make_system: Factory, tmp
     assert restored.returncode == 0, restored.stderr
     assert_same_tree(src, target)
     assert not (home / "repo").exists()  # nothing was read from (or created at) the primary
+    verified = _cli(home, key.get_secret_value(), "backup", "verify", "--region", REGION, "--read-data", "--json")
+    assert verified.returncode == 0, verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["outcome"] == "passed" and [b["backup"] for b in report["backups"]] == [backup.id]
     status = _cli(home, key.get_secret_value(), "replication", "status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)[0]["lag_seconds"] == 0
 
