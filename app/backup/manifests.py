@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.backup.known import KnownChunks
 from app.backup.packcheck import PackCheck, forget_packs
 from app.backup.unit import pack_recorder
 from app.backup.writer import ChunkWriter
@@ -101,7 +102,7 @@ def _store(
     s = ctx.settings
     writer = ChunkWriter(
         repo,
-        set(),
+        KnownChunks(lambda _ids: set()),  # every piece given is missing: store each
         record_and_note,
         level=s.backup_compression_level if s.backup_compression else None,
         storage_class=None,  # never cold: a manifest stays readable without a retrieval

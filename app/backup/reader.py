@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from app.backup.writer import ChunkWriter
+from app.backup.writer import ChunkWriter, DeferredStore
 from app.repo.chunker import Chunker
 from app.sources.files import Entry
 
 READ_ATTEMPTS = 3
 SMALL_FILE = 1 << 20
+#: Chunks of data in memory (a small file, a big file's piece) whose ids the index is asked at once.
+LOOKUP_CHUNKS = 64
 
 #: Called with the bytes just read; progress bars hang off it.
 ProgressFn = Callable[[int], None]
@@ -34,7 +36,7 @@ def read_file(
     path: str,
     entry: Entry,
     chunker: Chunker,
-    writer: ChunkWriter,
+    writer: ChunkWriter | DeferredStore,
     progress: ProgressFn,
     *,
     attempts: int = READ_ATTEMPTS,
@@ -51,22 +53,25 @@ def read_file(
             before = os.fstat(fd)
             chunks: list[str] = []
             expected = before.st_size
+            streamed = False
             if piece is not None:
                 data = _read_range(fd, piece[0], piece[1])
                 expected = piece[1] if piece[1] is not None else max(0, before.st_size - piece[0])
-                cuts = chunker.cut(data)
+                batches = _groups(chunker.cut(data))
             elif before.st_size <= SMALL_FILE:
                 data = handle.read()
-                cuts = chunker.cut(data)
-            else:
-                cuts = (c.data for c in chunker.stream(handle))
+                batches = _groups(chunker.cut(data))
+            else:  # a streamed chunk's memory is reused by the next: stored one at a time
+                batches = ([c.data] for c in chunker.stream(handle))
+                streamed = True
             read = 0
-            for cut in cuts:
-                chunk_id, is_new = writer.store(cut)
-                chunks.append(chunk_id)
-                read += len(cut)
-                new += len(cut) if is_new else 0
-                progress(len(cut))
+            for batch in batches:
+                stored = [writer.store(batch[0])] if streamed else writer.store_many(batch)
+                for cut, (chunk_id, is_new) in zip(batch, stored, strict=True):
+                    chunks.append(chunk_id)
+                    read += len(cut)
+                    new += len(cut) if is_new else 0
+                    progress(len(cut))
             after = os.fstat(fd)
         total += read
         entry.size, entry.mtime_ns, entry.ctime_ns = before.st_size, before.st_mtime_ns, before.st_ctime_ns
@@ -82,6 +87,18 @@ def read_file(
         f"changed while being read ({attempts} attempts); the stored copy may mix old and new content",
         stored=read,
     )
+
+
+def _groups(cuts: Iterator[memoryview]) -> Iterator[list[memoryview]]:
+    """Cuts of data held in memory, LOOKUP_CHUNKS at a time: one index lookup for each group."""
+    group: list[memoryview] = []
+    for cut in cuts:
+        group.append(cut)
+        if len(group) == LOOKUP_CHUNKS:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _read_range(fd: int, offset: int, length: int | None) -> bytes:

@@ -23,7 +23,7 @@ from app.backup import known, objects
 from app.backup.heartbeat import Heartbeat
 from app.backup.prepare import CLUSTER_LEASE, lease_name
 from app.backup.reader import READ_ATTEMPTS, read_file
-from app.backup.writer import ChunkWriter, PackRecorder
+from app.backup.writer import ChunkWriter, DeferredStore, PackRecorder
 from app.catalog import chunks, jobs, locks
 from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Job, Source
@@ -251,7 +251,16 @@ def _run_claimed(
     missing_ok = bool(options.get("missing_ok", False))
     attempts = int(options.get("attempts", READ_ATTEMPTS))
 
-    def read_one(index: int) -> None:
+    def read_batch(batch: range) -> None:
+        """Read a batch of files; their in-memory chunks are looked up and stored together."""
+        sink = DeferredStore(writer)
+        for index in batch:
+            read_one(index, sink)
+        new = sink.drain()
+        with results_lock:
+            totals["new"] += new
+
+    def read_one(index: int, sink: DeferredStore) -> None:
         entry, piece = entries[index], pieces[index]
         cancel.check()
         chunker = getattr(local, "chunker", None)
@@ -262,7 +271,7 @@ def _run_claimed(
                 os.path.join(root, entry.path),
                 entry,
                 chunker,
-                writer,
+                sink,
                 progress or _ignore,
                 attempts=attempts,
                 piece=(piece["offset"], piece["length"]) if piece is not None else None,
@@ -295,7 +304,7 @@ def _run_claimed(
     own_pool = pool is None
     executor = pool or ThreadPoolExecutor(ctx.settings.worker_threads, thread_name_prefix="unit-read")
     try:
-        futures = [executor.submit(_each, read_one, batch) for batch in _batches(entries)]
+        futures = [executor.submit(read_batch, batch) for batch in _batches(entries)]
         wait(futures, return_when=FIRST_EXCEPTION)
         for future in futures:
             if future.done() and future.exception() is not None:
@@ -304,9 +313,7 @@ def _run_claimed(
                 raise future.exception()  # type: ignore[misc]
         if own_writer:
             writer.flush()
-            known.remember(backup_id, writer.claimed)
     except BaseException as exc:
-        known.forget(backup_id)
         _mark_unit_failed(ctx, backup_id, number, exc)
         raise
     finally:
@@ -364,11 +371,6 @@ def _batches(entries: list[Entry]) -> list[range]:
     if start < len(entries):
         batches.append(range(start, len(entries)))
     return batches
-
-
-def _each(read_one: Callable[[int], None], batch: range) -> None:
-    for index in batch:
-        read_one(index)
 
 
 def _with_piece(entry: Entry, piece: dict[str, Any] | None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from app.backup.known import KnownChunks
 from app.repo.pack import PackBuilder, PackEntry
 from app.repo.repository import Repository
 
@@ -27,15 +28,16 @@ class WriterStats:
 class ChunkWriter:
     """Thread-safe: many reader threads call `store`; packs upload on their own threads.
 
-    A chunk id in `known` (indexed, durable; only read here) or in `claimed` (sealed earlier by this
-    writer) is never sealed again; `flush` waits for every claimed chunk's pack before anything may
-    name it.
+    A chunk the index holds (`known`, asked in batches: `store_many`) or one sealed by this writer whose
+    pack is not indexed yet (`pending`) is never sealed again; `flush` waits for every pending chunk's
+    pack before anything may name it. Once a pack is indexed its ids leave `pending` for `known`'s
+    bounded cache, so the writer's memory is bounded by the packs in flight, not by the backup.
     """
 
     def __init__(
         self,
         repo: Repository,
-        known: set[str],
+        known: KnownChunks,
         record: PackRecorder,
         *,
         level: int | None,
@@ -46,7 +48,8 @@ class ChunkWriter:
     ) -> None:
         self._repo = repo
         self._known = known
-        self.claimed: set[str] = set()
+        #: Sealed here, their pack not yet indexed.
+        self.pending: set[str] = set()
         #: Asks the processes of one local backup which of them stores a chunk (app/backup/claims.py).
         self._claim = claim
         self._record = record
@@ -61,14 +64,33 @@ class ChunkWriter:
 
     def store(self, data: bytes | memoryview) -> tuple[str, bool]:
         """The chunk id of `data` and whether it was new: stored unless the repository holds it."""
-        chunk_id = self._repo.chunk_ids.of(data)
+        return self.store_many([data])[0]
+
+    def chunk_id_of(self, data: bytes | memoryview) -> str:
+        return self._repo.chunk_ids.of(data)
+
+    def store_many(self, pieces: Sequence[bytes | memoryview]) -> list[tuple[str, bool]]:
+        """`store` for each piece, the index asked once for all of them; a piece repeated within the
+        call is stored once. Each piece's memory must stay valid until the call returns."""
+        return self.store_identified([self._repo.chunk_ids.of(piece) for piece in pieces], pieces)
+
+    def store_identified(
+        self, ids: Sequence[str], pieces: Sequence[bytes | memoryview]
+    ) -> list[tuple[str, bool]]:
+        """`store_many` of pieces whose ids (`chunk_ids.of`) the caller computed already."""
         with self._lock:
-            self.stats.chunks += 1
-            if chunk_id in self._known or chunk_id in self.claimed:
-                return chunk_id, False
+            self.stats.chunks += len(ids)
+            unsure = [chunk_id for chunk_id in ids if chunk_id not in self.pending]
+        indexed = self._known.present(unsure) if unsure else set()
+        return [self._store_one(chunk_id, piece, indexed) for chunk_id, piece in zip(ids, pieces, strict=True)]
+
+    def _store_one(self, chunk_id: str, data: bytes | memoryview, indexed: set[str]) -> tuple[str, bool]:
+        with self._lock:
+            if chunk_id in indexed or chunk_id in self.pending or self._known.holds(chunk_id):
+                return chunk_id, False  # (holds: its pack was indexed since this call looked)
             if self._claim is not None and not self._claim(chunk_id):
                 return chunk_id, False  # another process of this backup stores it
-            self.claimed.add(chunk_id)
+            self.pending.add(chunk_id)
         blob = self._repo.seal_chunk(chunk_id, data, self._level)
         full = None
         with self._lock:
@@ -97,7 +119,10 @@ class ChunkWriter:
             data = self._repo.finish_pack(pack_id, builder)
             self._repo.put_pack(pack_id, data, self._storage_class)
             self._record(pack_id, len(data), builder.entries)
+            stored = [entry.chunk_id for entry in builder.entries]
+            self._known.remember(stored)  # before leaving `pending`: no moment names neither
             with self._lock:
+                self.pending.difference_update(stored)
                 self.stats.packs += 1
                 self.stats.bytes_stored += len(data)
         finally:
@@ -116,3 +141,47 @@ class ChunkWriter:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class DeferredStore:
+    """Collects the in-memory chunks of a batch of small files and stores them together, so the index
+    is asked once per batch, not once per file. `store_many` names each chunk at once and answers
+    "not new"; `drain` stores what was collected and returns the bytes that were new. A streamed chunk
+    (`store`: its memory is reused) is stored at once. Nothing may name the collected chunks as stored
+    before `drain` returned."""
+
+    def __init__(self, writer: ChunkWriter, max_chunks: int = 256, max_bytes: int = 8 << 20) -> None:
+        self._writer = writer
+        self._ids: list[str] = []
+        self._pieces: list[bytes | memoryview] = []
+        self._bytes = 0
+        self._max_chunks, self._max_bytes = max_chunks, max_bytes
+        self.bytes_new = 0
+
+    def store(self, data: bytes | memoryview) -> tuple[str, bool]:
+        chunk_id, is_new = self._writer.store(data)
+        self.bytes_new += len(data) if is_new else 0
+        return chunk_id, False  # counted here: `drain` reports it
+
+    def store_many(self, pieces: Sequence[bytes | memoryview]) -> list[tuple[str, bool]]:
+        ids = [self._writer.chunk_id_of(piece) for piece in pieces]
+        self._ids.extend(ids)
+        self._pieces.extend(pieces)
+        self._bytes += sum(len(piece) for piece in pieces)
+        if len(self._ids) >= self._max_chunks or self._bytes >= self._max_bytes:
+            self._store_collected()
+        return [(chunk_id, False) for chunk_id in ids]
+
+    def drain(self) -> int:
+        """Store every collected chunk; the new bytes since the last drain."""
+        self._store_collected()
+        new, self.bytes_new = self.bytes_new, 0
+        return new
+
+    def _store_collected(self) -> None:
+        if self._ids:
+            outcomes = self._writer.store_identified(self._ids, self._pieces)
+            self.bytes_new += sum(
+                len(piece) for piece, (_id, is_new) in zip(self._pieces, outcomes, strict=True) if is_new
+            )
+        self._ids, self._pieces, self._bytes = [], [], 0
