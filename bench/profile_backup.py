@@ -45,7 +45,7 @@ MB = 1_000_000
 KEY_FUNCTIONS = [
     ("walk the tree (walk_tree)", "sources/files.py:walk_tree", True),
     ("read the parent, plan", "backup/plan.py:plan_reads", True),
-    ("known chunk ids from the catalog", "catalog/chunks.py:known_chunk_ids", True),
+    ("dedup lookups in the chunk index", "catalog/chunks.py:present_chunk_ids", True),
     ("read + chunk + store files (read_file)", "backup/reader.py:read_file", True),
     ("  FastCDC cut of files <= 1 MiB (Chunker.cut, own time)", "repo/chunker.py:cut", False),
     ("  FastCDC cut of bigger files (stream generator, own time)", "backup/reader.py:<genexpr>", False),
