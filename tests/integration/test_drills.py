@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +19,10 @@ from app.drills.postgres import COUNT_ROWS
 from app.drills.run import run_drills
 from app.repo.format import Kind
 from app.system import BackupSystem
+from tests.support.cli import cli_env_for, run_cli
 from tests.support.pgarchive import SOURCE, Archive, point_source_at, write_fetch_script
 from tests.support.pgcluster import PgCluster, RecoveryArea
 from tests.support.trees import make_tree
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -90,22 +87,10 @@ def test_a_source_without_a_backup_fails_its_drill(system: BackupSystem, tmp_pat
 
 
 def test_cli_dr_test_exits_15_on_a_failed_drill(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "DATABASE_URL", "EQUISPLIT"))}
-    env.update(
-        EQUISPLIT_DR_HOME=str(tmp_path / "home"),
-        BACKUP_ENCRYPTION_KEY=secrets.token_hex(32),
-        PYTHONPATH=str(ROOT),
-        COLUMNS="200",
-    )
+    env = cli_env_for(tmp_path / "home")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli.main", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli(env, *args)
 
     src = make_tree(tmp_path / "src", big_mib=1, small=2)
     for args in (

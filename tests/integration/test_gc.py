@@ -20,6 +20,7 @@ from app.errors import IntegrityError
 from app.gc.run import collect_garbage
 from app.repo.format import Kind
 from app.system import BackupSystem
+from tests.support.cli import cli_env_for, run_cli
 from tests.support.system import Factory
 
 KEEP_NEWEST = {
@@ -216,27 +217,12 @@ def test_retention_and_gc_beside_running_backups_never_cost_a_kept_backup_a_byte
 
 def test_cli_gc_run(tmp_path: Path) -> None:
     import json
-    import secrets
     import subprocess
-    import sys
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "DATABASE_URL", "EQUISPLIT"))}
-    env.update(
-        EQUISPLIT_DR_HOME=str(tmp_path / "home"),
-        BACKUP_ENCRYPTION_KEY=secrets.token_hex(32),
-        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
-        COLUMNS="200",
-        **{k.upper(): str(v) for k, v in KEEP_NEWEST.items()},
-    )
+    env = cli_env_for(tmp_path / "home", **KEEP_NEWEST)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli.main", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli(env, *args)
 
     src = tmp_path / "src"
     write_tree(src, seed=1, files=2, kib=100)

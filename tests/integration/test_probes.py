@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app.repo.format import Kind
 from app.system import BackupSystem
+from tests.support.cli import cli_env_for, run_cli
 from tests.support.cluster import RedisServer, redis_server  # noqa: F401
 from tests.support.pg import server_url
 from tests.support.system import Factory
 from tests.support.trees import make_tree
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.postgres
@@ -84,26 +81,10 @@ def test_storage_status_counts_what_storage_holds(system_any_backend: BackupSyst
 
 
 def test_cli_test_connection_and_storage_status(tmp_path: Path) -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("BACKUP_", "DATABASE_URL", "EQUISPLIT", "CELERY"))
-    }
-    env.update(
-        EQUISPLIT_DR_HOME=str(tmp_path / "home"),
-        BACKUP_ENCRYPTION_KEY=secrets.token_hex(32),
-        PYTHONPATH=str(ROOT),
-        COLUMNS="200",
-    )
+    env = cli_env_for(tmp_path / "home")
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli.main", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli(env, *args)
 
     assert cli("init").returncode == 0
     ok = cli("backup", "test-connection")

@@ -6,10 +6,7 @@ kept base backup needs is thinned, and what is kept still recovers."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -24,12 +21,12 @@ from app.repo.format import Kind
 from app.retention.apply import apply_plan
 from app.retention.plan import plan_retention
 from app.system import BackupSystem
+from tests.support.cli import cli_env_for, run_cli
 from tests.support.pgarchive import SOURCE, Archive, point_source_at
 from tests.support.pgcluster import PgCluster
 from tests.support.system import Factory
 from tests.support.trees import assert_same_tree, make_tree
 
-ROOT = Path(__file__).resolve().parents[2]
 ONLY_NEWEST = {
     "backup_retention_daily": 1,
     "backup_retention_weekly": 0,
@@ -132,23 +129,10 @@ def test_a_clock_in_the_future_deletes_nothing_more(
 
 
 def test_cli_retention_and_holds(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "DATABASE_URL", "EQUISPLIT"))}
-    env.update(
-        EQUISPLIT_DR_HOME=str(tmp_path / "home"),
-        BACKUP_ENCRYPTION_KEY=secrets.token_hex(32),
-        PYTHONPATH=str(ROOT),
-        COLUMNS="200",
-        **{k.upper(): str(v) for k, v in ONLY_NEWEST.items()},
-    )
+    env = cli_env_for(tmp_path / "home", **ONLY_NEWEST)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli.main", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli(env, *args)
 
     src = make_tree(tmp_path / "src", big_mib=1, small=2)
     for args in (("init",), ("source", "add", "docs", "--path", str(src))):

@@ -5,10 +5,6 @@ the chunk index, so the next backup stores the content again and the repository 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -21,10 +17,9 @@ from app.monitoring.health import get_health_status
 from app.repo.format import PACK_TRAILER, Kind
 from app.system import BackupSystem
 from app.verify.report import VerificationReport
+from tests.support.cli import cli_env_for, run_cli
 from tests.support.system import Factory
 from tests.support.trees import assert_same_tree, make_tree
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _first_chunk(system: BackupSystem, backup_id: str, path: str) -> chunk_index.ChunkLocation:
@@ -195,20 +190,7 @@ def test_verification_beside_a_running_backup_reports_no_damage(make_system: Fac
 
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "DATABASE_URL", "EQUISPLIT"))}
-    env.update(
-        EQUISPLIT_DR_HOME=str(tmp_path / "home"),
-        BACKUP_ENCRYPTION_KEY=secrets.token_hex(32),
-        PYTHONPATH=str(ROOT),
-        COLUMNS="200",
-    )
-    return env
-
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli.main", *args], env=env, capture_output=True, text=True, timeout=120
-    )
+    return cli_env_for(tmp_path / "home")
 
 
 def test_cli_verify_exits_5_naming_the_damage_and_prints_json(
@@ -220,8 +202,8 @@ def test_cli_verify_exits_5_naming_the_damage_and_prints_json(
         ("source", "add", "docs", "--path", str(src)),
         ("backup", "run", "--source", "docs"),
     ):
-        assert _cli(cli_env, *args).returncode == 0
-    ok = _cli(cli_env, "backup", "verify", "--read-data", "--json")
+        assert run_cli(cli_env, *args).returncode == 0
+    ok = run_cli(cli_env, "backup", "verify", "--read-data", "--json")
     assert ok.returncode == 0, ok.stderr
     doc = json.loads(ok.stdout)
     assert doc["outcome"] == "passed" and doc["backups_checked"] == 1 and doc["bytes_read"] > 0
@@ -230,11 +212,11 @@ def test_cli_verify_exits_5_naming_the_damage_and_prints_json(
     data = bytearray(victim.read_bytes())
     data[200] ^= 0xFF
     victim.write_bytes(bytes(data))
-    bad = _cli(cli_env, "backup", "verify", "--source", "docs", "--read-data")
+    bad = run_cli(cli_env, "backup", "verify", "--source", "docs", "--read-data")
     assert bad.returncode == 5, bad.stdout + bad.stderr
     assert victim.name in bad.stderr and "damaged" in bad.stderr and "file(s):" in bad.stderr
     assert "Traceback" not in bad.stderr
-    listing = _cli(cli_env, "backup", "list", "--source", "docs")
+    listing = run_cli(cli_env, "backup", "list", "--source", "docs")
     assert "DAMAGED" in listing.stdout
-    sample = _cli(cli_env, "backup", "verify", "--sample", "200%")
+    sample = run_cli(cli_env, "backup", "verify", "--sample", "200%")
     assert sample.returncode == 2 and "25%" in sample.stderr
