@@ -18,6 +18,7 @@ from app.pitr import server
 from app.pitr.execute import recover
 from app.pitr.options import RecoveryOptions
 from app.pitr.target import LATEST, RecoveryTarget
+from app.pitr.watch import watch_user
 
 #: One query a database: every ordinary table with its row count.
 COUNT_ROWS = (
@@ -63,7 +64,7 @@ def drill_postgres(
             f"in {recovery.rto_seconds or 0:.1f} s, started on port {options.port}"
         )
         tools = _tools(ctx, recovery.plan.backup.id, options.owner)
-        user = _user(ctx, source, tools)
+        user = watch_user(ctx, source, options, tools)
         socket_dir = options.socket_dir or scratch
         _check_rows(tools, socket_dir, options.port or 0, user, result)
         _amcheck(tools, socket_dir, options.port or 0, user, result)
@@ -84,18 +85,6 @@ def _tools(ctx: Context, backup_id: str, owner: str | None) -> server.ServerTool
     run_as = (owner or "postgres") if os.geteuid() == 0 else None
     return server.ServerTools(server.find_bin_dir(ctx.settings.pg_bin_dir, major, "pg_amcheck"), run_as)
 
-
-def _user(ctx: Context, source: str, tools: server.ServerTools) -> str:
-    """The role to connect as: the source's DSN user, else the server's OS user."""
-    from app.catalog.sources import get_source
-
-    with ctx.sessions() as session:
-        dsn = str(get_source(session, source).options.get("dsn", ""))
-    for part in dsn.split():
-        key, _, value = part.partition("=")
-        if key == "user" and value:
-            return value
-    return tools.owner or "postgres"
 
 
 def _psql(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from app.catalog import chunks as chunk_index
 from app.catalog.models import AuditEntry, Backup
 from app.errors import (
     IntegrityError,
@@ -28,6 +29,16 @@ from tests.support.trees import make_tree
 
 def _pack_paths(system: BackupSystem) -> list[Path]:
     return sorted((system.settings.home / "repo" / "packs").rglob("*"), key=lambda p: p.stat().st_size)
+
+
+def _chunk_of(system: BackupSystem, backup_id: str, path: str, index: int) -> chunk_index.ChunkLocation:
+    """Where chunk `index` of file `path` of the backup is (which pack, which offset)."""
+    entry = next(
+        e for e in system.context.repository.read_manifest(backup_id)["entries"] if e["path"] == path
+    )
+    chunk_id = entry["chunks"][index]
+    with system.context.sessions() as session:
+        return chunk_index.locate(session, [chunk_id])[chunk_id]
 
 
 def _backed_up(system: BackupSystem, tmp_path: Path, **tree: int) -> tuple[Path, str]:
@@ -70,11 +81,12 @@ def test_corrupt_byte_in_a_pack_names_file_and_pack_and_leaves_nothing_half_writ
     system: BackupSystem, tmp_path: Path
 ) -> None:
     _src, backup_id = _backed_up(system, tmp_path, big_mib=8, small=0)
-    biggest = _pack_paths(system)[-1]
-    with open(biggest, "r+b") as handle:  # one flipped byte inside the first blob's ciphertext
-        handle.seek(100)
+    where = _chunk_of(system, backup_id, "bin/blob.bin", 0)  # the pack that holds the file's first chunk
+    biggest = next(p for p in _pack_paths(system) if p.name == where.pack_id)
+    with open(biggest, "r+b") as handle:  # one flipped byte inside that chunk's ciphertext
+        handle.seek(where.offset + 100)
         byte = handle.read(1)
-        handle.seek(100)
+        handle.seek(where.offset + 100)
         handle.write(bytes([byte[0] ^ 0x01]))
     out = tmp_path / "out"
     with pytest.raises(IntegrityError) as caught:
@@ -87,11 +99,11 @@ def test_corrupt_byte_in_a_pack_names_file_and_pack_and_leaves_nothing_half_writ
 
 def test_corrupt_pack_with_keep_partial_keeps_the_partial_file(system: BackupSystem, tmp_path: Path) -> None:
     _src, backup_id = _backed_up(system, tmp_path, big_mib=8, small=0)
-    biggest = _pack_paths(system)[-1]
-    last = max(system.context.repository.read_pack_index(biggest.name), key=lambda e: e.offset)
-    data = bytearray(biggest.read_bytes())
-    data[last.offset + 100] ^= 0x01  # the pack's last blob: the chunks before it are written first
-    biggest.write_bytes(bytes(data))
+    last = _chunk_of(system, backup_id, "bin/blob.bin", -1)  # the file's chunks before it are written first
+    pack = next(p for p in _pack_paths(system) if p.name == last.pack_id)
+    data = bytearray(pack.read_bytes())
+    data[last.offset + 100] ^= 0x01
+    pack.write_bytes(bytes(data))
     with pytest.raises(IntegrityError):
         system.restore(backup_id, tmp_path / "out", keep_partial=True)
     assert list((tmp_path / "out").rglob("*" + PARTIAL_SUFFIX))
