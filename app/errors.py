@@ -178,3 +178,11 @@ class AlertDeliveryError(EquisplitError):
     Its message names the channel and the answer, never the webhook, key or password."""
 
     exit_code = 1
+
+
+class PartialBackupError(EquisplitError):
+    """A backup finished `partial`: some files were not stored as the walk saw them, or the source shrank
+    unconfirmed. Not raised by the domain (the backup is recorded and restorable): its exit code is
+    what `backup run` exits with, after naming every file and why."""
+
+    exit_code = 16

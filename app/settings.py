@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     #: Directories a restore task from the broker may write under (absolute, comma-separated); none
     #: set: <home>/restores. The CLI and BackupSystem restore wherever their user may write.
     backup_restore_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    #: A source whose file count or bytes fell by more than this share (per cent) since its last complete
+    #: backup, or to nothing, makes the backup `partial` unless confirmed (`backup run --allow-shrink`).
+    backup_shrink_warn_percent: int = Field(default=50, ge=0, le=100)
 
     #: Cron rules (minute hour day-of-month month day-of-week) of the scheduled backups.
     backup_schedule_full: str = "0 2 * * *"

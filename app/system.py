@@ -165,9 +165,13 @@ class BackupSystem:
         progress: Progress | None = None,
         *,
         checksum: bool | None = None,
+        allow_shrink: bool = False,
     ) -> BackupResult:
         """A backup of `source` now. `checksum` re-reads every file (default: BACKUP_PG_CHECKSUM_MODE
-        for PostgreSQL sources, off for file trees)."""
+        for PostgreSQL sources, off for file trees). The result's `state` is `complete` or `partial`
+        (files vanished or replaced while it ran, unreadable files, or a source that shrank past
+        BACKUP_SHRINK_WARN_PERCENT since its last complete backup unless `allow_shrink`); its `errors`
+        and `warnings` name each file and why."""
         return run_backup(
             self.context,
             self._default_source(source),
@@ -175,25 +179,28 @@ class BackupSystem:
             progress=progress,
             actor=self.actor,
             checksum=checksum,
+            allow_shrink=allow_shrink,
         )
 
-    def create_full_backup(self, source: str | None = None, progress: Progress | None = None) -> BackupResult:
-        return self.create_backup(source, "full", progress)
+    def create_full_backup(
+        self, source: str | None = None, progress: Progress | None = None, *, allow_shrink: bool = False
+    ) -> BackupResult:
+        return self.create_backup(source, "full", progress, allow_shrink=allow_shrink)
 
     def create_incremental_backup(
-        self, source: str | None = None, progress: Progress | None = None
+        self, source: str | None = None, progress: Progress | None = None, *, allow_shrink: bool = False
     ) -> BackupResult:
-        return self.create_backup(source, "incremental", progress)
+        return self.create_backup(source, "incremental", progress, allow_shrink=allow_shrink)
 
     def create_differential_backup(
-        self, source: str | None = None, progress: Progress | None = None
+        self, source: str | None = None, progress: Progress | None = None, *, allow_shrink: bool = False
     ) -> BackupResult:
-        return self.create_backup(source, "differential", progress)
+        return self.create_backup(source, "differential", progress, allow_shrink=allow_shrink)
 
     def create_archive_backup(
-        self, source: str | None = None, progress: Progress | None = None
+        self, source: str | None = None, progress: Progress | None = None, *, allow_shrink: bool = False
     ) -> BackupResult:
-        return self.create_backup(source, "archive", progress)
+        return self.create_backup(source, "archive", progress, allow_shrink=allow_shrink)
 
     def create_logical_export(
         self, source: str | None, database: str | None = None, progress: Progress | None = None

@@ -35,21 +35,29 @@ def _summary(result: Any) -> dict[str, Any]:
         "bytes_read": result.stats["bytes_read"],
         "bytes_stored": result.stats["bytes_stored"],
         "errors": len(result.errors),
+        "warnings": len(result.warnings),
     }
 
 
 @shared_task(bind=True, name="tasks.backup.run_backup")
-def run_backup(self: Any, source: str, backup_type: str, scheduled: bool = False) -> Any:
+def run_backup(
+    self: Any, source: str, backup_type: str, scheduled: bool = False, allow_shrink: bool = False
+) -> Any:
     """Plan the backup, then become the chord of its units and its finalize step. The AsyncResult of
     this task resolves to the finished backup's summary (job id, backup id, state, sizes). A scheduled
-    tick that finds the source's previous backup still running is skipped, not failed. A PostgreSQL
+    tick that finds the source's previous backup still running is skipped, not failed. `allow_shrink`
+    confirms a source that shrank since its last complete backup (else the state is `partial`). A PostgreSQL
     source is backed up whole in this task: its session must outlive every unit (docs/POSTGRES.md)."""
     try:
         if runs_in_one_process(self.ctx, source):
-            summary = _summary(run_in_process(self.ctx, source, backup_type, actor="celery"))
+            summary = _summary(
+                run_in_process(self.ctx, source, backup_type, actor="celery", allow_shrink=allow_shrink)
+            )
             after_backup(self)
             return summary
-        prepared = prepare_backup(self.ctx, source, backup_type, cluster=True, task_id=self.request.id)
+        prepared = prepare_backup(
+            self.ctx, source, backup_type, cluster=True, task_id=self.request.id, allow_shrink=allow_shrink
+        )
     except LockedError as exc:
         if not scheduled:
             raise

@@ -51,6 +51,7 @@ def run_backup(
     progress: Callable[[int, int], None] | None = None,
     actor: str | None = None,
     checksum: bool | None = None,
+    allow_shrink: bool = False,
 ) -> BackupResult:
     """Back up a registered source now, using every core of this machine: its units run on a pool of
     worker processes (BACKUP_PROCESSES, one per core), or on threads here when one process is all
@@ -58,7 +59,8 @@ def run_backup(
 
     A PostgreSQL source's session (pg_backup_start to pg_backup_stop) is held here for the whole
     backup. `checksum` re-reads every file; by default only PostgreSQL sources with
-    BACKUP_PG_CHECKSUM_MODE do."""
+    BACKUP_PG_CHECKSUM_MODE do. `allow_shrink` confirms a source that shrank since its last complete
+    backup (else the backup is `partial`, app/backup/shrink.py)."""
     source = load_source(ctx, source_name)
     hooks = hooks_for(source)
     if checksum is None:
@@ -80,6 +82,7 @@ def run_backup(
                 parallelism=processes,
                 watch=watch,
                 keep_plan=True,
+                allow_shrink=allow_shrink,
             )
         except BaseException:
             hooks.close()

@@ -13,7 +13,8 @@ from app.backup import manifests, objects
 from app.backup.links import drop_dangling_links
 from app.backup.packcheck import PackCheck, check_entries, forget_packs
 from app.backup.pieces import merge_pieces
-from app.backup.result import BackupResult
+from app.backup.result import BackupResult, is_partial
+from app.backup.shrink import last_complete, shrink_warning
 from app.catalog import audit, jobs, locks
 from app.catalog.backups import backup_stats, record_postgres
 from app.catalog.db import transaction
@@ -63,6 +64,7 @@ def finalize_backup(
         ).one()
         job = jobs.backup_job(session, backup_id)
         job_id = job.id if job else None
+        previous = last_complete(session, backup.source_id, backup_id)
         if job is not None and job.state == "cancelled":
             raise JobCancelledError(f"backup {backup_id} was cancelled before it was finalized")
     if plan is None:
@@ -107,7 +109,6 @@ def finalize_backup(
         entries = drop_dangling_links(entries, errors)  # a hard link to a file just dropped
     stored_entries = manifests.store_entries(ctx, backup_id, entries, pack_check)
     files = [e for e in entries if e["type"] == "file"]
-    state = "partial" if errors else "complete"
     finished = clock.now()
     stats = {
         "files": len(files),
@@ -122,6 +123,16 @@ def finalize_backup(
         "units": len(units),
     }
     stored_entries.count_in(stats)
+    shrunk = shrink_warning(
+        previous,
+        stats["files"],
+        stats["bytes_total"],
+        ctx.settings.backup_shrink_warn_percent,
+        allowed=bool(plan.get("allow_shrink")),
+    )
+    if shrunk is not None:
+        warnings.append(shrunk)
+    state = "partial" if is_partial(errors, warnings) else "complete"
     header: dict[str, Any] = {
         "id": backup_id,
         "source": source_name,

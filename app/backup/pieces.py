@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+#: Codes of unit warnings for files that were not stored (app/sources/confined.py: VANISHED, REPLACED).
+NOT_STORED = frozenset({"vanished", "replaced"})
+
 CHANGED = (
     "changed while being read (its pieces were read at different times and disagree); "
     "the stored copy may mix old and new content"
@@ -31,6 +34,12 @@ def merge_pieces(
         else:
             whole.append(entry)
     failed = {e["path"] for e in errors}
+    # a piece found its file gone or replaced since the walk (app/sources/confined.py): none is stored
+    failed |= {w["path"] for w in warnings if w.get("code") in NOT_STORED}
+    named: dict[tuple[str, str | None], dict[str, str]] = {}
+    for warning in warnings:  # a file's every piece noticed it
+        named.setdefault((warning["path"], warning.get("code") or warning["warning"]), warning)
+    warnings[:] = list(named.values())
     once: dict[str, dict[str, str]] = {}
     for error in errors:  # a file's every unreadable piece reported it
         once.setdefault(error["path"], error)

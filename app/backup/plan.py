@@ -35,6 +35,8 @@ class Item:
 
     def to_json(self) -> dict[str, Any]:
         doc = self.entry.to_json()
+        if self.entry.device:
+            doc["device"] = self.entry.device  # with the inode: what the walk saw (app/sources/confined.py)
         if self.is_piece:
             doc["piece"] = {"offset": self.offset, "length": self.length}
         return doc

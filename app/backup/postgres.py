@@ -35,6 +35,7 @@ from app.catalog import wal as catalog_wal
 from app.catalog.models import WalSegment
 from app.context import Context
 from app.errors import BackupFailedError, SourceError, first_line
+from app.sources.confined import SourceRoot
 from app.sources.files import Entry
 from app.sources.postgres import CONTROL_FILE, Tablespace, system_identifier_of, walk_pgdata
 from app.sources.watch import SizeWatch
@@ -207,7 +208,12 @@ class PostgresHooks:
             found.entries,
             [],
             warnings,
-            read={"missing_ok": True, "attempts": 1, "on_unreadable": "fail"},
+            read={
+                "missing_ok": True,
+                "attempts": 1,
+                "on_unreadable": "fail",
+                "links": [t.prefix for t in found.tablespaces],  # pg_tblspc/<oid>: part of the source
+            },
             has_extra=True,
         )
 
@@ -225,7 +231,7 @@ class PostgresHooks:
         assert self.control is not None
         control = self.control
         read = read_file(
-            str(self.pgdata / CONTROL_FILE), control, repo.new_chunker(), writer, _ignore, attempts=1
+            SourceRoot(str(self.pgdata)), control, repo.new_chunker(), writer, _ignore, attempts=1
         )
         control.chunks = read.chunks
         stop_lsn, label_text, map_text = self._stop(ctx, backup_id)

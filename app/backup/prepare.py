@@ -88,6 +88,7 @@ def prepare_backup(
     parallelism: int = 1,
     watch: SizeWatch | None = None,
     keep_plan: bool = False,
+    allow_shrink: bool = False,
 ) -> PreparedBackup:
     """Plan a backup. Raises LockedError when the source is being backed up already.
 
@@ -96,7 +97,8 @@ def prepare_backup(
     recorded, and chunks already stored are not stored again). `parallelism` is how many processes
     will read the units: units are made small enough to keep them all busy; `watch` counts the bytes
     the walk finds; one that never fires means one process after all. `keep_plan`: the plan is handed
-    to `finalize_backup` in memory (one process) instead of through storage (a cluster)."""
+    to `finalize_backup` in memory (one process) instead of through storage (a cluster). `allow_shrink`:
+    the user confirmed that the source may have shrunk since its last complete backup (app/backup/shrink.py)."""
     if backup_type not in BACKUP_TYPES:
         raise ConfigurationError(
             f"unknown backup type {backup_type!r}",
@@ -182,6 +184,7 @@ def prepare_backup(
             "units": len(units),
             "files_reused": reused,
             "checksum": checksum,
+            "allow_shrink": allow_shrink,
             "extra": walk.has_extra,
             "entries": [e.to_json() for e in walk.entries if e.path not in unit_paths],
             "errors": walk.errors,

@@ -1,13 +1,16 @@
-"""Reading one file into chunks, and noticing when it changes while it is read."""
+"""Reading one file into chunks, opened safely below its source (app/sources/confined.py), and noticing
+when it was replaced since the walk or changes while it is read."""
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from app.backup.writer import ChunkWriter, DeferredStore
 from app.repo.chunker import Chunker
+from app.sources.confined import SWAPPED, Seen, SourceRoot, swapped, swapped_warning
 from app.sources.files import Entry
 
 READ_ATTEMPTS = 3
@@ -26,6 +29,7 @@ class ReadResult:
     bytes_new: int
     warning: str | None = None
     stored: int = 0  # what the stored copy holds (the last attempt's bytes)
+    code: str | None = None  # the warning's code: SWAPPED (app/sources/confined.py) or None
 
 
 def _signature(st: os.stat_result) -> tuple[int, int, int]:
@@ -33,7 +37,7 @@ def _signature(st: os.stat_result) -> tuple[int, int, int]:
 
 
 def read_file(
-    path: str,
+    source: SourceRoot,
     entry: Entry,
     chunker: Chunker,
     writer: ChunkWriter | DeferredStore,
@@ -41,16 +45,23 @@ def read_file(
     *,
     attempts: int = READ_ATTEMPTS,
     piece: tuple[int, int | None] | None = None,
+    seen: Seen | None = None,
 ) -> ReadResult:
-    """Chunk and store the file at `path` (or only its `piece`: offset and length, None = to its end);
-    a file that keeps changing is stored as last read, with a warning (none when `attempts` is 1: the
-    caller expects changes, as PostgreSQL's WAL replay repairs them). OSError (gone, unreadable)
-    propagates for the caller's policy."""
+    """Chunk and store the file at `entry.path` below `source` (or only its `piece`: offset and length,
+    None = to its end); a file that keeps changing is stored as last read, with a warning (none when
+    `attempts` is 1: the caller expects changes, as PostgreSQL's WAL replay repairs them). A file that
+    is another one than the walk saw (`seen`) is read, with a SWAPPED warning. ChangedUnderWalk (gone,
+    not a regular file any more, a symlink on its path) and OSError (unreadable) propagate for the
+    caller's policy."""
     total = new = 0
+    other_file = False
     for _attempt in range(attempts):
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd, before = source.open_file(entry.path)
         with os.fdopen(fd, "rb", buffering=0) as handle:
-            before = os.fstat(fd)
+            if seen is not None and swapped(before, seen):
+                other_file = True
+                entry.mode, entry.uid, entry.gid = stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid
+                entry.inode = before.st_ino
             chunks: list[str] = []
             expected = before.st_size
             streamed = False
@@ -79,6 +90,8 @@ def read_file(
             entry.size = read  # what was stored; the recorded mtime is the older one, so it is re-read
             return ReadResult(chunks, total, new, stored=read)
         if _signature(before) == _signature(after) and read == expected:
+            if other_file:
+                return ReadResult(chunks, total, new, swapped_warning().reason, read, SWAPPED)
             return ReadResult(chunks, total, new, stored=read)
     return ReadResult(
         chunks,
@@ -86,6 +99,7 @@ def read_file(
         new,
         f"changed while being read ({attempts} attempts); the stored copy may mix old and new content",
         stored=read,
+        code=SWAPPED if other_file else None,
     )
 
 

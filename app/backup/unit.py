@@ -29,6 +29,7 @@ from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Job, Source
 from app.context import Context
 from app.errors import BackupFailedError, JobCancelledError
+from app.sources.confined import VANISHED, ChangedUnderWalk, Seen, SourceRoot
 from app.sources.files import Entry
 
 Progress = Callable[[int], None]
@@ -238,6 +239,8 @@ def _run_claimed(
     entries = [Entry.from_json(e) for e in doc["entries"]]
     # a big file's piece (app/backup/plan.py, Item): where it starts, how long, and what was stored
     pieces: list[dict[str, Any] | None] = [e.get("piece") for e in doc["entries"]]
+    # what the walk saw of each file, to notice one replaced since (app/backup/plan.py, Item)
+    seen = [Seen(e.get("device", 0), e.get("inode", 0)) for e in doc["entries"]]
     own_writer = writer is None
     writer = writer or new_writer(ctx, backup_id, doc.get("storage_class"), claim)
     cancel = _CancelWatch(ctx, backup_id)
@@ -250,6 +253,7 @@ def _run_claimed(
     on_unreadable = options.get("on_unreadable", ctx.settings.backup_on_unreadable)
     missing_ok = bool(options.get("missing_ok", False))
     attempts = int(options.get("attempts", READ_ATTEMPTS))
+    source = SourceRoot(root, options.get("links", ()))
 
     def read_batch(batch: range) -> None:
         """Read a batch of files; their in-memory chunks are looked up and stored together."""
@@ -268,18 +272,22 @@ def _run_claimed(
             chunker = local.chunker = repo.new_chunker()
         try:
             outcome = read_file(
-                os.path.join(root, entry.path),
+                source,
                 entry,
                 chunker,
                 sink,
                 progress or _ignore,
                 attempts=attempts,
                 piece=(piece["offset"], piece["length"]) if piece is not None else None,
+                seen=seen[index],
             )
-        except FileNotFoundError:
-            if not missing_ok:
-                raise
-            entry.type = "vanished"  # e.g. a table dropped during a PostgreSQL backup: WAL replay agrees
+        except ChangedUnderWalk as changed:
+            entry.chunks = []
+            entry.type = "vanished"
+            if changed.code == VANISHED and missing_ok:
+                return  # e.g. a table dropped during a PostgreSQL backup: WAL replay agrees
+            with results_lock:  # not stored: named, and the backup is partial (app/backup/finalize.py)
+                warnings.append({"path": entry.path, "warning": changed.reason, "code": changed.code})
             return
         except OSError as exc:
             if on_unreadable == "fail":
@@ -299,7 +307,10 @@ def _run_claimed(
             totals["read"] += outcome.bytes_read
             totals["new"] += outcome.bytes_new
             if outcome.warning:
-                warnings.append({"path": entry.path, "warning": outcome.warning})
+                warning = {"path": entry.path, "warning": outcome.warning}
+                if outcome.code:
+                    warning["code"] = outcome.code
+                warnings.append(warning)
 
     own_pool = pool is None
     executor = pool or ThreadPoolExecutor(ctx.settings.worker_threads, thread_name_prefix="unit-read")

@@ -22,7 +22,7 @@ from app.cli.replication_commands import replication_app
 from app.cli.retention_commands import gc_app, hold_app, retention_app
 from app.cli.verify_commands import verify_command
 from app.cli.wal_commands import wal_app
-from app.errors import ConfigurationError, EquisplitError
+from app.errors import ConfigurationError, EquisplitError, PartialBackupError
 from app.settings import load_settings
 
 app = typer.Typer(
@@ -158,14 +158,26 @@ def backup_run(
             "--checksum", help="Re-read every file, whatever the change rule says (dedup by content)."
         ),
     ] = False,
+    allow_shrink: Annotated[
+        bool,
+        typer.Option(
+            "--allow-shrink",
+            help="Confirm that the source shrank on purpose since its last complete backup "
+            "(by more than BACKUP_SHRINK_WARN_PERCENT, or to nothing): the backup is not partial for it.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Back up a source now (a PostgreSQL source: a base backup of the whole cluster)."""
+    """Back up a source now (a PostgreSQL source: a base backup of the whole cluster). Exit 0 when
+    complete, 16 when partial (each file not stored as found is named, with why)."""
     with _system() as system, progress_bar("backup", not as_json) as progress:
-        result = system.create_backup(source, type_, progress, checksum=checksum or None)
+        result = system.create_backup(
+            source, type_, progress, checksum=checksum or None, allow_shrink=allow_shrink
+        )
         info = system.show_backup(result.id)
     if as_json:
         print_json(info)
+        _exit_if_partial(result)
         return
     console.print(
         f"backup {result.id} of {result.source}: {result.type}, {result.state}; "
@@ -176,6 +188,21 @@ def backup_run(
         err_console.print(f"[yellow]not backed up:[/] {e['path']}: {e['error']}", highlight=False)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w['path']}: {w['warning']}", highlight=False)
+    _exit_if_partial(result)
+
+
+def _exit_if_partial(result: Any) -> None:
+    """A partial backup is recorded and restorable, but not what was asked: say so last, on stderr,
+    and exit with its own code."""
+    if result.state != "partial":
+        return
+    err_console.print(
+        f"[bold yellow]partial:[/] backup {result.id} of {result.source} is partial: "
+        f"{len(result.errors)} error(s), {len(result.warnings)} warning(s) above "
+        f"(`equisplit-dr backup show {result.id}` lists them again)",
+        highlight=False,
+    )
+    raise typer.Exit(PartialBackupError.exit_code)
 
 
 @backup_app.command("list")

@@ -43,6 +43,9 @@ class Entry:
     sparse: bool = False  # a file with fewer blocks allocated than its size needs
     xattrs: dict[str, str] = field(default_factory=dict)
     chunks: list[str] = field(default_factory=list)
+    #: The file system device the walk found it on: not in the manifest; a unit compares it, with the
+    #: inode, against the file it opens (app/sources/confined.py).
+    device: int = 0
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -137,6 +140,7 @@ def entry_from_stat(rel: str, full: str, st: os.stat_result) -> Entry | None:
         rdev=rdev,
         sparse=is_file and st.st_blocks * 512 < st.st_size,
         xattrs=xattrs,
+        device=st.st_dev if is_file else 0,
     )
 
 

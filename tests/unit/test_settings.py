@@ -41,6 +41,8 @@ def test_secondary_regions_map_and_defaults(monkeypatch: pytest.MonkeyPatch, tmp
         ("BACKUP_REPLICATION_LAG_TARGET", "0"),
         ("BACKUP_REPLICATION_CONCURRENCY", "0"),
         ("BACKUP_REPLICATION_INTERVAL", "10"),
+        ("BACKUP_SHRINK_WARN_PERCENT", "150"),
+        ("BACKUP_SHRINK_WARN_PERCENT", "half"),
     ],
 )
 def test_a_malformed_value_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
