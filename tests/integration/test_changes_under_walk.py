@@ -6,6 +6,7 @@ this machine, and as a cluster runs it (prepare, units, finalize as separate ste
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -64,10 +65,8 @@ def fifo_guard() -> Iterator[list[Path]]:
     def release() -> None:
         while not done.wait(60):
             for fifo in fifos:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-                except OSError:
-                    pass
 
     thread = threading.Thread(target=release, daemon=True)
     thread.start()
@@ -91,21 +90,38 @@ def _tree(tmp_path: Path) -> tuple[Path, Path]:
     return src, outside
 
 
-def _change(src: Path, outside: Path, fifos: list[Path]) -> Callable[[], None]:
-    def change() -> None:
-        (src / "gone.txt").unlink()
-        (src / "pipe.txt").unlink()
-        os.mkfifo(src / "pipe.txt")
-        fifos.append(src / "pipe.txt")
-        shutil.rmtree(src / "sub")
-        os.symlink(outside, src / "sub")
-        (src / "swap.tmp").write_bytes(b"the new file\n")
-        os.replace(src / "swap.tmp", src / "swap.txt")
-
-    return change
+def _vanish(src: Path, outside: Path, fifos: list[Path]) -> None:
+    (src / "gone.txt").unlink()
 
 
-def _backup(system: BackupSystem, mode: str, hooks: ChangingWalk, monkeypatch: pytest.MonkeyPatch) -> BackupResult:
+def _fifo(src: Path, outside: Path, fifos: list[Path]) -> None:
+    (src / "pipe.txt").unlink()
+    os.mkfifo(src / "pipe.txt")
+    fifos.append(src / "pipe.txt")
+
+
+def _symlinked_dir(src: Path, outside: Path, fifos: list[Path]) -> None:
+    shutil.rmtree(src / "sub")
+    os.symlink(outside, src / "sub")
+
+
+def _swap(src: Path, outside: Path, fifos: list[Path]) -> None:
+    (src / "swap.tmp").write_bytes(b"the new file\n")
+    os.replace(src / "swap.tmp", src / "swap.txt")
+
+
+#: Each change after the walk, the path it names, the warning's code and a word of its message.
+CHANGES: dict[str, tuple[Callable[[Path, Path, list[Path]], None], str, str, str]] = {
+    "vanished": (_vanish, "gone.txt", "vanished", "vanished"),
+    "fifo": (_fifo, "pipe.txt", "replaced", "FIFO"),
+    "symlinked-dir": (_symlinked_dir, "sub/secret.txt", "replaced", "symbolic link"),
+    "swapped": (_swap, "swap.txt", "swapped", "another file"),
+}
+
+
+def _backup(
+    system: BackupSystem, mode: str, hooks: ChangingWalk, monkeypatch: pytest.MonkeyPatch
+) -> BackupResult:
     if mode != "cluster":
         monkeypatch.setattr(engine, "hooks_for", lambda source: hooks)
         return system.create_full_backup("docs")
@@ -116,32 +132,30 @@ def _backup(system: BackupSystem, mode: str, hooks: ChangingWalk, monkeypatch: p
     return finalize_backup(ctx, prepared.backup_id)
 
 
+@pytest.mark.parametrize("change", list(CHANGES))
 @pytest.mark.parametrize("mode", list(MODES))
-def test_files_changed_after_the_walk_are_named_and_the_backup_is_partial(
+def test_a_file_changed_after_the_walk_is_named_and_the_backup_is_partial(
     make_system: Factory,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     fifo_guard: list[Path],
     mode: str,
+    change: str,
 ) -> None:
     src, outside = _tree(tmp_path)
     system = make_system(**MODES[mode])
     system.add_source("docs", src)
-    hooks = ChangingWalk(hooks_for(load_source(system.context, "docs")), _change(src, outside, fifo_guard))
+    alter, path, code, word = CHANGES[change]
+    hooks = ChangingWalk(
+        hooks_for(load_source(system.context, "docs")), lambda: alter(src, outside, fifo_guard)
+    )
     result = _backup(system, mode, hooks, monkeypatch)
 
     assert result.state == "partial"
-    codes = {w["path"]: w.get("code") for w in result.warnings}
-    assert codes == {
-        "gone.txt": "vanished",
-        "pipe.txt": "replaced",
-        "sub/secret.txt": "replaced",
-        "swap.txt": "swapped",
-    }
-    assert "symbolic link" in next(w["warning"] for w in result.warnings if w["path"] == "sub/secret.txt")
-    assert "FIFO" in next(w["warning"] for w in result.warnings if w["path"] == "pipe.txt")
+    assert [(w["path"], w.get("code")) for w in result.warnings] == [(path, code)]
+    assert word in result.warnings[0]["warning"]
     shown = system.show_backup(result.id)
-    assert shown["state"] == "partial" and len(shown["warnings"]) == 4
+    assert shown["state"] == "partial" and shown["warnings"] == result.warnings
     if mode == "processes":
         assert len(shown["units"]) >= 2
         assert os.getpid() not in {int(str(u["worker"]).rsplit(":", 1)[1]) for u in shown["units"]}
@@ -149,8 +163,11 @@ def test_files_changed_after_the_walk_are_named_and_the_backup_is_partial(
     out = tmp_path / "out"
     system.restore(result.id, out)
     assert (out / "keep.txt").read_bytes() == b"kept as it was\n"
-    assert (out / "swap.txt").read_bytes() == b"the new file\n"  # the file found there, read safely
-    assert not (out / "gone.txt").exists() and not (out / "pipe.txt").exists()
-    assert not (out / "sub" / "secret.txt").exists()  # nothing from outside the source
-    for path in out.rglob("*"):
-        assert not path.is_file() or SECRET not in path.read_bytes()
+    for i in range(3):
+        assert (out / f"big{i}.bin").read_bytes() == (src / f"big{i}.bin").read_bytes()
+    if change == "swapped":
+        assert (out / "swap.txt").read_bytes() == b"the new file\n"  # the file found there, read safely
+    else:
+        assert not (out / path).exists()
+    for found in out.rglob("*"):  # nothing from outside the source
+        assert not found.is_file() or SECRET not in found.read_bytes()
