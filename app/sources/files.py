@@ -4,6 +4,7 @@ files, directories, symlinks, hard links (one file, the other names linking to i
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -164,7 +165,9 @@ class HardLinks:
 
 def walk_tree(root: Path, watch: SizeWatch | None = None) -> Walk:
     """Every entry under `root` in a stable order; unreadable paths are collected, not fatal. `watch`
-    is told the size of each file found."""
+    is told the size of each file found. Directories are opened one level at a time from the root's
+    descriptor without following a link, so a directory swapped for a symlink during the walk is an
+    error naming it, never a walk outside the source."""
     if not root.exists():
         raise SourceError(f"source path {root} does not exist", hint="fix the source's path or re-create it")
     if not root.is_dir():
@@ -176,27 +179,36 @@ def walk_tree(root: Path, watch: SizeWatch | None = None) -> Walk:
     walk = Walk([], [], [])
     try:
         root_entry = entry_from_stat(ROOT_PATH, str(root), os.stat(root))
+        root_fd = os.open(root, _OPEN_DIR)
     except OSError as exc:
         raise SourceError(f"source path {root} cannot be read: {exc.strerror}") from exc
     assert root_entry is not None and root_entry.type == "dir"
     walk.entries.append(root_entry)
     links = HardLinks()
-    for rel, full, st in _scan(str(root), "", walk):
-        entry = entry_from_stat(rel, full, st)
-        if entry is None:
-            walk.skipped.append({"path": rel, "reason": SOCKET_SKIPPED})
-        else:
-            entry = links.link(entry, st)
-            walk.entries.append(entry)
-            if watch is not None:
-                watch.add(entry)
+    try:
+        for rel, full, st in _scan(root_fd, str(root), "", walk):
+            entry = entry_from_stat(rel, full, st)
+            if entry is None:
+                walk.skipped.append({"path": rel, "reason": SOCKET_SKIPPED})
+            else:
+                entry = links.link(entry, st)
+                walk.entries.append(entry)
+                if watch is not None:
+                    watch.add(entry)
+    finally:
+        os.close(root_fd)
     return walk
 
 
-def _scan(root: str, rel_dir: str, walk: Walk) -> Iterator[tuple[str, str, os.stat_result]]:
-    full_dir = os.path.join(root, rel_dir) if rel_dir else root
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+#: A directory's entries, named through its open descriptor: readlink and xattrs of `/proc/self/fd/N/name`
+#: cannot follow a directory swapped for a symlink meanwhile.
+_FD_PATHS = os.path.isdir("/proc/self/fd")
+
+
+def _scan(dir_fd: int, root: str, rel_dir: str, walk: Walk) -> Iterator[tuple[str, str, os.stat_result]]:
     try:
-        with os.scandir(full_dir) as it:
+        with os.scandir(dir_fd) as it:
             items = sorted(it, key=lambda e: e.name)
     except OSError as exc:
         walk.errors.append({"path": rel_dir or ".", "error": exc.strerror or exc.__class__.__name__})
@@ -208,6 +220,35 @@ def _scan(root: str, rel_dir: str, walk: Walk) -> Iterator[tuple[str, str, os.st
         except OSError as exc:
             walk.errors.append({"path": rel, "error": exc.strerror or exc.__class__.__name__})
             continue
-        yield rel, item.path, st
+        full = f"/proc/self/fd/{dir_fd}/{item.name}" if _FD_PATHS else os.path.join(root, rel)
+        yield rel, full, st
         if stat.S_ISDIR(st.st_mode):
-            yield from _scan(root, rel, walk)
+            child = _open_subdir(dir_fd, item.name, rel, st, walk)
+            if child is not None:
+                try:
+                    yield from _scan(child, root, rel, walk)
+                finally:
+                    os.close(child)
+
+
+def _open_subdir(dir_fd: int, name: str, rel: str, seen: os.stat_result, walk: Walk) -> int | None:
+    """The directory the walk just listed, opened without following a link; None (and an error naming
+    it) if it is unreadable, gone, or another directory or a link now."""
+    try:
+        fd = os.open(name, _OPEN_DIR | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            walk.errors.append(
+                {"path": rel, "error": "replaced during the walk (not a directory now); not followed"}
+            )
+        else:
+            walk.errors.append({"path": rel, "error": exc.strerror or exc.__class__.__name__})
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (seen.st_dev, seen.st_ino):
+        os.close(fd)
+        walk.errors.append(
+            {"path": rel, "error": "replaced by another directory during the walk; not followed"}
+        )
+        return None
+    return fd
