@@ -141,7 +141,8 @@ def test_unreadable_file_is_named_and_the_backup_is_partial(cli_env: dict[str, s
         setpriv = shutil.which("setpriv")
         assert setpriv, "setpriv (util-linux) is needed to test unreadable files as root"
         prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
-    proc = run(cli_env, "backup", "run", "-s", "docs", "-t", "full", "--json", prefix=prefix)
+    proc = run(cli_env, "backup", "run", "-s", "docs", "-t", "full", "--json", prefix=prefix, ok=False)
+    assert proc.returncode == 16, proc.stderr  # partial: not 0, which is for complete only
     result = json.loads(proc.stdout)
     assert result["state"] == "partial"
     assert [e["path"] for e in result["errors"]] == ["docs/locked.txt"]
