@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,16 @@ def test_backup_and_restore_tasks_return_ids(tmp_path: Path, monkeypatch: pytest
         out = tmp_path / "home" / "restores" / "out"  # the default BACKUP_RESTORE_ROOTS
         restored = restore_backup.apply(args=(result["backup_id"], str(out))).get()
         assert restored["files"] == 6
+        assert_same_tree(src, out)
+        assert (out / "key-link").stat().st_ino == (out / "docs" / "private.key").stat().st_ino
+        shutil.rmtree(src)  # the share is gone: an empty tree is partial unless confirmed
+        src.mkdir()
+        shrunk = run_backup.apply(args=("docs", "incremental")).get()
+        assert (shrunk["state"], shrunk["warnings"]) == ("partial", 1)
+        confirmed = run_backup.apply(args=("docs", "incremental"), kwargs={"allow_shrink": True}).get()
+        assert confirmed["state"] == "complete"
     finally:
         app.conf.task_always_eager = False
-    assert_same_tree(src, out)
-    assert (out / "key-link").stat().st_ino == (out / "docs" / "private.key").stat().st_ino
 
 
 def test_a_postgres_backup_runs_whole_in_the_planning_task(
