@@ -177,23 +177,23 @@ def backup_run(
         info = system.show_backup(result.id)
     if as_json:
         print_json(info)
-        _exit_if_partial(result)
+        _report_problems(result)
         return
     console.print(
         f"backup {result.id} of {result.source}: {result.type}, {result.state}; "
         f"{result.stats['files']} files, read {human(result.stats['bytes_read'])}, "
         f"new {human(result.stats['bytes_new'])}, stored {human(result.stats['bytes_stored'])}"
     )
+    _report_problems(result)
+
+
+def _report_problems(result: Any) -> None:
+    """Name every file not backed up and every warning on stderr (JSON or not). A partial backup is
+    recorded and restorable, but not what was asked: say so last, and exit with its own code."""
     for e in result.errors:
         err_console.print(f"[yellow]not backed up:[/] {e['path']}: {e['error']}", highlight=False)
     for w in result.warnings:
         err_console.print(f"[yellow]warning:[/] {w['path']}: {w['warning']}", highlight=False)
-    _exit_if_partial(result)
-
-
-def _exit_if_partial(result: Any) -> None:
-    """A partial backup is recorded and restorable, but not what was asked: say so last, on stderr,
-    and exit with its own code."""
     if result.state != "partial":
         return
     err_console.print(

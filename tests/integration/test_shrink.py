@@ -4,6 +4,7 @@ warning and a `partial` backup unless the user confirms the shrink (app/backup/s
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -82,6 +83,8 @@ def test_backup_run_exits_16_for_a_partial_backup_and_names_why(tmp_path: Path) 
     assert "partial:" in partial.stderr
     as_json = cli("backup", "run", "-s", "docs", "--json")
     assert as_json.returncode == 16
+    assert json.loads(as_json.stdout)["state"] == "partial"  # stdout stays JSON; the warning is on stderr
+    assert "shrank" in as_json.stderr
     confirmed = cli("backup", "run", "-s", "docs", "--allow-shrink")
     assert confirmed.returncode == 0, confirmed.stderr
     assert "complete" in confirmed.stdout
