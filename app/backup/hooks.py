@@ -28,7 +28,8 @@ class SourceWalk:
     errors: list[dict[str, str]] = field(default_factory=list)
     warnings: list[dict[str, str]] = field(default_factory=list)
     #: For the units: `missing_ok` (a file gone meanwhile is dropped silently), `attempts` (re-reads of a
-    #: file that changed while read), `on_unreadable` (`skip` or `fail`; default the setting).
+    #: file that changed while read), `on_unreadable` (`skip` or `fail`; default the setting), `links`
+    #: (symlinks on a path that belong to the source and are followed, app/sources/confined.py).
     read: dict[str, Any] = field(default_factory=dict)
     #: Whether `finish` writes the extra object (`<id>.extra`) that finalize merges into the manifest.
     has_extra: bool = False
