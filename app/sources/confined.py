@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -57,14 +58,27 @@ def _kind(mode: int) -> str:
     return "a special file"
 
 
+#: Directories a SourceRoot keeps open (a unit's files sit in few of them): opening every component of
+#: every path again cost about as much as reading a small file. Past this many, opened per file.
+OPEN_DIRS = 256
+
+
 class SourceRoot:
-    """The root of a source, to open files below it by their manifest path (`a/b/c`)."""
+    """The root of a source, to open files below it by their manifest path (`a/b/c`). Thread-safe.
+    Directories, once opened safely, stay open (up to OPEN_DIRS) until the SourceRoot is dropped: a
+    directory swapped for a link later is not followed, as the kept descriptor is the one checked."""
 
     def __init__(self, root: str, links: Collection[str] = ()) -> None:
         self.root = root
         #: Relative paths of symlinks that belong to the source and may be followed (PostgreSQL's
         #: `pg_tblspc/<oid>`); no other symlink on a path is.
         self.links = frozenset(links)
+        self._dirs: dict[str, int] = {}  # "" is the root
+        self._lock = threading.Lock()
+
+    def __del__(self) -> None:  # no thread can use a descriptor once the SourceRoot is unreachable
+        for fd in getattr(self, "_dirs", {}).values():
+            os.close(fd)
 
     def open_file(self, rel: str) -> tuple[int, os.stat_result]:
         """An open descriptor of the regular file at `rel`, and its fstat. ChangedUnderWalk (VANISHED or
@@ -73,22 +87,51 @@ class SourceRoot:
         parts = rel.split("/")
         if any(part in ("", ".", "..") for part in parts):
             raise ValueError(f"not a path inside the source: {rel!r}")
+        parent, owned = self._directory(parts[:-1])
         try:
-            parent = os.open(self.root, _OPEN_DIR)
-        except FileNotFoundError:
-            raise ChangedUnderWalk(
-                VANISHED, "vanished after the walk (the source's directory is gone)"
-            ) from None
-        try:
-            walked: list[str] = []
-            for part in parts[:-1]:
-                walked.append(part)
-                child = self._open_dir(parent, part, "/".join(walked))
-                os.close(parent)
-                parent = child
             return _open_leaf(parent, parts[-1])
         finally:
-            os.close(parent)
+            if owned:
+                os.close(parent)
+
+    def _directory(self, parts: list[str]) -> tuple[int, bool]:
+        """A descriptor of the directory `parts` below the root, and whether the caller must close it."""
+        with self._lock:
+            depth = len(parts)
+            while depth >= 0 and "/".join(parts[:depth]) not in self._dirs:
+                depth -= 1
+            if depth >= 0:
+                current, owned = self._dirs["/".join(parts[:depth])], False
+        if depth < 0:
+            try:
+                opened = os.open(self.root, _OPEN_DIR)
+            except FileNotFoundError:
+                raise ChangedUnderWalk(
+                    VANISHED, "vanished after the walk (the source's directory is gone)"
+                ) from None
+            current, owned = self._keep("", opened)
+            depth = 0
+        for index in range(depth, len(parts)):
+            rel = "/".join(parts[: index + 1])
+            try:
+                child = self._open_dir(current, parts[index], rel)
+            finally:
+                if owned:
+                    os.close(current)
+            current, owned = self._keep(rel, child)
+        return current, owned
+
+    def _keep(self, rel: str, fd: int) -> tuple[int, bool]:
+        """Keep `fd` as directory `rel` if there is room; the descriptor to use, and whether to close it."""
+        with self._lock:
+            kept = self._dirs.get(rel)
+            if kept is None and len(self._dirs) < OPEN_DIRS:
+                self._dirs[rel] = fd
+                return fd, False
+        if kept is not None:  # another thread opened it meanwhile
+            os.close(fd)
+            return kept, False
+        return fd, True
 
     def _open_dir(self, parent: int, name: str, rel: str) -> int:
         flags = _OPEN_DIR if rel in self.links else _OPEN_DIR | os.O_NOFOLLOW
