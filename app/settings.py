@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     #: Garbage collection (docs/GC.md): a pack whose chunks left the index waits this long (and for every
     #: backup running then to finish) before it is deleted.
     backup_gc_grace_hours: float = Field(default=24, ge=0)
+    #: A pack whose live blobs fill less than this share of it is repacked (its live blobs copied into a
+    #: new pack, the old one then deleted like any candidate); 0 turns repacking off.
+    backup_gc_repack_below: float = Field(default=0.5, ge=0, lt=1)
 
     dr_testing_enabled: bool = True
     #: Restore drills (docs/DRILLS.md): how often beat runs one per source, and the RTO they must meet.

@@ -137,7 +137,8 @@ def gc_run(
 ) -> None:
     """Delete packs that no manifest in storage needs, safely beside running backups: a pack is first
     marked (its chunks leave the index), then deleted by a later run once the grace period has passed and
-    every backup running at marking has finished (docs/GC.md). A dry run without --confirm."""
+    every backup running at marking has finished (docs/GC.md). A mostly-empty pack (BACKUP_GC_REPACK_BELOW)
+    has its live chunks copied into a new pack, then goes the same way. A dry run without --confirm."""
     from app.gc.run import collect_garbage
 
     try:
@@ -155,5 +156,13 @@ def gc_run(
         f"{len(report.returned)} returned to the index, {report.waiting} waiting",
         highlight=False,
     )
+    repacked = report.repack
+    if repacked is not None and repacked.packs:
+        into = f" into {len(repacked.written)} ({human(repacked.written_bytes)})" if repacked.written else ""
+        console.print(
+            f"{verb} repack {len(repacked.packs)} mostly-empty pack(s) ({human(repacked.bytes)}, "
+            f"{human(repacked.live_bytes)} live){into}",
+            highlight=False,
+        )
     for problem in report.problems:
         err_console.print(f"  problem: {problem}", highlight=False)

@@ -3,10 +3,12 @@ region's replication rows first, then the objects (docs/GC.md, docs/REPLICATION.
 
 from __future__ import annotations
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from app.catalog.db import transaction
 from app.catalog.models import ReplicaObject
+from app.catalog.replicas import COPIED
 from app.context import Context
 from app.errors import EquisplitError
 from app.replication.regions import configured_regions, is_enabled
@@ -30,3 +32,26 @@ def delete_everywhere(ctx: Context, kind: str, name: str) -> list[str]:
         finally:
             storage.close()
     return problems
+
+
+def not_yet_copied(ctx: Context, session: Session, holder: str, pack_ids: set[str]) -> list[str]:
+    """The regions (replication on) that hold a copy of pack `holder` but not yet of every pack of
+    `pack_ids`, where the chunk index now puts `holder`'s live chunks: `holder` stays until they are
+    copied, so the backups a region holds never lack a chunk. A region without `holder` never needed it."""
+    if not is_enabled(ctx.settings):
+        return []
+    wanted = sorted(pack_ids)
+    behind = []
+    for region in configured_regions(ctx.settings):
+        rows = dict(
+            session.execute(
+                select(ReplicaObject.name, ReplicaObject.state).where(
+                    ReplicaObject.region == region.name,
+                    ReplicaObject.kind == "packs",
+                    ReplicaObject.name.in_([holder, *wanted]),
+                )
+            ).all()
+        )
+        if rows.get(holder) == COPIED and any(rows.get(p) != COPIED for p in wanted):
+            behind.append(region.name)
+    return behind

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import column, delete, exists, select, table, update
@@ -17,7 +17,8 @@ from app.catalog.models import Backup, Chunk, GcCandidate, Pack
 from app.context import Context
 from app.errors import EquisplitError, ObjectNotFoundError
 from app.gc.live import LIVE_CHUNKS, ROOT_PACKS, create_tables, gather
-from app.gc.regions import delete_everywhere
+from app.gc.regions import delete_everywhere, not_yet_copied
+from app.gc.repack import RepackReport, repack
 from app.repo.format import Kind
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ class GcReport:
     deleted_bytes: int = 0
     returned: list[str] = field(default_factory=list)  # candidates a manifest written since needs
     waiting: int = 0
+    #: candidates whose live chunks' new packs some region has no copy of yet
+    held_for_regions: list[str] = field(default_factory=list)
+    repack: RepackReport | None = None
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -49,6 +53,8 @@ class GcReport:
             "deleted_bytes": self.deleted_bytes,
             "returned_to_index": self.returned,
             "waiting": self.waiting,
+            "held_for_regions": self.held_for_regions,
+            "repack": self.repack.to_json() if self.repack else None,
             "problems": self.problems,
         }
 
@@ -62,7 +68,10 @@ def collect_garbage(ctx: Context, *, confirm: bool, actor: str | None = None) ->
         report.manifests = gather(ctx, conn).manifests
         session.commit()
         _sweep(ctx, session, report, running_before, grace, actor)
-        _mark(ctx, session, report, grace, actor)
+        cutoff = _cutoff(session, grace)
+        _mark(ctx, session, report, cutoff, actor)
+        report.repack, problems = repack(ctx, session, cutoff, dry_run=report.dry_run, actor=actor)
+        report.problems.extend(problems)
     return report
 
 
@@ -74,6 +83,7 @@ def _sweep(
     ctx: Context, session: Session, report: GcReport, running: set[str], grace: timedelta, actor: str | None
 ) -> None:
     now = clock.now()
+    present: dict[str, bool] = {}
     for cand in list(session.scalars(select(GcCandidate).order_by(GcCandidate.marked_at))):
         blockers = set(cand.running.get("backups", [])) & running
         if clock.as_utc(cand.marked_at) > now - grace or blockers:
@@ -87,10 +97,22 @@ def _sweep(
             report.problems.append(f"pack {cand.pack_id} kept: its index cannot be read ({exc.message})")
             report.waiting += 1
             continue
-        ids = [e.chunk_id for e in entries]
-        needed = _live_among(session, ids) or session.scalar(
-            select(exists().where(_roots.c.pack_id == cand.pack_id))
-        )
+        # A live chunk of its index is needed from it unless the chunk index holds it in another pack
+        # storage has (a repacked pack's live chunks were copied; a chunk may be stored twice).
+        live_ids = _live_among(session, [e.chunk_id for e in entries])
+        homeless, elsewhere = _held_elsewhere(session, cand.pack_id, live_ids)
+        gone = sorted(p for p in elsewhere if not _present(ctx, p, present))
+        if gone:
+            report.problems.append(
+                f"pack {cand.pack_id} kept: pack(s) {gone} said to hold its live chunks are missing from storage"
+            )
+            report.waiting += 1
+            continue
+        needed = homeless or session.scalar(select(exists().where(_roots.c.pack_id == cand.pack_id)))
+        if not needed and elsewhere and not_yet_copied(ctx, session, cand.pack_id, elsewhere):
+            report.held_for_regions.append(cand.pack_id)  # a region's backups still read them from it
+            report.waiting += 1
+            continue
         if needed:
             report.returned.append(cand.pack_id)
             if report.dry_run:
@@ -115,38 +137,61 @@ def _sweep(
             session.execute(delete(Chunk).where(Chunk.pack_id == cand.pack_id))
             session.execute(delete(Pack).where(Pack.id == cand.pack_id))
             session.execute(delete(GcCandidate).where(GcCandidate.pack_id == cand.pack_id))
+            why = (
+                f"its live chunks were copied to {sorted(elsewhere)} (repacked)"
+                if elsewhere
+                else f"no kept backup needs it ({cand.reason})"
+            )
             audit.append(
                 session,
                 "pack.deleted",
                 cand.pack_id,
-                {
-                    "reason": f"no kept backup needs it ({cand.reason}); marked {clock.iso(cand.marked_at)}",
-                    "bytes": cand.size,
-                },
+                {"reason": f"{why}; marked {clock.iso(cand.marked_at)}", "bytes": cand.size},
                 actor,
             )
             session.commit()
         report.problems.extend(delete_everywhere(ctx, Kind.PACKS, cand.pack_id))
 
 
-def _live_among(session: Session, ids: list[str]) -> bool:
+def _live_among(session: Session, ids: list[str]) -> list[str]:
+    """The ids of `ids` that are live."""
+    found: list[str] = []
     for start in range(0, len(ids), _BATCH):
         batch = ids[start : start + _BATCH]
-        if session.scalar(select(exists().where(_live.c.chunk_id.in_(batch)))):
-            return True
-    return False
+        found.extend(session.scalars(select(_live.c.chunk_id).where(_live.c.chunk_id.in_(batch))))
+    return found
 
 
-def _mark(ctx: Context, session: Session, report: GcReport, grace: timedelta, actor: str | None) -> None:
-    """Packs none of whose indexed chunks is live, older than the grace period and than every running
-    backup, named by no manifest root and not already waiting."""
-    now = clock.now()
-    cutoff = now - grace
+def _held_elsewhere(session: Session, pack_id: str, live_ids: list[str]) -> tuple[list[str], set[str]]:
+    """The live ids the chunk index places in no other pack than `pack_id`, and the other packs it
+    places the rest in."""
+    where = chunks.locate(session, live_ids)
+    homeless = [c for c in live_ids if c not in where or where[c].pack_id == pack_id]
+    return homeless, {loc.pack_id for loc in where.values() if loc.pack_id != pack_id}
+
+
+def _present(ctx: Context, pack_id: str, cache: dict[str, bool]) -> bool:
+    if pack_id not in cache:
+        cache[pack_id] = ctx.storage.stat(Kind.PACKS, pack_id) is not None
+    return cache[pack_id]
+
+
+def _cutoff(session: Session, grace: timedelta) -> datetime:
+    """Packs created before this may be marked or repacked: older than the grace period and than
+    every running backup."""
+    cutoff = clock.now() - grace
     oldest_running = session.scalar(
         select(Backup.started_at).where(Backup.state == "running").order_by(Backup.started_at).limit(1)
     )
     if oldest_running is not None:
         cutoff = min(cutoff, clock.as_utc(oldest_running))
+    return cutoff
+
+
+def _mark(ctx: Context, session: Session, report: GcReport, cutoff: datetime, actor: str | None) -> None:
+    """Packs none of whose indexed chunks is live, older than `cutoff`, named by no manifest root and
+    not already waiting."""
+    now = clock.now()
     live_in_pack = (
         select(Chunk.id).join(_live, _live.c.chunk_id == Chunk.id).where(Chunk.pack_id == Pack.id).exists()
     )

@@ -110,6 +110,8 @@ def test_a_backup_running_at_marking_holds_the_packs_and_brings_them_back(
     system.add_source("docs", src)
     first = system.create_full_backup("docs").id
     a_packs = packs_in_storage(system)
+    root = system.context.repository.read_manifest_with_root(first)[0]
+    a_root_packs = {c[1] for c in root["entries"]["chunks"]}  # the pack of its manifest's own chunks
     write_tree(tmp_path / "other", seed=2)
     system.add_source("other", tmp_path / "other")
     system.create_full_backup("other")
@@ -140,9 +142,11 @@ def test_a_backup_running_at_marking_holds_the_packs_and_brings_them_back(
     with system.context.sessions() as session:
         [cand] = [c for c in session.scalars(select(GcCandidate))][:1]
         assert cand.running["backups"], "the running backup must be recorded as a blocker"
-    # ...but the running backup had them already and used them: the sweep gives them back
+    # ...but the running backup had them already and used them: the sweep gives the data pack back.
+    # Its manifest's own chunks, looked up at finalize, were stored again (no longer in the index), so
+    # the old copy is not needed and goes.
     later = collect_garbage(system.context, confirm=True, actor="test")
-    assert later.deleted == [] and set(later.returned) == a_packs
+    assert set(later.returned) == a_packs - a_root_packs and set(later.deleted) == a_root_packs, str(later.to_json())
     out = tmp_path / "out"
     system.restore(again[0], out)
     assert fingerprint(out) == fingerprint(src)
