@@ -31,6 +31,9 @@ class Candidate:
         None  # a PostgreSQL base backup's end (its first recoverable point)
     )
     damaged: bool = False
+    #: Partial (a file could not be read, or the source shrank without confirmation): kept by time
+    #: windows and holds, but never fills a GFS or minimum rule, so partial runs cannot push out whole ones.
+    partial: bool = False
     hold: str | None = None  # the reason of the legal hold on it (or on its source), if any
 
 
@@ -70,7 +73,7 @@ def _keep_series(
             reasons[c.id].append(f"within {_span(policy.within)} of the newest backup")
         if c.type == "archive" and c.started_at > _years_before(anchor, policy.archive_years):
             reasons[c.id].append(f"archive, kept {policy.archive_years} years")
-    whole = [c for c in present if not c.damaged]  # a damaged backup never satisfies a rule
+    whole = [c for c in present if not c.damaged and not c.partial]  # only whole backups satisfy a rule
     for c in whole[: policy.minimum]:
         reasons[c.id].append(f"minimum: one of the {policy.minimum} newest")
     for rule, period_of in _PERIODS.items():

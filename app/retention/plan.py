@@ -108,6 +108,7 @@ def plan_retention(ctx: Context, *, source: str | None = None, now: datetime | N
                 started_at=clock.as_utc(b.started_at),
                 postgres_stopped_at=clock.as_utc(b.pg_stopped_at) if b.pg_stopped_at else None,
                 damaged=b.damaged_at is not None,
+                partial=b.state == "partial",
                 hold=held_backups.get(b.id) or held_sources.get(s.id),
             )
             for b, s in rows

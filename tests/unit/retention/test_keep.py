@@ -124,3 +124,23 @@ def test_the_pitr_window_keeps_every_base_inside_and_the_one_before() -> None:
     # base a recovery to its first moment starts from, pg60 is needed by nothing
     assert kept(reasons) == {"pg1", "pg10", "pg29", "pg31", "pg40"}
     assert any("window's start" in r for r in reasons["pg40"])
+
+
+def test_a_run_of_partial_backups_cannot_push_out_whole_ones() -> None:
+    """An unmounted disk backed up as partial, day after day: the whole backups before stay kept."""
+    partial = [
+        Candidate(f"empty{d}", "docs", "full", NOW - timedelta(days=d), partial=True) for d in range(10)
+    ]
+    whole = [Candidate(f"whole{d}", "docs", "full", NOW - timedelta(days=d)) for d in range(10, 14)]
+    policy = RetentionPolicy(
+        daily=3,
+        weekly=0,
+        monthly=0,
+        yearly=0,
+        minimum=2,
+        within=timedelta(hours=12),
+        pitr_window=timedelta(0),
+    )
+    reasons = keep_reasons(partial + whole, policy, NOW)
+    assert {"whole10", "whole11", "whole12"} <= kept(reasons)
+    assert kept(reasons) - {"whole10", "whole11", "whole12"} == {"empty0"}  # within 12 h of the newest
