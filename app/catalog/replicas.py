@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, func, literal, select, update
+from sqlalchemy import BigInteger, func, literal, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,8 @@ WAITING = (PENDING, FAILED, DAMAGED)
 #: Discovery re-reads this much before its mark: a row whose transaction committed late is not missed.
 DISCOVERY_OVERLAP = timedelta(hours=24)
 _BATCH = 1000
+#: Rows discovery reads per query.
+PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -72,47 +74,54 @@ def _absent(region: str, kind: str, name: Any) -> Any:
     )
 
 
-def _queries(session: Session, region: str) -> list[tuple[str, Any]]:
-    """Per kind, the query of objects new since the region's mark that it has no row for, oldest first:
-    rows of (name, size, time)."""
+def _queries(session: Session, region: str) -> list[tuple[str, Any, tuple[Any, ...]]]:
+    """Per kind, the query of objects new since the region's mark that it has no row for, and the
+    columns that order it oldest first (time, then a unique key): rows of (name, size, time, *order)."""
     since = _since(session, region)
-    packs = select(Pack.id, Pack.size, Pack.created_at).where(_absent(region, "packs", Pack.id))
+    pack_order = (Pack.created_at, Pack.id)
+    packs = select(Pack.id, Pack.size, Pack.created_at, *pack_order).where(_absent(region, "packs", Pack.id))
     if since is not None:
         packs = packs.where(Pack.created_at >= since)
     wal_name = Source.name + "-" + WalSegment.name
+    wal_order = (WalSegment.archived_at, WalSegment.source_id, WalSegment.name)
     wal = (
-        select(wal_name, WalSegment.stored_size, WalSegment.archived_at)
+        select(wal_name, WalSegment.stored_size, WalSegment.archived_at, *wal_order)
         .join(Source, Source.id == WalSegment.source_id)
         .where(_absent(region, "wal", wal_name))
     )
     if since is not None:
         wal = wal.where(WalSegment.archived_at >= since)
-    manifests = select(Backup.id, literal(None, BigInteger), Backup.finished_at).where(
+    manifest_order = (Backup.finished_at, Backup.id)
+    manifests = select(Backup.id, literal(None, BigInteger), Backup.finished_at, *manifest_order).where(
         Backup.state.in_(USABLE_STATES),
         Backup.finished_at.is_not(None),
         _absent(region, "manifests", Backup.id),
     )
     if since is not None:
         manifests = manifests.where(Backup.finished_at >= since)
-    return [
-        ("packs", packs.order_by(Pack.created_at)),
-        ("wal", wal.order_by(WalSegment.archived_at)),
-        ("manifests", manifests.order_by(Backup.finished_at)),
-    ]
+    return [("packs", packs, pack_order), ("wal", wal, wal_order), ("manifests", manifests, manifest_order)]
 
 
 def candidates(session: Session, region: str) -> Iterator[Candidate]:
-    """Packs, WAL files and manifests new since the region's discovery mark that it has no row for."""
-    for kind, query in _queries(session, region):
-        for name, size, at in session.execute(query):
-            yield Candidate(kind, name, size, clock.as_utc(at))
+    """Packs, WAL files and manifests new since the region's discovery mark that it has no row for, read
+    a page at a time (keyset on time and key), so memory stays bounded however many there are."""
+    for kind, query, order in _queries(session, region):
+        last: tuple[Any, ...] | None = None
+        while True:
+            page = query if last is None else query.where(tuple_(*order) > tuple_(*last))
+            rows = session.execute(page.order_by(*order).limit(PAGE)).all()
+            for row in rows:
+                yield Candidate(kind, row[0], row[1], clock.as_utc(row[2]))
+            if len(rows) < PAGE:
+                break
+            last = tuple(rows[-1][3:])
 
 
 def oldest_undiscovered(session: Session, region: str) -> datetime | None:
     """The time of the oldest object discovery has not recorded yet (one row per kind is read)."""
     times = []
-    for _, query in _queries(session, region):
-        first = session.execute(query.limit(1)).first()
+    for _, query, order in _queries(session, region):
+        first = session.execute(query.order_by(*order).limit(1)).first()
         if first is not None:
             times.append(clock.as_utc(first[2]))
     return min(times) if times else None
@@ -128,7 +137,7 @@ def add_pending(session: Session, region: str, items: Iterable[Candidate]) -> in
         nonlocal added
         if batch:
             stmt = dialect.insert(ReplicaObject).values(batch).on_conflict_do_nothing()
-            added += session.execute(stmt).rowcount or 0  # type: ignore[attr-defined]
+            added += len(session.execute(stmt.returning(ReplicaObject.name)).all())
             batch.clear()
 
     for item in items:
