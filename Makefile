@@ -23,8 +23,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m workers.demo
 
+# Two pytest processes (pytest-xdist): most tests wait on subprocesses, servers and disks, so two keep
+# both cores busy; TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: lint test-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Installs the missing ones as root with apt-get; otherwise names them and the command, and stops.
 test-deps:
