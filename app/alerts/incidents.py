@@ -21,7 +21,7 @@ from app.catalog import locks
 from app.catalog.db import transaction
 from app.catalog.models import Incident
 from app.context import Context
-from app.errors import EquisplitError, first_line
+from app.errors import EquisplitError, LockedError, first_line
 from app.monitoring.health import HealthIssue, HealthStatus, get_health_status
 
 log = logging.getLogger("equisplit.alerts")
@@ -39,6 +39,8 @@ class AlertReport:
     resolved: list[str] = field(default_factory=list)
     open: list[str] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
+    #: Why nothing was evaluated (another evaluation held the lease), else None.
+    skipped: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return vars(self).copy()
@@ -153,13 +155,19 @@ def deliver(ctx: Context, channels: dict[str, Channel], now: datetime, report: A
 
 def evaluate_alerts(ctx: Context, health: HealthStatus | None = None) -> AlertReport:
     """Check health (unless given), reconcile the incidents and deliver what is owed. One evaluation at a
-    time (a catalog lease), so two beat runs never open the same incident twice."""
-    health = health if health is not None else get_health_status(ctx)
-    report = AlertReport(status=health.status)
+    time (a catalog lease), so two beat runs never open the same incident twice: while another holds
+    it, this one does nothing and says so in `skipped`."""
     holder = locks.new_holder()
-    locks.acquire(ctx.sessions, LOCK, holder, timedelta(seconds=4 * ctx.settings.health_check_timeout + 60))
+    try:
+        locks.acquire(
+            ctx.sessions, LOCK, holder, timedelta(seconds=4 * ctx.settings.health_check_timeout + 60)
+        )
+    except LockedError as exc:
+        return AlertReport(status="unknown", skipped=exc.message)
     channels = configured_channels(ctx.settings)
     try:
+        health = health if health is not None else get_health_status(ctx)
+        report = AlertReport(status=health.status)
         now = clock.now()
         with transaction(ctx.sessions) as session:
             reconcile(session, health.issues, health.unknown_conditions, now, report)

@@ -113,7 +113,7 @@ def backup_samples(ctx: Context, now: datetime) -> list[Sample]:
             )
             out.append(
                 Sample(
-                    "equisplit_backup_failed_total",
+                    "equisplit_backups_failed",
                     "Failed backups in the catalog",
                     "backup",
                     total or 0,

@@ -521,3 +521,23 @@ def test_an_incident_whose_check_times_out_stays_open(
     report = evaluate_alerts(system.context, health)
     assert report.resolved == [] and "stale_backup:docs" in report.open
     assert channels.heard("stale_backup:docs")["email"] == _counts(open=1)
+
+
+def test_an_evaluation_while_another_holds_the_lease_does_nothing(
+    alerting: tuple[Factory, Channels, dict[str, Any]], tmp_path: Path
+) -> None:
+    from app.alerts.incidents import LOCK
+    from app.catalog import locks
+
+    factory, channels, _ = alerting
+    system = factory()
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=0, small=2))  # no backup: an issue
+    holder = locks.new_holder()
+    locks.acquire(system.context.sessions, LOCK, holder, timedelta(minutes=5))
+    try:
+        report = evaluate_alerts(system.context)
+    finally:
+        locks.release(system.context.sessions, LOCK, holder)
+    assert report.skipped and LOCK in report.skipped and report.opened == []
+    assert channels.heard("no_backup:docs")["email"] == _counts()
+    assert evaluate_alerts(system.context).opened == ["no_backup:docs"]
