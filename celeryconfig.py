@@ -76,6 +76,7 @@ task_routes = {
     "tasks.monitor.*": {"queue": "monitor"},
     "tasks.verify.*": {"queue": "verify"},
     "tasks.retention.*": {"queue": "maintenance"},
+    "tasks.audit.*": {"queue": "maintenance"},
     "tasks.replicate.*": {"queue": "replicate"},
     "tasks.maintenance.*": {"queue": "maintenance"},
 }

@@ -186,3 +186,15 @@ class PartialBackupError(EquisplitError):
     what `backup run` exits with, after naming every file and why."""
 
     exit_code = 16
+
+
+class AuditTrailError(EquisplitError):
+    """The audit trail does not verify, or cannot be anchored or brought back (docs/AUDIT.md)."""
+
+    exit_code = 18
+
+
+class ApprovalError(EquisplitError):
+    """A restore or deletion needs a second person's approval that is missing, unusable or one's own."""
+
+    exit_code = 19

@@ -86,6 +86,7 @@ class BackupScheduler:
             )
             return [
                 {
+                    "id": e.id,
                     "at": clock.iso(e.at),
                     "actor": e.actor,
                     "action": e.action,

@@ -191,6 +191,13 @@ def build_schedule(settings: Settings) -> list[ScheduleEntry]:
             description="apply the retention policy: delete what no rule, hold or window keeps; thin WAL",
         ),
         ScheduleEntry(
+            "audit-anchor",
+            "tasks.audit.anchor_trail",
+            queue="maintenance",
+            every=s.audit_anchor_interval,
+            description=f"seal the audit trail's head in storage every {s.audit_anchor_interval} s",
+        ),
+        ScheduleEntry(
             "health-check",
             "tasks.monitor.health_check",
             queue="monitor",

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     backup_replication_lag_target: int = Field(default=14400, gt=0)
     backup_replication_concurrency: int = Field(default=4, ge=1, le=64)
     backup_replication_interval: int = Field(default=900, ge=60)
+    #: Audit trail (docs/AUDIT.md): beat seals the trail's head in storage this often; the actions that
+    #: need a second person's approval (`restore`, `delete`); the actor name written in the trail.
+    audit_anchor_interval: int = Field(default=3600, ge=60)
+    dr_approval_required: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    dr_actor: str | None = None
 
     health_check_interval: int = Field(default=60, gt=0)
     health_check_timeout: int = Field(default=30, gt=0)
@@ -175,7 +180,7 @@ class Settings(BaseSettings):
     wal_prefetch: int = Field(default=8, ge=0, le=1024)
     wal_prefetch_concurrency: int = Field(default=4, ge=1, le=64)
 
-    @field_validator("secondary_regions", "dr_alert_emails", mode="before")
+    @field_validator("secondary_regions", "dr_alert_emails", "dr_approval_required", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -191,6 +196,14 @@ class Settings(BaseSettings):
         for root in value:
             if not root.is_absolute():
                 raise ValueError(f"{root} is not an absolute path")
+        return value
+
+    @field_validator("dr_approval_required", mode="after")
+    @classmethod
+    def _approvable(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - {"restore", "delete"})
+        if unknown:
+            raise ValueError(f"unknown action(s) {', '.join(unknown)}: the actions are restore and delete")
         return value
 
     @field_validator("backup_secondary_storage_urls", mode="before")

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from app import clock
+from app.audit.anchors import AnchorHead
+from app.audit.recovery import restore_from_anchors
+from app.audit.trail import TrailCheck
 from app.backup.engine import BackupResult, run_backup
 from app.catalog import audit, sources
 from app.catalog.backups import LOGICAL_TYPE, backup_stats, get_backup, list_backups
@@ -326,13 +329,17 @@ class BackupSystem:
         keep_partial: bool = False,
         progress: Progress | None = None,
         within_roots: bool = False,
+        approval: int | None = None,
     ) -> RestorePlan:
         """Restore a backup into `target`; `within_roots` (a task from the broker) refuses a target
-        outside BACKUP_RESTORE_ROOTS, links resolved, before anything is read or written."""
+        outside BACKUP_RESTORE_ROOTS, links resolved, before anything is read or written. With
+        DR_APPROVAL_REQUIRED=restore, a restore (not a dry run) needs a granted `approval` (docs/AUDIT.md)."""
         if within_roots:
             from app.restore.roots import confine
 
             target = confine(target, self.context.settings.restore_roots)
+        if not dry_run:
+            self._use_approval("restore", [backup_id, *([source] if source else [])], approval)
         return restore_backup(
             self.context,
             backup_id,
@@ -387,6 +394,7 @@ class BackupSystem:
                 },
                 self.actor,
             )
+        self.anchor_audit_trail()  # a key event: seal the trail's head with the new keys
         return done
 
     def verify_backup(
@@ -437,6 +445,46 @@ class BackupSystem:
 
         return storage_status(self.context)
 
+    # Audit trail and approvals (docs/AUDIT.md) ---------------------------------------------------------
+
+    def verify_audit_trail(self, *, need_anchor: bool = True) -> TrailCheck:
+        from app.audit.service import verify_trail
+
+        return verify_trail(self.context, need_anchor=need_anchor)
+
+    def anchor_audit_trail(self) -> list[AnchorHead]:
+        from app.audit.service import anchor_trail
+
+        return anchor_trail(self.context)
+
+    def _use_approval(self, action: str, objects: list[str], approval: int | None) -> None:
+        from app.audit.approvals import use_approval
+
+        if action not in self.settings.dr_approval_required:
+            return
+        with transaction(self.context.sessions) as session:
+            use_approval(
+                session, self.settings.dr_approval_required, action, objects, approval, self.actor or audit.default_actor()
+            )
+
+    def request_approval(self, action: str, obj: str, reason: str) -> dict[str, Any]:
+        from app.audit.approvals import approval_json, request_approval
+
+        with transaction(self.context.sessions) as session:
+            return approval_json(request_approval(session, action, obj, reason, self.actor or audit.default_actor()))
+
+    def grant_approval(self, approval_id: int) -> dict[str, Any]:
+        from app.audit.approvals import approval_json, grant_approval
+
+        with transaction(self.context.sessions) as session:
+            return approval_json(grant_approval(session, approval_id, self.actor or audit.default_actor()))
+
+    def list_approvals(self) -> list[dict[str, Any]]:
+        from app.audit.approvals import list_approvals
+
+        with self.context.sessions() as session:
+            return list_approvals(session)
+
     # Retention and legal holds (docs/RETENTION.md) ------------------------------------------------------
 
     def plan_retention(self, source: str | None = None) -> RetentionPlan:
@@ -445,10 +493,15 @@ class BackupSystem:
 
         return plan_retention(self.context, source=source)
 
-    def apply_retention(self, source: str | None = None, *, confirm: bool = False) -> tuple[RetentionPlan, ApplyReport]:
+    def apply_retention(
+        self, source: str | None = None, *, confirm: bool = False, approval: int | None = None
+    ) -> tuple[RetentionPlan, ApplyReport]:
         """Plan, then (only with `confirm`) delete what no rule, hold or window keeps, each audited."""
         from app.retention.apply import apply_plan
         from app.retention.plan import plan_retention
+
+        if confirm:
+            self._use_approval("delete", [source or "*"], approval)
 
         plan = plan_retention(self.context, source=source)
         return plan, apply_plan(self.context, plan, confirm=confirm, actor=self.actor)
@@ -475,7 +528,10 @@ class BackupSystem:
         repo = self.context.repository  # the key is checked before the catalog is touched
         prepared = prepare_catalog(self.context.engine)
         with transaction(self.context.sessions) as session:
+            # The trail first: anchored entries keep their ids, before this rebuild appends its own.
+            trail = restore_from_anchors(session, repo)
             report = rebuild_catalog(session, repo)
+            report.audit = trail.to_json()
             if prepared.damaged_catalog is not None:
                 report.damaged_catalog, report.damage = str(prepared.damaged_catalog), prepared.damage
             audit.append(

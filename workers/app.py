@@ -12,6 +12,7 @@ app = Celery(
         "tasks.restore",
         "tasks.monitor",
         "tasks.retention",
+        "tasks.audit",
         "tasks.verify",
         "tasks.wal",
         "tasks.replicate",

@@ -19,6 +19,10 @@ GENESIS = "0" * 64
 
 
 def default_actor() -> str:
+    """`DR_ACTOR` when set (a named operator or service account), else `user@host` of this process."""
+    named = os.environ.get("DR_ACTOR", "").strip()
+    if named:
+        return named[:255]
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -26,7 +30,8 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _digest(prev_hash: str, entry: AuditEntry) -> str:
+def entry_digest(prev_hash: str, entry: AuditEntry) -> str:
+    """The entry's hash: SHA-256 of the previous hash and the entry's canonical body (docs/FORMAT.md 10)."""
     body = json.dumps(
         [clock.iso(entry.at), entry.actor, entry.action, entry.object, entry.detail],
         sort_keys=True,
@@ -51,7 +56,7 @@ def append(
         detail=detail,
         prev_hash=prev,
     )
-    entry.hash = _digest(prev, entry)
+    entry.hash = entry_digest(prev, entry)
     session.add(entry)
     session.flush()
     return entry
@@ -62,7 +67,7 @@ def verify_chain(session: Session) -> list[int]:
     bad: list[int] = []
     prev = GENESIS
     for entry in session.scalars(select(AuditEntry).order_by(AuditEntry.id)):
-        if entry.prev_hash != prev or _digest(prev, entry) != entry.hash:
+        if entry.prev_hash != prev or entry_digest(prev, entry) != entry.hash:
             bad.append(entry.id)
         prev = entry.hash
     return bad

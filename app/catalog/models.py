@@ -348,3 +348,38 @@ class Incident(Base):
     notified: Mapped[list[str]] = mapped_column(JSON, default=list)
     pending: Mapped[list[str]] = mapped_column(JSON, default=list)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Approval(Base):
+    """A second person's approval of one restore or deletion (docs/AUDIT.md section 5): requested by one
+    actor, granted by another, used once."""
+
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(32))  # restore | delete
+    object: Mapped[str] = mapped_column(String(255))  # a backup id, a source name, or `*`
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    requested_at: Mapped[datetime]
+    granted_by: Mapped[str | None] = mapped_column(String(255))
+    granted_at: Mapped[datetime | None]
+    used_by: Mapped[str | None] = mapped_column(String(255))
+    used_at: Mapped[datetime | None]
+
+
+class Erasure(Base):
+    """A GDPR erasure request (docs/GDPR.md): the SQL that forgets a subject in one database of a
+    PostgreSQL source, re-applied by every restore, recovery and drill of that source."""
+
+    __tablename__ = "erasures"
+    __table_args__ = (Index("ix_erasures_source", "source_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"))
+    database: Mapped[str] = mapped_column(String(128))
+    subject: Mapped[str] = mapped_column(String(255))
+    sql: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    requested_by: Mapped[str] = mapped_column(String(255))
+    requested_at: Mapped[datetime]

@@ -41,6 +41,8 @@ class RebuildReport:
     #: Where a damaged SQLite catalog was set aside, and what was wrong with it.
     damaged_catalog: str | None = None
     damage: str | None = None
+    #: What became of the audit trail: entries brought back from storage's anchors (docs/AUDIT.md).
+    audit: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

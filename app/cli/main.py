@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from app.cli.audit_commands import approval_app, audit_app
 from app.cli.dr_commands import dr_app
 from app.cli.drill_commands import drill_command
 from app.cli.maintenance_commands import maintenance_app
@@ -48,6 +49,8 @@ app.add_typer(dr_app, name="dr")
 app.add_typer(pg_app, name="pg")
 app.add_typer(retention_app, name="retention")
 app.add_typer(hold_app, name="hold")
+app.add_typer(audit_app, name="audit")
+app.add_typer(approval_app, name="approval")
 app.add_typer(replication_app, name="replication")
 app.add_typer(gc_app, name="gc")
 app.add_typer(monitoring_app, name="monitoring")
@@ -276,12 +279,21 @@ def backup_logs(
 
     with _scheduler() as scheduler:
         rows = scheduler.job_logs(parse_since(last))
+    with _system() as system:
+        check = system.verify_audit_trail(need_anchor=False)
+    # Entries from the first bad one on are not verified; a truncated trail leaves none verified.
+    first_bad = check.problem.entry_id if check.problem and check.problem.kind not in ("truncated", "rewritten") else None
+    for r in rows:
+        r["verified"] = check.ok or (first_bad is not None and r["id"] < first_bad)
+    if check.problem is not None:
+        err_console.print(f"[bold red]UNVERIFIED audit trail:[/] {check.problem.message}", highlight=False)
     if as_json:
         print_json(rows)
         return
     for r in rows:
         console.print(
-            f"{r['at'][:19]}  {r['actor']:<24} {r['action']:<18} {r['object'] or '-'}  {r['detail']}",
+            f"{'' if r['verified'] else '! '}{r['at'][:19]}  {r['actor']:<24} {r['action']:<18} "
+            f"{r['object'] or '-'}  {r['detail']}",
             highlight=False,
         )
 
@@ -354,6 +366,9 @@ def restore(
         str | None,
         typer.Option("--from-region", help="Read the backup from this secondary region, not the primary."),
     ] = None,
+    approval: Annotated[
+        int | None, typer.Option("--approval", help="A granted approval id (when DR_APPROVAL_REQUIRED has restore).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a backup (an id, or `latest` with --source) into a directory."""
@@ -368,6 +383,7 @@ def restore(
             skip_existing=skip_existing,
             keep_partial=keep_partial,
             progress=progress,
+            approval=approval,
         )
     summary = {
         "backup": plan.backup_id,
@@ -449,6 +465,7 @@ def catalog_rebuild(as_json: JsonOpt = False) -> None:
         "sources_created": report.sources_created,
         "damaged_catalog": report.damaged_catalog,
         "unreadable": report.unreadable,
+        "audit": report.audit,
     }
     if report.damaged_catalog:
         err_console.print(
@@ -464,6 +481,8 @@ def catalog_rebuild(as_json: JsonOpt = False) -> None:
         )
         for item in report.unreadable:
             err_console.print(f"[yellow]unreadable:[/] {item}", highlight=False)
+        for note in (report.audit or {}).get("notes", []):
+            err_console.print(f"[yellow]audit trail:[/] {note}", highlight=False)
     if report.unreadable:
         raise typer.Exit(5)
 

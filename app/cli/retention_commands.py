@@ -50,13 +50,16 @@ def retention_plan(source: SourceOpt = None, as_json: JsonOpt = False) -> None:
 def retention_apply(
     source: SourceOpt = None,
     confirm: Annotated[bool, typer.Option("--confirm", help="Delete for real (without: a dry run).")] = False,
+    approval: Annotated[
+        int | None, typer.Option("--approval", help="A granted approval id (when DR_APPROVAL_REQUIRED has delete).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete the backups no rule, hold or window keeps, and the WAL nothing needs; a dry run without
     --confirm. Each deletion is audited with its reason."""
     try:
         with _system() as system:
-            plan, report = system.apply_retention(source, confirm=confirm)
+            plan, report = system.apply_retention(source, confirm=confirm, approval=approval)
     except EquisplitError as exc:
         fail(exc)
     if as_json:

@@ -32,6 +32,7 @@ class ObjectType(IntEnum):
     MANIFEST = 4
     WAL_SEGMENT = 5
     UNIT_RESULT = 6
+    AUDIT_ANCHOR = 7
 
 
 class Kind:
@@ -42,4 +43,5 @@ class Kind:
     PACKS = "packs"
     MANIFESTS = "manifests"
     UNITS = "units"
+    AUDIT = "audit"
     WAL = "wal"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 #: The object kinds the repository format uses (docs/FORMAT.md, section 1).
-KINDS = frozenset({"keys", "config", "packs", "manifests", "wal", "locks", "units"})
+KINDS = frozenset({"keys", "config", "packs", "manifests", "wal", "locks", "units", "audit"})
 
 
 @dataclass(frozen=True)

@@ -132,11 +132,12 @@ def test_type_ids_match_object_type() -> None:
         "manifest": ObjectType.MANIFEST,
         "wal segment": ObjectType.WAL_SEGMENT,
         "unit result": ObjectType.UNIT_RESULT,
+        "audit anchor": ObjectType.AUDIT_ANCHOR,
     }
     rows = table_with("3", ["type id", "name", "object id"])
     documented = {name: int(type_id) for type_id, name, _ in rows}
     assert documented == {name: int(member) for name, member in by_doc_name.items()}
-    assert sorted(documented.values()) == [1, 2, 3, 4, 5, 6]
+    assert sorted(documented.values()) == [1, 2, 3, 4, 5, 6, 7]
     assert set(ObjectType) == set(by_doc_name.values()), "every type in the code is documented"
 
 
@@ -190,7 +191,7 @@ def test_storage_kinds_table_matches_kind() -> None:
     rows = table_with("1", ["kind", "name", "content", "written"])
     documented = {unquote(row[0]) for row in rows}
     code = {v for k, v in vars(format.Kind).items() if not k.startswith("_")}
-    assert documented == code == {"keys", "config", "packs", "manifests", "units", "wal"}
+    assert documented == code == {"keys", "config", "packs", "manifests", "units", "wal", "audit"}
 
 
 def test_keyring_names_match() -> None:
