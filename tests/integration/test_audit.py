@@ -64,9 +64,11 @@ def test_the_catalog_refuses_update_and_delete_of_audit_rows(catalog_system: Bac
         f"UPDATE audit_log SET actor = 'mallory' WHERE id = {first}",
         f"DELETE FROM audit_log WHERE id = {first}",
     ):
-        with pytest.raises(sa.exc.DatabaseError, match="append-only"):
-            with catalog_system.context.engine.begin() as conn:
-                conn.execute(text(statement))
+        with (
+            pytest.raises(sa.exc.DatabaseError, match="append-only"),
+            catalog_system.context.engine.begin() as conn,
+        ):
+            conn.execute(text(statement))
     assert catalog_system.verify_audit_trail().ok
 
 
@@ -102,7 +104,11 @@ def test_edited_removed_and_reordered_rows_are_named(catalog_system: BackupSyste
 
 
 def _cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "DATABASE_URL", "EQUISPLIT", "DR_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BACKUP_", "DATABASE_URL", "EQUISPLIT", "DR_"))
+    }
     env.update(
         EQUISPLIT_DR_HOME=str(tmp_path / "home"),
         BACKUP_ENCRYPTION_KEY=secrets.token_hex(32),
@@ -131,9 +137,8 @@ def test_audit_verify_catches_a_row_edited_by_direct_sql(tmp_path: Path, fresh_p
     try:
         with engine.begin() as conn:
             target = conn.scalar(text("SELECT id FROM audit_log WHERE action = 'source.added'"))
-            with pytest.raises(sa.exc.DatabaseError, match="append-only"):
-                with engine.begin() as other:
-                    other.execute(text(f"UPDATE audit_log SET actor = 'mallory' WHERE id = {target}"))
+            with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as other:
+                other.execute(text(f"UPDATE audit_log SET actor = 'mallory' WHERE id = {target}"))
         with engine.begin() as conn:  # the attacker drops the trigger first
             conn.execute(text("DROP TRIGGER audit_log_append_only ON audit_log"))
             conn.execute(text(f"UPDATE audit_log SET actor = 'mallory' WHERE id = {target}"))
@@ -148,7 +153,9 @@ def test_audit_verify_catches_a_row_edited_by_direct_sql(tmp_path: Path, fresh_p
     assert marks and all(ok is (i < target) for i, ok in marks.items())
 
 
-def test_truncation_is_detected_against_the_anchor_and_rebuild_brings_it_back(catalog_system: BackupSystem) -> None:
+def test_truncation_is_detected_against_the_anchor_and_rebuild_brings_it_back(
+    catalog_system: BackupSystem,
+) -> None:
     _fill(catalog_system, 5)
     heads = catalog_system.anchor_audit_trail()
     assert heads and heads[-1].last_id == _ids(catalog_system)[-1]
@@ -203,7 +210,9 @@ def test_a_rewritten_trail_is_not_anchored(system: BackupSystem) -> None:
     _fill(system, 2)
     _drop_triggers(system)
     with system.context.engine.begin() as conn:
-        conn.execute(text("UPDATE audit_log SET actor = 'mallory' WHERE id = (SELECT max(id) FROM audit_log)"))
+        conn.execute(
+            text("UPDATE audit_log SET actor = 'mallory' WHERE id = (SELECT max(id) FROM audit_log)")
+        )
     from app.errors import AuditTrailError
 
     with pytest.raises(AuditTrailError, match="does not chain"):
@@ -222,12 +231,10 @@ def test_an_insert_only_role_can_append_but_not_rewrite(make_system: Factory, fr
     try:
         with transaction(sa.orm.sessionmaker(worker)) as session:
             audit.append(session, "test.event", "by the worker", {}, "worker")
-        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
-            with worker.begin() as conn:
-                conn.execute(text("UPDATE audit_log SET actor = 'mallory'"))
-        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
-            with worker.begin() as conn:
-                conn.execute(text("DELETE FROM audit_log"))
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"), worker.begin() as conn:
+            conn.execute(text("UPDATE audit_log SET actor = 'mallory'"))
+        with pytest.raises(sa.exc.ProgrammingError, match="permission denied"), worker.begin() as conn:
+            conn.execute(text("DELETE FROM audit_log"))
     finally:
         worker.dispose()
         with system.context.engine.begin() as conn:
@@ -273,7 +280,9 @@ def test_restore_and_deletion_need_a_second_persons_approval(make_system: Factor
         with alice.context.sessions() as session:
             trail: list[tuple[str, str, Any]] = [
                 (e.action, e.actor, e.detail)
-                for e in session.scalars(select(AuditEntry).where(AuditEntry.action.like("approval.%")).order_by(AuditEntry.id))
+                for e in session.scalars(
+                    select(AuditEntry).where(AuditEntry.action.like("approval.%")).order_by(AuditEntry.id)
+                )
             ]
         assert [(a, who) for a, who, _ in trail] == [
             ("approval.requested", "alice"),
