@@ -20,6 +20,7 @@ from app.cli.pg_commands import pg_app
 from app.cli.probe_commands import storage_status_command, test_connection_command
 from app.cli.render import JsonOpt, backups_table, console, err_console, fail, human, print_json, progress_bar
 from app.cli.replication_commands import replication_app
+from app.cli.report_commands import compliance_app
 from app.cli.retention_commands import gc_app, hold_app, retention_app
 from app.cli.verify_commands import verify_command
 from app.cli.wal_commands import wal_app
@@ -51,6 +52,7 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(hold_app, name="hold")
 app.add_typer(audit_app, name="audit")
 app.add_typer(approval_app, name="approval")
+app.add_typer(compliance_app, name="compliance")
 app.add_typer(replication_app, name="replication")
 app.add_typer(gc_app, name="gc")
 app.add_typer(monitoring_app, name="monitoring")
