@@ -198,3 +198,9 @@ class ApprovalError(EquisplitError):
     """A restore or deletion needs a second person's approval that is missing, unusable or one's own."""
 
     exit_code = 19
+
+
+class ErasureError(EquisplitError):
+    """An erasure request could not be re-applied to a restored copy: it may still hold erased data."""
+
+    exit_code = 20

@@ -485,6 +485,21 @@ class BackupSystem:
         with self.context.sessions() as session:
             return list_approvals(session)
 
+    # GDPR erasure ledger (docs/GDPR.md) ------------------------------------------------------------------
+
+    def record_erasure(self, source: str, database: str, subject: str, sql: str, reason: str) -> dict[str, Any]:
+        from app.gdpr.ledger import erasure_json, record_erasure
+
+        with transaction(self.context.sessions) as session:
+            row = record_erasure(session, source, database, subject, sql, reason, self.actor or audit.default_actor())
+            return erasure_json(row, source)
+
+    def list_erasures(self, source: str | None = None) -> list[dict[str, Any]]:
+        from app.gdpr.ledger import erasures_of
+
+        with self.context.sessions() as session:
+            return erasures_of(session, source)
+
     # Retention and legal holds (docs/RETENTION.md) ------------------------------------------------------
 
     def plan_retention(self, source: str | None = None) -> RetentionPlan:

@@ -14,6 +14,7 @@ import typer
 from app.cli.audit_commands import approval_app, audit_app
 from app.cli.dr_commands import dr_app
 from app.cli.drill_commands import drill_command
+from app.cli.gdpr_commands import gdpr_app
 from app.cli.maintenance_commands import maintenance_app
 from app.cli.monitoring_commands import monitoring_app
 from app.cli.pg_commands import pg_app
@@ -53,6 +54,7 @@ app.add_typer(hold_app, name="hold")
 app.add_typer(audit_app, name="audit")
 app.add_typer(approval_app, name="approval")
 app.add_typer(compliance_app, name="compliance")
+app.add_typer(gdpr_app, name="gdpr")
 app.add_typer(replication_app, name="replication")
 app.add_typer(gc_app, name="gc")
 app.add_typer(monitoring_app, name="monitoring")

@@ -63,6 +63,10 @@ def drill_postgres(
             f"recovered from base backup {recovery.plan.backup.id} to {clock.iso(result.point_reached)} "
             f"in {recovery.rto_seconds or 0:.1f} s, started on port {options.port}"
         )
+        if recovery.erasures and recovery.erasures.get("applied"):
+            result.checks.append(
+                f"re-applied {len(recovery.erasures['applied'])} erasure request(s) before checking (docs/GDPR.md)"
+            )
         tools = _tools(ctx, recovery.plan.backup.id, options.owner)
         user = watch_user(ctx, source, options, tools)
         socket_dir = options.socket_dir or scratch

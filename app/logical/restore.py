@@ -22,10 +22,12 @@ from app.context import Context
 from app.errors import (
     BackupNotFoundError,
     EquisplitError,
+    ErasureError,
     IntegrityError,
     ObjectNotFoundError,
     RestoreTargetError,
 )
+from app.gdpr.reapply import ReapplyReport, reapply_erasures
 from app.logical.connection import Connection, connection_for
 from app.logical.programs import Program, StderrTail, find_program
 from app.logical.server import empty_target
@@ -126,6 +128,17 @@ def import_export(
             ctx, job_id, backup.id, "restore.failed", {**detail, "error": message}, actor, message
         )
         raise
+    erasures = _reapply_erasures(ctx, source_name, meta["database"], target, actor)
+    if not erasures.ok:
+        message = erasures.describe()
+        finish_restore_job(
+            ctx, job_id, backup.id, "restore.failed", {**detail, "error": message, "erasures": erasures.to_json()}, actor, message
+        )
+        raise ErasureError(
+            message,
+            hint=f"drop database {server.database} (it holds the import), fix the request's SQL, and import again",
+        )
+    detail["erasures"] = erasures.to_json()
     report = ImportReport(
         backup.id,
         source_name,
@@ -139,6 +152,31 @@ def import_export(
     )
     finish_restore_job(ctx, job_id, backup.id, "restore.completed", {**detail, "bytes": size}, actor)
     return report
+
+
+def _reapply_erasures(
+    ctx: Context, source: str, database: str, target: Connection, actor: str | None
+) -> ReapplyReport:
+    """The source's erasure requests for the exported database, run in the imported one, each in its
+    own transaction, before the import is reported done (docs/GDPR.md)."""
+    import psycopg
+
+    def run(_database: str, sql: str) -> str | None:
+        try:
+            with target.connect("equisplit-dr erasure") as conn, conn.transaction():
+                conn.execute(sql.encode())
+        except psycopg.Error as exc:
+            return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        return None
+
+    return reapply_erasures(
+        ctx,
+        source,
+        f"import {target.database}",
+        run,
+        databases=lambda name: target.database or name if name == database else None,
+        actor=actor,
+    )
 
 
 def _locate(ctx: Context, repo: Repository, chunk_ids: list[str]) -> dict[str, chunks.ChunkLocation]:

@@ -181,9 +181,12 @@ def recover(
         if options.start:
             result.started = True
             start_and_watch(ctx, plan, target_dir, options, tools, result)
+            if result.success:
+                _reapply_erasures(ctx, plan.source, target_dir, options, tools, result, actor)
         else:
             result.success = True
             result.message = f"restored and configured; start it with pg_ctl -D {target_dir} start"
+            _warn_erasures_pending(ctx, plan.source, result)
     except RecoveryError as exc:
         result.success, result.message = False, exc.message
         if exc.detail:
@@ -198,6 +201,44 @@ def recover(
         )
     _audit(ctx, plan, result, actor)
     return result
+
+
+def _reapply_erasures(
+    ctx: Context,
+    source: str,
+    target_dir: Path,
+    options: RecoveryOptions,
+    tools: server.ServerTools,
+    result: RecoveryResult,
+    actor: str | None,
+) -> None:
+    """The erasure ledger re-applied before the server is handed back; if a request fails, the server
+    is stopped and the recovery fails: it would hand back erased data (docs/GDPR.md)."""
+    from app.pitr.erasures import reapply_on_server
+
+    report = reapply_on_server(ctx, source, target_dir, options, tools, actor)
+    result.erasures = report.to_json()
+    if not report.ok:
+        server.stop(tools, target_dir)
+        result.success = False
+        result.message = report.describe() + "; the server was stopped"
+        result.problems.append(report.describe())
+
+
+def _warn_erasures_pending(ctx: Context, source: str, result: RecoveryResult) -> None:
+    """Not started: nothing can be re-applied yet; say so loudly (the copy holds erased subjects)."""
+    from app.gdpr.ledger import erasures_of
+
+    with ctx.sessions() as session:
+        pending = erasures_of(session, source)
+    if pending:
+        result.erasures = {"where": str(result.target_dir), "applied": [], "failed": [], "pending": [e["id"] for e in pending]}
+        warning = (
+            f"{len(pending)} erasure request(s) NOT re-applied: the server was not started; recover with --start "
+            "(which re-applies them before handing the server back), or apply each `gdpr list` SQL before use"
+        )
+        result.problems.append(warning)
+        result.message += f"; WARNING: {warning}"
 
 
 def _major(ctx: Context, plan: RecoveryPlan) -> str:
@@ -227,6 +268,7 @@ def _audit(ctx: Context, plan: RecoveryPlan, result: RecoveryResult, actor: str 
                 "restored_timestamp": clock.iso(result.restored_timestamp),
                 "rto_seconds": result.rto_seconds,
                 "message": result.message,
+                "erasures": result.erasures,
             },
             actor,
         )

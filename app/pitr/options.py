@@ -54,6 +54,8 @@ class RecoveryResult:
     port: int | None = None
     message: str = ""
     problems: list[str] = field(default_factory=list)
+    #: The erasure ledger's re-application (docs/GDPR.md): applied and failed request ids, or pending.
+    erasures: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,5 +74,6 @@ class RecoveryResult:
             "rto_seconds": None if self.rto_seconds is None else round(self.rto_seconds, 3),
             "message": self.message,
             "problems": self.problems,
+            "erasures": self.erasures,
             "plan": self.plan.to_json(),
         }

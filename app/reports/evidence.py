@@ -172,7 +172,6 @@ def _drills(session: Session, names: dict[int, str], start: datetime, end: datet
                 "rto_seconds": d.rto_seconds,
                 "rto_target_seconds": d.rto_target_seconds,
                 "rpo_seconds": d.rpo_seconds,
-                "erasures_reapplied": (d.detail or {}).get("erasures", {}).get("applied"),
             }
             for d in rows
         ],

@@ -1,0 +1,65 @@
+"""`equisplit-dr gdpr erase|list`: the erasure ledger (docs/GDPR.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from app.cli.render import JsonOpt, console, fail, print_json
+from app.errors import EquisplitError
+
+gdpr_app = typer.Typer(no_args_is_help=True, help="GDPR erasure requests, re-applied by every restore.")
+
+
+def _system() -> Any:
+    from app.settings import load_settings
+    from app.system import BackupSystem
+
+    return BackupSystem(load_settings())
+
+
+@gdpr_app.command("erase")
+def gdpr_erase(
+    source: Annotated[str, typer.Option("--source", "-s", help="The PostgreSQL source.")],
+    database: Annotated[str, typer.Option("--database", help="The database that holds the subject.")],
+    subject: Annotated[str, typer.Option("--subject", help="Who is forgotten (an id, not the data).")],
+    sql: Annotated[
+        str, typer.Option("--sql", help="The SQL that erases the subject, run in one transaction.")
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why (the request's reference).")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Record an erasure request. Backups stay as they are; every restore, recovery and drill of the
+    source re-applies the SQL before the database is handed back. Erase in production yourself."""
+    try:
+        with _system() as system:
+            row = system.record_erasure(source, database, subject, sql, reason)
+    except EquisplitError as exc:
+        fail(exc)
+    if as_json:
+        print_json(row)
+    else:
+        console.print(f"erasure {row['id']} recorded: {subject} in {source}/{database}", highlight=False)
+
+
+@gdpr_app.command("list")
+def gdpr_list(
+    source: Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every erasure request, oldest first (the order they are re-applied in)."""
+    try:
+        with _system() as system:
+            rows = system.list_erasures(source)
+    except EquisplitError as exc:
+        fail(exc)
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        console.print(
+            f"{r['id']:>4}  {r['requested_at'][:19]}  {r['source']}/{r['database']}  {r['subject']}  "
+            f"by {r['requested_by']}: {r['reason']}\n      {r['sql']}",
+            highlight=False,
+        )

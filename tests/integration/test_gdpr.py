@@ -1,0 +1,117 @@
+"""The GDPR erasure ledger (docs/GDPR.md): a request recorded after a backup is re-applied by every
+recovery that starts the server and by every drill, before the database is handed back, so a restore
+never resurrects erased rows; a request that cannot be re-applied fails the recovery and stops the
+server; a recovery not started says loudly that nothing was re-applied."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.backup.engine import run_backup
+from app.catalog.models import AuditEntry
+from app.context import Context
+from app.drills.run import run_drills
+from app.errors import SourceError
+from app.pitr.manager import DisasterRecoveryManager
+from app.pitr.server import running_pid
+from app.system import BackupSystem
+from tests.support.pgarchive import SOURCE, Archive, point_source_at, write_fetch_script
+from tests.support.pgcluster import PgCluster, RecoveryArea, free_port
+
+pytestmark = pytest.mark.slow
+
+ERASE = "DELETE FROM customers WHERE email = 'alice@example.org'; DELETE FROM orders WHERE customer = 'alice'"
+
+
+@pytest.fixture
+def cluster(archive: Archive, pg_template: Path) -> Iterator[PgCluster]:
+    with PgCluster.create(pg_template, archive.env) as started:
+        point_source_at(archive, started.port)
+        yield started
+
+
+def _system(archive: Archive) -> BackupSystem:
+    return BackupSystem(archive.ctx.settings, actor="dpo")
+
+
+def _recover(archive: Archive, area: RecoveryArea, *, start: bool = True) -> tuple[object, int]:
+    port = free_port()
+    with DisasterRecoveryManager(context=archive.ctx, source=SOURCE) as manager:
+        result = manager.execute_point_in_time_recovery(
+            None,
+            latest=True,
+            target_dir=area.new_dir(),
+            start=start,
+            port=port,
+            restore_command=write_fetch_script(area.base / "fetch.sh"),
+            timeout=60,
+        )
+    return result, port
+
+
+def test_a_restore_after_an_erasure_request_no_longer_holds_the_erased_rows(
+    archive: Archive, cluster: PgCluster, recovery_area: RecoveryArea
+) -> None:
+    cluster.sql("CREATE TABLE customers (id serial PRIMARY KEY, email text)")
+    cluster.sql("CREATE TABLE orders (id serial PRIMARY KEY, customer text, total int)")
+    cluster.sql("INSERT INTO customers (email) VALUES ('alice@example.org'), ('bob@example.org')")
+    cluster.sql("INSERT INTO orders (customer, total) VALUES ('alice', 10), ('alice', 20), ('bob', 5)")
+    run_backup(archive.ctx, SOURCE, "full")  # the backup holds alice, and stays as it is
+    system = _system(archive)
+    with pytest.raises(SourceError):
+        system.record_erasure("nope", "postgres", "alice", ERASE, "Art. 17 request 2026-31")
+    request = system.record_erasure(SOURCE, "postgres", "alice", ERASE, "Art. 17 request 2026-31")
+    # Production is not erased here: the backup and every archived WAL record still hold alice, so only
+    # the ledger's re-application can keep her out of the recovered copy.
+    cluster.sql("INSERT INTO orders (customer, total) VALUES ('alice', 30)")
+    cluster.wait_archived(cluster.switch_wal())
+
+    result, port = _recover(archive, recovery_area)
+    assert result.success, f"{result.message}\n{result.problems}"  # type: ignore[attr-defined]
+    assert recovery_area.sql(port, "SELECT email FROM customers ORDER BY id") == [("bob@example.org",)]
+    assert recovery_area.sql(port, "SELECT customer, total FROM orders ORDER BY id") == [("bob", 5)]
+    assert result.erasures == {  # type: ignore[attr-defined]
+        "where": f"pitr {result.target_dir}",  # type: ignore[attr-defined]
+        "applied": [request["id"]],
+        "failed": [],
+    }
+
+    assert cluster.sql("SELECT count(*) FROM orders WHERE customer = 'alice'") == [(3,)]  # the source has her
+
+    # not started: nothing can be re-applied, and the result says so
+    restored, _ = _recover(archive, recovery_area, start=False)
+    assert restored.success and "NOT re-applied" in restored.message  # type: ignore[attr-defined]
+    assert restored.erasures["pending"] == [request["id"]]  # type: ignore[attr-defined]
+
+    # a drill re-applies them too, before it counts the rows
+    settings = archive.ctx.settings.model_copy(
+        update={
+            "pitr_restore_command": write_fetch_script(recovery_area.base / "fetch.sh"),
+            "backup_drill_dir": recovery_area.base / "drills",
+        }
+    )
+    ctx = Context(settings)
+    try:
+        [drill] = run_drills(ctx, source=SOURCE)
+    finally:
+        ctx.close()
+    assert drill.outcome == "passed", drill.to_json()
+    assert any("re-applied 1 erasure request" in line for line in drill.checks), drill.checks
+
+    # a request whose SQL fails: the recovery fails and the server is not left running
+    system.record_erasure(SOURCE, "postgres", "carol", "DELETE FROM no_such_table", "request 2026-32")
+    failed, _ = _recover(archive, recovery_area)
+    assert not failed.success and "could not be re-applied" in failed.message  # type: ignore[attr-defined]
+    assert running_pid(failed.target_dir) is None  # type: ignore[attr-defined]
+
+    with archive.ctx.sessions() as session:
+        actions = [e.action for e in session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+    assert "gdpr.erasure_recorded" in actions
+    assert actions.count("gdpr.reapplied") >= 3  # the recovery, the drill, the failed recovery's first
+    assert actions.count("gdpr.reapply_failed") == 1
+    assert system.verify_audit_trail().ok
+    system.close()
