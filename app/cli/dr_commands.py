@@ -159,3 +159,68 @@ def _target(target: dict[str, Any]) -> str:
         "xid": f"transaction {target['xid']}",
         "name": f"restore point {target['name']}",
     }.get(kind, "latest")
+
+
+@dr_app.command("execute")
+def dr_execute(
+    procedure: Annotated[str, typer.Option("--procedure", help="full-restore or database-failover.")],
+    target: Annotated[Path, typer.Option("--target", help="A new or empty directory to restore into.")],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source", "-s", help="full-restore: only this source; failover: the PostgreSQL source."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="database-failover: the recovered server's port.")
+    ] = None,
+    approval: Annotated[
+        int | None,
+        typer.Option("--approval", help="A granted approval id (when DR_APPROVAL_REQUIRED has restore)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the steps; run nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Run a documented runbook (docs/RUNBOOKS.md) step by step; each step's outcome and duration is
+    printed, logged and audited. The first failing step stops it (exit 15)."""
+    from app.runbooks.procedures import build_steps
+    from app.runbooks.run import StepResult, run_procedure
+    from app.settings import load_settings
+    from app.system import BackupSystem
+
+    def show(step: StepResult) -> None:
+        if not as_json:
+            console.print(
+                f"  {step.outcome:<7} {step.name:<16} {step.seconds or 0:>8.1f} s  {step.detail}",
+                highlight=False,
+            )
+
+    try:
+        with BackupSystem(load_settings()) as system:
+            steps = build_steps(
+                system, procedure, target.expanduser().absolute(), source=source, port=port, approval=approval
+            )
+            if not as_json:
+                console.print(
+                    f"{procedure}: {len(steps)} step(s){' (dry run)' if dry_run else ''}", highlight=False
+                )
+            result = run_procedure(
+                system.context, procedure, steps, dry_run=dry_run, actor=system.actor, on_step=show
+            )
+    except EquisplitError as exc:
+        fail(exc)
+    if as_json:
+        print_json(result.to_json())
+    elif dry_run:
+        for step in result.steps:
+            console.print(f"  {step.name:<16} {step.description}", highlight=False)
+    else:
+        for step in result.steps:
+            if step.outcome == "skipped":
+                console.print(f"  skipped {step.name:<16} (an earlier step failed)", highlight=False)
+        console.print(
+            f"{procedure} {'succeeded' if result.success else 'FAILED'} in {result.seconds:.1f} s",
+            highlight=False,
+        )
+    if not result.success:
+        raise typer.Exit(15)
