@@ -4,7 +4,6 @@ request's SQL through psql on the server's socket, in one transaction, stopping 
 from __future__ import annotations
 
 import os
-import pwd
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from app.context import Context
 from app.gdpr.reapply import ReapplyReport, reapply_erasures
 from app.pitr import server
 from app.pitr.options import RecoveryOptions
+from app.pitr.watch import watch_user
 
 
 def reapply_on_server(
@@ -22,7 +22,7 @@ def reapply_on_server(
     tools: server.ServerTools,
     actor: str | None,
 ) -> ReapplyReport:
-    user = options.db_user or tools.owner or pwd.getpwuid(os.geteuid()).pw_name
+    user = watch_user(ctx, source, options, tools)  # the role recovery was watched as
     socket_dir = options.socket_dir or target_dir
     port = options.port or 5432
 
