@@ -5,9 +5,11 @@ server; a recovery not started says loudly that nothing was re-applied."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import select
 
@@ -15,12 +17,14 @@ from app.backup.engine import run_backup
 from app.catalog.models import AuditEntry
 from app.context import Context
 from app.drills.run import run_drills
-from app.errors import SourceError
+from app.errors import ErasureError, SourceError
 from app.pitr.manager import DisasterRecoveryManager
 from app.pitr.server import running_pid
 from app.system import BackupSystem
+from tests.support.pg import server_url
 from tests.support.pgarchive import SOURCE, Archive, point_source_at, write_fetch_script
 from tests.support.pgcluster import PgCluster, RecoveryArea, free_port
+from tests.support.system import Factory
 
 pytestmark = pytest.mark.slow
 
@@ -115,3 +119,45 @@ def test_a_restore_after_an_erasure_request_no_longer_holds_the_erased_rows(
     assert actions.count("gdpr.reapply_failed") == 1
     assert system.verify_audit_trail().ok
     system.close()
+
+
+@pytest.mark.postgres
+def test_a_logical_import_reapplies_the_erasures_of_its_database(make_system: Factory) -> None:
+    server = server_url()
+    admin = psycopg.connect(server.set(drivername="postgresql").render_as_string(False), autocommit=True)
+    names = [f"eqdr_gdpr_{secrets.token_hex(4)}" for _ in range(3)]
+    for name in names:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    source_dsn, target_dsn, bad_dsn = (
+        server.set(drivername="postgresql", database=n).render_as_string(False) for n in names
+    )
+    system = make_system()
+    try:
+        with psycopg.connect(source_dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE customers (id int PRIMARY KEY, email text)")
+            conn.execute("INSERT INTO customers VALUES (1, 'alice@example.org'), (2, 'bob@example.org')")
+        system.add_postgres_source("app", source_dsn)
+        backup_id = system.create_logical_export("app").id
+        request = system.record_erasure(
+            "app", names[0], "customer 1", "DELETE FROM customers WHERE id = 1", "Art. 17 request 2026-33"
+        )
+        system.record_erasure("app", "another_db", "customer 9", "DELETE FROM nowhere", "not this database")
+
+        system.restore_logical_export(backup_id, target_dsn)
+        with psycopg.connect(target_dsn) as conn:
+            assert conn.execute("SELECT id FROM customers ORDER BY id").fetchall() == [(2,)]
+        with system.context.sessions() as session:
+            reapplied = [
+                e.detail
+                for e in session.scalars(select(AuditEntry).where(AuditEntry.action == "gdpr.reapplied"))
+            ]
+        assert [d["erasure"] for d in reapplied] == [request["id"]] and reapplied[0]["database"] == names[1]
+
+        system.record_erasure("app", names[0], "customer 2", "DELETE FROM no_such_table", "broken request")
+        with pytest.raises(ErasureError, match="could not be re-applied"):
+            system.restore_logical_export(backup_id, bad_dsn)
+    finally:
+        system.close()
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
