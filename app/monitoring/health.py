@@ -27,7 +27,7 @@ class HealthIssue:
     message: str
     #: The condition of the alert table: backup_failed, stale_backup, no_backup, verification_failed,
     #: storage_utilisation, replication_lag, rpo_breach, rto_breach, drill_failed, restore_unverified,
-    #: orphaned_objects, stuck_job, check_failed.
+    #: orphaned_objects, stuck_job, audit_tampered, check_failed.
     condition: str = "other"
     #: What the condition is about beyond the source (a backup id, a region, a check's name).
     subject: str | None = None
@@ -95,12 +95,19 @@ CHECK_CONDITIONS: dict[str, tuple[str, ...]] = {
     "storage": ("storage_utilisation",),
     "orphans": ("orphaned_objects",),
     "replication": ("replication_lag",),
+    "audit": ("audit_tampered",),
 }
 
 
 def registered_checks() -> dict[str, Check]:
     """Every health check by name. A new condition (e.g. replication lag) adds its check here."""
-    from app.monitoring import backup_health, recovery_health, replication_health, storage_health
+    from app.monitoring import (
+        audit_health,
+        backup_health,
+        recovery_health,
+        replication_health,
+        storage_health,
+    )
 
     return {
         "backups": backup_health.check_backups,
@@ -111,6 +118,7 @@ def registered_checks() -> dict[str, Check]:
         "storage": storage_health.check_utilisation,
         "orphans": storage_health.check_orphans,
         "replication": replication_health.check_replication,
+        "audit": audit_health.check_audit_trail,
     }
 
 

@@ -6,6 +6,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+from app.catalog import audit
+from app.catalog.db import transaction
 from app.context import Context
 from app.errors import ConfigurationError
 from app.reports.controls import FAIL, NO_EVIDENCE, REPORT_TYPES, judge
@@ -14,7 +16,9 @@ from app.reports.evidence import collect
 FORMATS = ("html", "json")
 
 
-def build_report(ctx: Context, report_type: str, start: datetime, end: datetime) -> dict[str, Any]:
+def build_report(
+    ctx: Context, report_type: str, start: datetime, end: datetime, *, actor: str | None = None
+) -> dict[str, Any]:
     if report_type not in REPORT_TYPES:
         raise ConfigurationError(
             f"unknown report type {report_type!r}", hint=f"--type is one of {', '.join(REPORT_TYPES)}"
@@ -25,6 +29,14 @@ def build_report(ctx: Context, report_type: str, start: datetime, end: datetime)
     controls = judge(report_type, evidence)
     statuses = {c["status"] for c in controls}
     overall = FAIL if FAIL in statuses else NO_EVIDENCE if NO_EVIDENCE in statuses else "pass"
+    with ctx.catalog_write_lock, transaction(ctx.sessions) as session:  # reading the evidence is data access
+        audit.append(
+            session,
+            "report.generated",
+            report_type,
+            {"from": evidence["period"]["from"], "to": evidence["period"]["to"], "overall": overall},
+            actor,
+        )
     return {"type": report_type, "overall": overall, "controls": controls, "evidence": evidence}
 
 

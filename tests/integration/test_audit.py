@@ -295,3 +295,22 @@ def test_restore_and_deletion_need_a_second_persons_approval(make_system: Factor
         assert alice.verify_audit_trail().ok
     finally:
         bob.close()
+
+
+def test_health_turns_critical_on_a_trail_that_does_not_verify(system: BackupSystem) -> None:
+    from app.monitoring.health import get_health_status
+
+    _fill(system, 3)
+
+    def audit_issues() -> list[str]:
+        health = get_health_status(system.context)
+        assert health.checks["audit"]["ok"], health.checks["audit"]
+        return [i.key for i in health.issues if i.condition == "audit_tampered" and i.severity == "critical"]
+
+    assert audit_issues() == []
+    _drop_triggers(system)
+    with system.context.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE audit_log SET detail = '{\"n\": 99}' WHERE id = (SELECT min(id) FROM audit_log)")
+        )
+    assert audit_issues() == ["audit_tampered:trail"]

@@ -121,6 +121,19 @@ def test_html_report_renders_with_its_charts_in_headless_chromium(
         timeout=120,
     )
     assert json_run.returncode == 0 and json.loads(json_run.stdout)["type"] == "gdpr"
+    logs = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "app.cli.main", "backup", "logs", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )
+    assert [r["object"] for r in logs if r["action"] == "report.generated"] == [
+        "soc2",
+        "gdpr",
+    ]  # data access, audited
 
     png = tmp_path / "report.png"
     with tempfile.TemporaryDirectory() as profile:
