@@ -1,0 +1,233 @@
+"""Scale benchmark (issue #14): what a small incremental and a 2 % change cost against a large chunk index.
+
+    python bench/scale_bench.py [--rows 10000000,50000000] [--catalog sqlite,postgres] [--scale 0.1]
+                                [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
+                                [--workdir DIR] [--keep] [--rounds 2]
+
+For each catalog kind: a real repository of a generated tree (bench/gen_tree.py, --scale 0.1 is ~100 MiB)
+with its full backup; then, against the index as it is (the tree's own chunks: "empty") and after the
+index is filled with synthetic chunk rows up to each --rows figure, two backups, each run by the CLI in a
+subprocess as a user runs it:
+  * small: an incremental that finds one new 3 MB file and one changed small file;
+  * 2 %:   an incremental after `gen_tree.py mutate` changed ~2 % of the tree's bytes.
+Printed per row count: wall time and peak RSS of the backup process (wait4; the largest of it and its
+worker processes), each against the empty index; the fill time and the catalog's size. Targets: within
+1.2x the time and under 300 MB per process at 50 M rows.
+
+Synthetic rows: random 64-hex ids in one fake pack (never read: no backup references it), generated
+inside the database: SQLite `INSERT ... SELECT` over a recursive CTE (sorted, so the B-tree is built by
+appending), PostgreSQL `INSERT ... SELECT` over generate_series (md5 of random() twice) -- faster than a
+COPY from the client, same result. The machine is shared: --rounds N runs each backup N times (on fresh
+changes) and keeps the fastest, and the spread is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+PROJECT = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(0, str(PROJECT))
+import gen_tree  # noqa: E402
+
+FAKE_PACK = "f" * 64
+MB = 1 << 20
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class Catalog:
+    """One catalog kind beside its repository: the CLI's environment, the fill, the size."""
+
+    def __init__(self, kind: str, work: Path, pg_server: str) -> None:
+        self.kind = kind
+        self.home = work / f"home-{kind}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "DATABASE_URL"))}
+        self.env.update(EQUISPLIT_DR_HOME=str(self.home), BACKUP_ENCRYPTION_KEY=secrets.token_hex(32),
+                        PYTHONPATH=str(PROJECT))
+        self.pg_db: str | None = None
+        self.pg_server = pg_server
+        if kind == "postgres":
+            from sqlalchemy import create_engine, text
+            self.pg_db = f"eqdr_scale_{secrets.token_hex(4)}"
+            admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{self.pg_db}"'))
+            admin.dispose()
+            self.env["DATABASE_URL"] = pg_server.rsplit("/", 1)[0] + "/" + self.pg_db
+
+    def cli(self, *args: str) -> tuple[float, float]:
+        """Run the CLI; wall seconds and peak RSS in MB (wait4: the child or its largest descendant)."""
+        with tempfile.TemporaryFile() as err:
+            started = time.monotonic()
+            proc = subprocess.Popen([sys.executable, "-m", "app.cli.main", *args], env=self.env,
+                                    stdout=subprocess.DEVNULL, stderr=err, cwd=PROJECT)
+            _pid, status, usage = os.wait4(proc.pid, 0)
+            took = time.monotonic() - started
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                err.seek(0)
+                raise SystemExit(f"{' '.join(args)} failed:\n{err.read().decode()[-3000:]}")
+        return took, usage.ru_maxrss / 1024
+
+    def _connect(self) -> object:
+        from sqlalchemy import create_engine
+        url = self.env.get("DATABASE_URL") or f"sqlite:///{self.home / 'catalog.sqlite3'}"
+        return create_engine(url, isolation_level="AUTOCOMMIT")
+
+    def rows(self) -> int:
+        from sqlalchemy import text
+        engine = self._connect()
+        with engine.connect() as conn:  # type: ignore[attr-defined]
+            n = int(conn.execute(text("SELECT count(*) FROM chunks")).scalar())
+        engine.dispose()  # type: ignore[attr-defined]
+        return n
+
+    def fill_to(self, total: int) -> float:
+        """Add synthetic chunk rows until the index holds `total`; seconds taken."""
+        from sqlalchemy import text
+        missing = total - self.rows()
+        if missing <= 0:
+            return 0.0
+        started = time.monotonic()
+        engine = self._connect()
+        with engine.connect() as conn:  # type: ignore[attr-defined]
+            conn.execute(text(
+                "INSERT INTO packs (id, size, chunk_count, backup_id, created_at) "
+                "SELECT :p, 0, 0, NULL, '2026-01-01 00:00:00' WHERE NOT EXISTS (SELECT 1 FROM packs WHERE id = :q)"
+            ), {"p": FAKE_PACK, "q": FAKE_PACK})
+            step = 5_000_000
+            for start in range(0, missing, step):
+                n = min(step, missing - start)
+                if self.kind == "postgres":
+                    conn.execute(text(
+                        "INSERT INTO chunks (id, pack_id, \"offset\", length, raw_length) "
+                        "SELECT md5(random()::text) || md5(random()::text), :p, 0, 0, 0 "
+                        "FROM generate_series(1, :n)"
+                    ), {"p": FAKE_PACK, "n": n})
+                else:
+                    conn.execute(text(
+                        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
+                        "INSERT INTO chunks (id, pack_id, \"offset\", length, raw_length) "
+                        "SELECT id, :p, 0, 0, 0 FROM (SELECT lower(hex(randomblob(32))) AS id FROM s) ORDER BY id"
+                    ), {"p": FAKE_PACK, "n": n})
+                log(f"    {self.kind}: +{start + n:,} rows ({time.monotonic() - started:.0f} s)")
+            if self.kind == "postgres":
+                conn.execute(text("VACUUM ANALYZE chunks"))
+            else:
+                conn.execute(text("ANALYZE chunks"))
+        engine.dispose()  # type: ignore[attr-defined]
+        return time.monotonic() - started
+
+    def size_mb(self) -> float:
+        from sqlalchemy import text
+        if self.kind == "postgres":
+            engine = self._connect()
+            with engine.connect() as conn:  # type: ignore[attr-defined]
+                size = int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar())
+            engine.dispose()  # type: ignore[attr-defined]
+            return size / MB
+        return sum(p.stat().st_size for p in self.home.glob("catalog.sqlite3*")) / MB
+
+    def drop(self) -> None:
+        if self.pg_db:
+            from sqlalchemy import create_engine, text
+            admin = create_engine(self.pg_server, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def small_change(tree: Path, n: int) -> None:
+    (tree / f"scale-new-{n}.bin").write_bytes(os.urandom(3 * 10**6))
+    small = sorted(p for p in tree.rglob("*") if p.is_file() and p.stat().st_size < 10_000)[n]
+    with small.open("ab") as f:
+        f.write(os.urandom(100))
+
+
+def settle() -> None:
+    time.sleep(2.5)  # equisplit-dr re-reads files changed within 2 s of the previous backup's start
+
+
+def measure(cat: Catalog, tree: Path, rounds: int, counter: list[int]) -> dict[str, list[tuple[float, float]]]:
+    out: dict[str, list[tuple[float, float]]] = {"small": [], "2%": []}
+    for _ in range(rounds):
+        counter[0] += 1
+        small_change(tree, counter[0])
+        settle()
+        out["small"].append(cat.cli("backup", "run", "-s", "bench", "-t", "incremental"))
+        gen_tree.mutate(tree, seed=1000 + counter[0], fraction=0.02, log=lambda _m: None)
+        settle()
+        out["2%"].append(cat.cli("backup", "run", "-s", "bench", "-t", "incremental"))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", default="10000000,50000000")
+    ap.add_argument("--catalog", default="sqlite,postgres")
+    ap.add_argument("--scale", type=float, default=0.1)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--pg-url", default=os.environ.get(
+        "EQUISPLIT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
+    ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="eqdr-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    targets = [int(r) for r in args.rows.split(",") if r]
+    results: list[tuple[str, str, int, str, float, float, float, float]] = []
+    cats: list[Catalog] = []
+    try:
+        for kind in [k for k in args.catalog.split(",") if k]:
+            tree = work / f"tree-{kind}"
+            shutil.rmtree(tree, ignore_errors=True)
+            gen_tree.generate(tree, scale=args.scale, seed=1, log=lambda _m: None)
+            cat = Catalog(kind, work, args.pg_url)
+            cats.append(cat)
+            cat.cli("init")
+            cat.cli("source", "add", "bench", "--path", str(tree))
+            settle()
+            full = cat.cli("backup", "run", "-s", "bench", "-t", "full")
+            log(f"{kind}: full backup of the tree {full[0]:.1f} s, {full[1]:.0f} MB; {cat.rows():,} chunks indexed")
+            counter = [0]
+            base = measure(cat, tree, args.rounds, counter)
+            base_rows = cat.rows()
+            for what, runs in base.items():
+                best = min(runs)
+                results.append((kind, what, base_rows, "-", best[0], max(r[1] for r in runs), best[0],
+                                max(r[0] for r in runs)))
+            for total in targets:
+                filled = cat.fill_to(total)
+                log(f"  {kind}: filled to {cat.rows():,} rows in {filled:.0f} s; catalog {cat.size_mb():.0f} MB")
+                got = measure(cat, tree, args.rounds, counter)
+                for what, runs in got.items():
+                    best = min(runs)
+                    empty = min(base[what])[0]
+                    results.append((kind, what, cat.rows(), f"{best[0] / empty:.2f}x", best[0],
+                                    max(r[1] for r in runs), empty, max(r[0] for r in runs)))
+            log(f"  {kind}: catalog {cat.size_mb():.0f} MB at the end")
+    finally:
+        log("\ncatalog   backup  index rows    time(best)  slowest  vs empty  peak RSS (max over rounds)")
+        for kind, what, rows, ratio, best_s, rss, _empty, worst in results:
+            log(f"{kind:<9} {what:<6} {rows:>12,}  {best_s:8.2f} s {worst:7.2f} s  {ratio:>8}  {rss:6.0f} MB")
+        if not args.keep:
+            for cat in cats:
+                cat.drop()
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
