@@ -130,6 +130,28 @@ class Catalog:
         engine.dispose()  # type: ignore[attr-defined]
         return time.monotonic() - started
 
+    def lookup_us(self, batches: int = 300, per_batch: int = 32) -> tuple[float, float]:
+        """Mean microseconds of one dedup lookup (`present_chunk_ids`) of `per_batch` ids: all absent
+        (new content), and all present (picked at random positions of the index)."""
+        from sqlalchemy import text
+
+        from app.catalog.chunks import present_chunk_ids
+        engine = self._connect()
+        with engine.connect() as conn:  # type: ignore[attr-defined]
+            present = [r[0] for r in conn.execute(text(
+                "SELECT id FROM chunks WHERE id >= :k ORDER BY id LIMIT :n"), {"k": secrets.token_hex(32), "n": per_batch})]
+            absent = [[secrets.token_hex(32) for _ in range(per_batch)] for _ in range(batches)]
+            started = time.perf_counter()
+            for ids in absent:
+                present_chunk_ids(conn, ids)
+            t_absent = (time.perf_counter() - started) / batches * 1e6
+            started = time.perf_counter()
+            for _ in range(batches):
+                assert len(present_chunk_ids(conn, present)) == len(present)
+            t_present = (time.perf_counter() - started) / batches * 1e6
+        engine.dispose()  # type: ignore[attr-defined]
+        return t_absent, t_present
+
     def size_mb(self) -> float:
         from sqlalchemy import text
         if self.kind == "postgres":
@@ -204,13 +226,18 @@ def main() -> int:
             counter = [0]
             base = measure(cat, tree, args.rounds, counter)
             base_rows = cat.rows()
+            absent_us, present_us = cat.lookup_us()
+            log(f"  {kind}: catalog {cat.size_mb():.0f} MB; a lookup of 32 ids: {absent_us:.0f} us absent, "
+                f"{present_us:.0f} us present")
             for what, runs in base.items():
                 best = min(runs)
                 results.append((kind, what, base_rows, "-", best[0], max(r[1] for r in runs), best[0],
                                 max(r[0] for r in runs)))
             for total in targets:
                 filled = cat.fill_to(total)
-                log(f"  {kind}: filled to {cat.rows():,} rows in {filled:.0f} s; catalog {cat.size_mb():.0f} MB")
+                absent_us, present_us = cat.lookup_us()
+                log(f"  {kind}: filled to {cat.rows():,} rows in {filled:.0f} s; catalog {cat.size_mb():.0f} MB; "
+                    f"a lookup of 32 ids: {absent_us:.0f} us absent, {present_us:.0f} us present")
                 got = measure(cat, tree, args.rounds, counter)
                 for what, runs in got.items():
                     best = min(runs)

@@ -87,11 +87,16 @@ _cached: dict[str, KnownChunks] = {}
 
 
 def catalog_lookup(ctx: Context) -> Lookup:
-    """Ask the catalog's chunk index, on a pooled connection held only for the statement."""
+    """Ask the catalog's chunk index, on a pooled connection held only for the statement (returned
+    to the pool with a rollback, so no snapshot outlives the lookup)."""
+    engine = ctx.engine
 
     def lookup(chunk_ids: list[str]) -> set[str]:
-        with ctx.engine.connect() as connection:
-            return chunks.present_chunk_ids(connection, chunk_ids)
+        connection = engine.raw_connection()
+        try:
+            return chunks.present_in(connection, engine.dialect.name, chunk_ids)
+        finally:
+            connection.close()
 
     return lookup
 

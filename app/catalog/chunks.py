@@ -39,13 +39,23 @@ LOOKUP_BATCH = 900
 
 def present_chunk_ids(connection: Connection, chunk_ids: Iterable[str]) -> set[str]:
     """Which of `chunk_ids` the index holds: one primary-key lookup per LOOKUP_BATCH ids, so the cost
-    grows with the ids asked about, never with the index. Plain SQL: the ORM costs ~10 us a row."""
+    grows with the ids asked about, never with the index."""
+    return present_in(connection.connection.dbapi_connection, connection.dialect.name, chunk_ids)
+
+
+def present_in(dbapi_connection: Any, dialect: str, chunk_ids: Iterable[str]) -> set[str]:
+    """`present_chunk_ids` on a DB-API connection: a dedup lookup runs for every batch a writer cuts,
+    and SQLAlchemy's statement machinery cost more than the lookup itself (~0.3 ms against ~0.05 ms)."""
     wanted = list(dict.fromkeys(chunk_ids))
     found: set[str] = set()
-    for start in range(0, len(wanted), LOOKUP_BATCH):
-        batch = wanted[start : start + LOOKUP_BATCH]
-        stmt = _present_statement(connection.dialect.name, len(batch))
-        found.update(row[0] for row in connection.exec_driver_sql(stmt, tuple(batch)))
+    cursor = dbapi_connection.cursor()
+    try:
+        for start in range(0, len(wanted), LOOKUP_BATCH):
+            batch = wanted[start : start + LOOKUP_BATCH]
+            cursor.execute(_present_statement(dialect, len(batch)), tuple(batch))
+            found.update(row[0] for row in cursor.fetchall())
+    finally:
+        cursor.close()
     return found
 
 
@@ -99,10 +109,6 @@ def locate(session: Session, chunk_ids: Iterable[str]) -> dict[str, ChunkLocatio
         ):
             found[row.id] = ChunkLocation(row.pack_id, row.offset, row.length, row.raw_length)
     return found
-
-
-def pack_ids(session: Session) -> set[str]:
-    return set(session.scalars(select(Pack.id)))
 
 
 def stored_bytes(session: Session) -> int:
