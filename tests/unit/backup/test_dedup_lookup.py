@@ -1,6 +1,6 @@
 """Dedup against the chunk index asked in batches (app/backup/known.py, app/backup/writer.py): a chunk
 the index holds is skipped, one it does not hold is stored, repeats within a batch are stored once,
-and nothing is ever skipped that is not durably indexed. Real SQLite catalog and local repository."""
+and nothing is ever skipped that is not durably indexed. Real SQLite and PostgreSQL catalogs, local repository."""
 
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ from app.system import BackupSystem
 from tests.support.system import settings_for
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[Context]:
-    system = BackupSystem(settings_for(tmp_path / "home"), actor="test")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ctx(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Context]:
+    catalog = request.getfixturevalue("fresh_pg_url") if request.param == "postgres" else None
+    system = BackupSystem(settings_for(tmp_path / "home", catalog=catalog), actor="test")
     system.init()
     try:
         yield system.context
