@@ -3,6 +3,8 @@ region's replication rows first, then the objects (docs/GC.md, docs/REPLICATION.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -12,23 +14,40 @@ from app.catalog.replicas import COPIED
 from app.context import Context
 from app.errors import EquisplitError
 from app.replication.regions import configured_regions, is_enabled
-from app.storage import open_storage
+from app.storage import Storage, open_storage
+
+_BATCH = 500
 
 
-def delete_everywhere(ctx: Context, kind: str, name: str) -> list[str]:
-    """Delete from the primary (errors raise) and from each region (errors are returned, named)."""
+def delete_many_everywhere(ctx: Context, kind: str, names: list[str], threads: int = 8) -> list[str]:
+    """Delete objects from the primary (an error raises) and from each region (errors are returned,
+    named): the regions' rows first, in one transaction, then the objects, `threads` at a time."""
+    if not names:
+        return []
     with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
-        session.execute(delete(ReplicaObject).where(ReplicaObject.kind == kind, ReplicaObject.name == name))
-    ctx.storage.delete(kind, name)
+        for start in range(0, len(names), _BATCH):
+            batch = names[start : start + _BATCH]
+            session.execute(
+                delete(ReplicaObject).where(ReplicaObject.kind == kind, ReplicaObject.name.in_(batch))
+            )
+    with ThreadPoolExecutor(min(threads, len(names))) as pool:
+        list(pool.map(lambda name: ctx.storage.delete(kind, name), names))
     if not is_enabled(ctx.settings):
         return []
-    problems = []
+    problems: list[str] = []
     for region in configured_regions(ctx.settings):
         storage = open_storage(region.url)
+
+        def one(name: str, storage: Storage = storage, region: str = region.name) -> str | None:
+            try:
+                storage.delete(kind, name)
+            except EquisplitError as exc:
+                return f"region {region}: {kind}/{name} not deleted: {exc.message}"
+            return None
+
         try:
-            storage.delete(kind, name)
-        except EquisplitError as exc:
-            problems.append(f"region {region.name}: {kind}/{name} not deleted: {exc.message}")
+            with ThreadPoolExecutor(min(threads, len(names))) as pool:
+                problems.extend(p for p in pool.map(one, names) if p)
         finally:
             storage.close()
     return problems

@@ -17,7 +17,7 @@ from app.catalog.models import Backup, Chunk, GcCandidate, Pack
 from app.context import Context
 from app.errors import EquisplitError, ObjectNotFoundError
 from app.gc.live import LIVE_CHUNKS, ROOT_PACKS, create_tables, gather
-from app.gc.regions import delete_everywhere, not_yet_copied
+from app.gc.regions import delete_many_everywhere, not_yet_copied
 from app.gc.repack import RepackReport, repack
 from app.repo.format import Kind
 
@@ -84,13 +84,14 @@ def _sweep(
 ) -> None:
     now = clock.now()
     present: dict[str, bool] = {}
+    doomed: list[tuple[str, dict[str, Any]]] = []
     for cand in list(session.scalars(select(GcCandidate).order_by(GcCandidate.marked_at))):
         blockers = set(cand.running.get("backups", [])) & running
         if clock.as_utc(cand.marked_at) > now - grace or blockers:
             report.waiting += 1
             continue
         try:
-            entries = ctx.repository.read_pack_index(cand.pack_id)
+            entries = ctx.repository.read_pack_index(cand.pack_id, cand.size)
         except ObjectNotFoundError:
             entries = []
         except EquisplitError as exc:  # its chunk ids cannot be known: never delete it blind
@@ -133,24 +134,39 @@ def _sweep(
         report.deleted_bytes += cand.size
         if report.dry_run:
             continue
-        with ctx.catalog_write_lock:  # catalog first, then the object (docs/FORMAT.md section 7)
-            session.execute(delete(Chunk).where(Chunk.pack_id == cand.pack_id))
-            session.execute(delete(Pack).where(Pack.id == cand.pack_id))
-            session.execute(delete(GcCandidate).where(GcCandidate.pack_id == cand.pack_id))
-            why = (
-                f"its live chunks were copied to {sorted(elsewhere)} (repacked)"
-                if elsewhere
-                else f"no kept backup needs it ({cand.reason})"
-            )
-            audit.append(
-                session,
-                "pack.deleted",
-                cand.pack_id,
-                {"reason": f"{why}; marked {clock.iso(cand.marked_at)}", "bytes": cand.size},
-                actor,
-            )
-            session.commit()
-        report.problems.extend(delete_everywhere(ctx, Kind.PACKS, cand.pack_id))
+        why = (
+            f"its live chunks were copied to {sorted(elsewhere)} (repacked)"
+            if elsewhere
+            else f"no kept backup needs it ({cand.reason})"
+        )
+        doomed.append(
+            (cand.pack_id, {"reason": f"{why}; marked {clock.iso(cand.marked_at)}", "bytes": cand.size})
+        )
+        if len(doomed) >= _BATCH:
+            _delete_packs(ctx, session, doomed, report, actor)
+            doomed = []
+    _delete_packs(ctx, session, doomed, report, actor)
+
+
+def _delete_packs(
+    ctx: Context,
+    session: Session,
+    doomed: list[tuple[str, dict[str, Any]]],
+    report: GcReport,
+    actor: str | None,
+) -> None:
+    """Delete swept packs: their rows and one audit entry each in one transaction, then the objects in
+    the primary and every region (catalog first, then the object: docs/FORMAT.md section 7)."""
+    if not doomed:
+        return
+    ids = [pack_id for pack_id, _ in doomed]
+    with ctx.catalog_write_lock:
+        session.execute(delete(Chunk).where(Chunk.pack_id.in_(ids)))
+        session.execute(delete(Pack).where(Pack.id.in_(ids)))
+        session.execute(delete(GcCandidate).where(GcCandidate.pack_id.in_(ids)))
+        audit.append_many(session, [("pack.deleted", pack_id, detail) for pack_id, detail in doomed], actor)
+        session.commit()
+    report.problems.extend(delete_many_everywhere(ctx, Kind.PACKS, ids))
 
 
 def _live_among(session: Session, ids: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from app import clock
 from app.catalog import audit
@@ -18,12 +18,13 @@ from app.catalog.db import transaction
 from app.catalog.holds import is_held
 from app.catalog.models import Backup, WalSegment
 from app.context import Context
-from app.gc.regions import delete_everywhere
+from app.gc.regions import delete_many_everywhere
 from app.repo.format import Kind
 from app.retention.plan import RetentionPlan, WalThinning
 from app.wal import names
 
 _WAL_BATCH = 500
+_BACKUP_BATCH = 200
 
 
 @dataclass
@@ -55,13 +56,13 @@ def apply_plan(ctx: Context, plan: RetentionPlan, *, confirm: bool, actor: str |
             wal_bytes=sum(w.bytes for w in plan.wal),
         )
     report = ApplyReport(dry_run=False)
-    for planned in plan.deletions:
-        outcome = _delete_backup(ctx, planned.id, plan, actor)
-        if isinstance(outcome, str):
-            report.skipped.append({"backup": planned.id, "why": outcome})
-        else:
-            report.deleted.append(planned.id)
-            report.problems.extend(outcome)
+    ids = [b.id for b in plan.deletions]
+    for start in range(0, len(ids), _BACKUP_BATCH):
+        marked, skipped = _delete_backups(ctx, ids[start : start + _BACKUP_BATCH], plan, actor)
+        report.skipped.extend({"backup": backup_id, "why": why} for backup_id, why in skipped)
+        report.deleted.extend(marked)
+        # idempotent: a missing object is no error
+        report.problems.extend(delete_many_everywhere(ctx, Kind.MANIFESTS, marked))
     for thinning in plan.wal:
         deleted, size = _thin_wal(ctx, thinning, actor)
         report.wal_deleted += deleted
@@ -69,29 +70,41 @@ def apply_plan(ctx: Context, plan: RetentionPlan, *, confirm: bool, actor: str |
     return report
 
 
-def _delete_backup(ctx: Context, backup_id: str, plan: RetentionPlan, actor: str | None) -> str | list[str]:
-    """Why it was left alone (it changed since the plan was made); else the regions where its manifest
-    could not be deleted (an empty list: deleted everywhere)."""
+def _delete_backups(
+    ctx: Context, backup_ids: list[str], plan: RetentionPlan, actor: str | None
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """In one transaction, each backup re-read and, unless it changed since the plan was made, marked
+    deleted with an audit entry of its own. Returns the deleted ids and (id, why) of those left alone;
+    the caller then deletes their manifests (catalog row, then manifest root)."""
+    deleted: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    entries: list[tuple[str, str | None, dict[str, Any]]] = []
     with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
-        row = session.get(Backup, backup_id)
-        if row is None or row.state not in USABLE_STATES:
-            return f"its state is now {row.state if row else 'unknown'}"
-        if is_held(session, row):
-            return "a legal hold was placed on it after the plan was made"
-        row.state, row.deleted_at = "deleted", clock.now()
-        audit.append(
-            session,
-            "backup.deleted",
-            backup_id,
-            {
-                "reason": "no retention rule keeps it",
-                "type": row.type,
-                "started_at": clock.iso(row.started_at),
-                "policy": plan.policy.to_json(),
-            },
-            actor,
-        )
-    return delete_everywhere(ctx, Kind.MANIFESTS, backup_id)  # idempotent: a missing object is no error
+        rows = {b.id: b for b in session.scalars(select(Backup).where(Backup.id.in_(backup_ids)))}
+        for backup_id in backup_ids:
+            row = rows.get(backup_id)
+            if row is None or row.state not in USABLE_STATES:
+                skipped.append((backup_id, f"its state is now {row.state if row else 'unknown'}"))
+                continue
+            if is_held(session, row):
+                skipped.append((backup_id, "a legal hold was placed on it after the plan was made"))
+                continue
+            row.state, row.deleted_at = "deleted", clock.now()
+            deleted.append(backup_id)
+            entries.append(
+                (
+                    "backup.deleted",
+                    backup_id,
+                    {
+                        "reason": "no retention rule keeps it",
+                        "type": row.type,
+                        "started_at": clock.iso(row.started_at),
+                        "policy": plan.policy.to_json(),
+                    },
+                )
+            )
+        audit.append_many(session, entries, actor)
+    return deleted, skipped
 
 
 def _thin_wal(ctx: Context, thinning: WalThinning, actor: str | None) -> tuple[int, int]:
