@@ -77,7 +77,7 @@ def append_many(
         entry = AuditEntry(
             at=clock.now(), actor=who, action=action, object=obj, detail=detail, prev_hash=prev
         )
-        entry.hash = prev = _digest(prev, entry)
+        entry.hash = prev = entry_digest(prev, entry)
         session.add(entry)
     session.flush()
 
