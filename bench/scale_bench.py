@@ -4,21 +4,23 @@
                                 [--pg-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres]
                                 [--workdir DIR] [--keep] [--rounds 2]
 
-For each catalog kind: a real repository of a generated tree (bench/gen_tree.py, --scale 0.1 is ~100 MiB)
-with its full backup; then, against the index as it is (the tree's own chunks: "empty") and after the
-index is filled with synthetic chunk rows up to each --rows figure, two backups, each run by the CLI in a
-subprocess as a user runs it:
+For each catalog kind: a generated tree (bench/gen_tree.py, --scale 0.1 is ~100 MiB) and two homes, each
+with its own repository and catalog and a full backup of the tree: "empty" keeps only the tree's own
+chunks in its index, "filled" gets synthetic chunk rows up to each --rows figure. Each round changes the
+tree once and both homes back it up (the CLI in a subprocess, as a user runs it), alternating which goes
+first, so both see the same tree state and the same machine load:
   * small: an incremental that finds one new 3 MB file and one changed small file;
   * 2 %:   an incremental after `gen_tree.py mutate` changed ~2 % of the tree's bytes.
-Printed per row count: wall time and peak RSS of the backup process (wait4; the largest of it and its
-worker processes), each against the empty index; the fill time and the catalog's size. Targets: within
+Printed per row count: wall time of every round and peak RSS of the backup process (wait4; the largest
+of it and its worker processes), filled beside empty; the fill time, the catalog's size and the cost of
+one 32-id lookup statement. Targets: within
 1.2x the time and under 300 MB per process at 50 M rows.
 
 Synthetic rows: random 64-hex ids in one fake pack (never read: no backup references it), generated
 inside the database: SQLite `INSERT ... SELECT` over a recursive CTE (sorted, so the B-tree is built by
 appending), PostgreSQL `INSERT ... SELECT` over generate_series (md5 of random() twice) -- faster than a
 COPY from the client, same result. The machine is shared: --rounds N runs each backup N times (on fresh
-changes) and keeps the fastest, and the spread is printed.
+changes); best against best is the ratio printed, every round's time beside it.
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ def log(msg: str) -> None:
 class Catalog:
     """One catalog kind beside its repository: the CLI's environment, the fill, the size."""
 
-    def __init__(self, kind: str, work: Path, pg_server: str) -> None:
+    def __init__(self, kind: str, work: Path, pg_server: str, role: str) -> None:
         self.kind = kind
-        self.home = work / f"home-{kind}"
+        self.home = work / f"home-{kind}-{role}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "DATABASE_URL"))}
         self.env.update(EQUISPLIT_DR_HOME=str(self.home), BACKUP_ENCRYPTION_KEY=secrets.token_hex(32),
                         PYTHONPATH=str(PROJECT))
@@ -182,16 +184,24 @@ def settle() -> None:
     time.sleep(2.5)  # equisplit-dr re-reads files changed within 2 s of the previous backup's start
 
 
-def measure(cat: Catalog, tree: Path, rounds: int, counter: list[int]) -> dict[str, list[tuple[float, float]]]:
-    out: dict[str, list[tuple[float, float]]] = {"small": [], "2%": []}
+Runs = dict[str, list[tuple[float, float]]]
+
+
+def measure(pair: list[Catalog], tree: Path, rounds: int, counter: list[int]) -> list[Runs]:
+    """Each round changes the tree once and backs it up with both catalogs (the empty one and the filled
+    one, alternating which goes first): the two see the same tree state and the same load."""
+    out: list[Runs] = [{"small": [], "2%": []} for _ in pair]
     for _ in range(rounds):
         counter[0] += 1
+        order = list(enumerate(pair)) if counter[0] % 2 else list(reversed(list(enumerate(pair))))
         small_change(tree, counter[0])
         settle()
-        out["small"].append(cat.cli("backup", "run", "-s", "bench", "-t", "incremental"))
+        for i, cat in order:
+            out[i]["small"].append(cat.cli("backup", "run", "-s", "bench", "-t", "incremental"))
         gen_tree.mutate(tree, seed=1000 + counter[0], fraction=0.02, log=lambda _m: None)
         settle()
-        out["2%"].append(cat.cli("backup", "run", "-s", "bench", "-t", "incremental"))
+        for i, cat in reversed(order):
+            out[i]["2%"].append(cat.cli("backup", "run", "-s", "bench", "-t", "incremental"))
     return out
 
 
@@ -209,46 +219,46 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="eqdr-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     targets = [int(r) for r in args.rows.split(",") if r]
-    results: list[tuple[str, str, int, str, float, float, float, float]] = []
+    lines: list[str] = []
     cats: list[Catalog] = []
     try:
         for kind in [k for k in args.catalog.split(",") if k]:
             tree = work / f"tree-{kind}"
             shutil.rmtree(tree, ignore_errors=True)
             gen_tree.generate(tree, scale=args.scale, seed=1, log=lambda _m: None)
-            cat = Catalog(kind, work, args.pg_url)
-            cats.append(cat)
-            cat.cli("init")
-            cat.cli("source", "add", "bench", "--path", str(tree))
+            pair = [Catalog(kind, work, args.pg_url, "empty"), Catalog(kind, work, args.pg_url, "filled")]
+            cats.extend(pair)
+            for cat in pair:
+                cat.cli("init")
+                cat.cli("source", "add", "bench", "--path", str(tree))
             settle()
-            full = cat.cli("backup", "run", "-s", "bench", "-t", "full")
-            log(f"{kind}: full backup of the tree {full[0]:.1f} s, {full[1]:.0f} MB; {cat.rows():,} chunks indexed")
-            counter = [0]
-            base = measure(cat, tree, args.rounds, counter)
-            base_rows = cat.rows()
-            absent_us, present_us = cat.lookup_us()
-            log(f"  {kind}: catalog {cat.size_mb():.0f} MB; a lookup of 32 ids: {absent_us:.0f} us absent, "
+            for cat in pair:
+                full = cat.cli("backup", "run", "-s", "bench", "-t", "full")
+            log(f"{kind}: full backup of the tree {full[0]:.1f} s, {full[1]:.0f} MB; {pair[0].rows():,} chunks indexed")
+            absent_us, present_us = pair[0].lookup_us()
+            log(f"  {kind}: a lookup of 32 ids on the tree's own index: {absent_us:.0f} us absent, "
                 f"{present_us:.0f} us present")
-            for what, runs in base.items():
-                best = min(runs)
-                results.append((kind, what, base_rows, "-", best[0], max(r[1] for r in runs), best[0],
-                                max(r[0] for r in runs)))
+            counter = [0]
             for total in targets:
-                filled = cat.fill_to(total)
-                absent_us, present_us = cat.lookup_us()
-                log(f"  {kind}: filled to {cat.rows():,} rows in {filled:.0f} s; catalog {cat.size_mb():.0f} MB; "
-                    f"a lookup of 32 ids: {absent_us:.0f} us absent, {present_us:.0f} us present")
-                got = measure(cat, tree, args.rounds, counter)
-                for what, runs in got.items():
-                    best = min(runs)
-                    empty = min(base[what])[0]
-                    results.append((kind, what, cat.rows(), f"{best[0] / empty:.2f}x", best[0],
-                                    max(r[1] for r in runs), empty, max(r[0] for r in runs)))
-            log(f"  {kind}: catalog {cat.size_mb():.0f} MB at the end")
+                filled = pair[1].fill_to(total)
+                absent_us, present_us = pair[1].lookup_us()
+                log(f"  {kind}: filled to {pair[1].rows():,} rows in {filled:.0f} s; catalog "
+                    f"{pair[1].size_mb():.0f} MB; a lookup of 32 ids: {absent_us:.0f} us absent, "
+                    f"{present_us:.0f} us present")
+                empty, full_runs = measure(pair, tree, args.rounds, counter)
+                for what in ("small", "2%"):
+                    e, f = empty[what], full_runs[what]
+                    line = (f"{kind:<10} {what:<6} {pair[1].rows():>12,}  "
+                            f"{' '.join(f'{r[0]:.2f}' for r in f):>16} s  {' '.join(f'{r[0]:.2f}' for r in e):>16} s  "
+                            f"{min(r[0] for r in f) / min(r[0] for r in e):5.2f}x  "
+                            f"{max(r[1] for r in f):5.0f} MB  {max(r[1] for r in e):5.0f} MB")
+                    lines.append(line)
+                    log(line)
     finally:
-        log("\ncatalog   backup  index rows    time(best)  slowest  vs empty  peak RSS (max over rounds)")
-        for kind, what, rows, ratio, best_s, rss, _empty, worst in results:
-            log(f"{kind:<9} {what:<6} {rows:>12,}  {best_s:8.2f} s {worst:7.2f} s  {ratio:>8}  {rss:6.0f} MB")
+        log("\ncatalog    backup   index rows   time, filled (rounds)  time, empty (rounds)  best/best  "
+            "peak RSS filled / empty")
+        for line in lines:
+            log(line)
         if not args.keep:
             for cat in cats:
                 cat.drop()
