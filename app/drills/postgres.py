@@ -91,19 +91,24 @@ def _tools(ctx: Context, backup_id: str, owner: str | None) -> server.ServerTool
 
 
 
-def _psql(
-    tools: server.ServerTools, socket_dir: Path, port: int, user: str, db: str, sql: str
-) -> list[list[str]]:
-    proc = subprocess.run(
-        tools.command(
-            "psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-h", str(socket_dir),
-            "-p", str(port), "-U", user, "-d", db, "-c", sql,
-        ),
+def _run(tools: server.ServerTools, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One of PostgreSQL's programs against the drill's server, as its owner, with no secret around."""
+    return subprocess.run(
+        tools.command(program, *args),
         capture_output=True,
         text=True,
         timeout=3600,
         cwd="/",
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGCONNECT_TIMEOUT": "10"},
+    )
+
+
+def _psql(
+    tools: server.ServerTools, socket_dir: Path, port: int, user: str, db: str, sql: str
+) -> list[list[str]]:
+    proc = _run(
+        tools, "psql", "-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-h", str(socket_dir),
+        "-p", str(port), "-U", user, "-d", db, "-c", sql,
     )  # fmt: skip
     if proc.returncode != 0:
         raise RecoveryError(
@@ -129,16 +134,9 @@ def _check_rows(
 
 
 def _amcheck(tools: server.ServerTools, socket_dir: Path, port: int, user: str, result: DrillResult) -> None:
-    proc = subprocess.run(
-        tools.command(
-            "pg_amcheck", "-h", str(socket_dir), "-p", str(port), "-U", user, "--all", "--install-missing",
-            "--heapallindexed",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        cwd="/",
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGCONNECT_TIMEOUT": "10"},
+    proc = _run(
+        tools, "pg_amcheck", "-h", str(socket_dir), "-p", str(port), "-U", user, "--all", "--install-missing",
+        "--heapallindexed",
     )  # fmt: skip
     if proc.returncode == 0:
         result.checks.append("pg_amcheck --all --heapallindexed: no corruption")

@@ -253,31 +253,7 @@ def _record(
         if forget:
             report.chunks_forgotten = verifications.forget_chunks(session, forget)
             _drop_emptied_packs(session, bad)
-        verifications.finish_run(
-            session,
-            report.id,
-            outcome=report.outcome,
-            backups=len(report.backups),
-            packs_checked=report.packs_checked,
-            packs_read=report.packs_read,
-            chunks_read=report.chunks_read,
-            bytes_read=report.bytes_read,
-            seconds=report.seconds,
-        )
-        audit.append(
-            session,
-            "verification.finished",
-            report.id,
-            {
-                "outcome": report.outcome,
-                "data": report.data,
-                "backups": len(report.backups),
-                "damaged_backups": [b.backup_id for b in report.damaged],
-                "damaged_packs": report.damaged_packs,
-                "bytes_read": report.bytes_read,
-            },
-            actor,
-        )
+        _finish(session, report, actor)
     if report.outcome != "passed":
         log.error(
             "verification %s found damage: %d backup(s) (%s), pack(s) %s",
@@ -302,32 +278,7 @@ def _record_region(
     with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
         for kind, names in again.items():
             replicas.requeue(session, region, kind, names)
-        verifications.finish_run(
-            session,
-            report.id,
-            outcome=report.outcome,
-            backups=len(report.backups),
-            packs_checked=report.packs_checked,
-            packs_read=report.packs_read,
-            chunks_read=report.chunks_read,
-            bytes_read=report.bytes_read,
-            seconds=report.seconds,
-        )
-        audit.append(
-            session,
-            "verification.finished",
-            report.id,
-            {
-                "region": region,
-                "outcome": report.outcome,
-                "data": report.data,
-                "backups": len(report.backups),
-                "damaged_backups": [b.backup_id for b in report.damaged],
-                "damaged_packs": report.damaged_packs,
-                "bytes_read": report.bytes_read,
-            },
-            actor,
-        )
+        _finish(session, report, actor, region=region)
     if report.outcome != "passed":
         log.error(
             "verification %s found damage in region %s: %d backup(s) (%s), pack(s) %s; queued to copy again",
@@ -337,6 +288,36 @@ def _record_region(
             ", ".join(b.backup_id for b in report.damaged[:10]),
             ", ".join(report.damaged_packs[:10]),
         )
+
+
+def _finish(session: Session, report: VerificationReport, actor: str | None, **extra: str) -> None:
+    """The run's row closed with its figures, and one audit entry (`extra` names a region)."""
+    verifications.finish_run(
+        session,
+        report.id,
+        outcome=report.outcome,
+        backups=len(report.backups),
+        packs_checked=report.packs_checked,
+        packs_read=report.packs_read,
+        chunks_read=report.chunks_read,
+        bytes_read=report.bytes_read,
+        seconds=report.seconds,
+    )
+    audit.append(
+        session,
+        "verification.finished",
+        report.id,
+        {
+            **extra,
+            "outcome": report.outcome,
+            "data": report.data,
+            "backups": len(report.backups),
+            "damaged_backups": [b.backup_id for b in report.damaged],
+            "damaged_packs": report.damaged_packs,
+            "bytes_read": report.bytes_read,
+        },
+        actor,
+    )
 
 
 def _drop_emptied_packs(session: Session, bad: dict[str, PackCheck]) -> None:
