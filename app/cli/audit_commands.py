@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from app.cli.commands import handles_errors
+from app.cli.commands import open_system as _system
 from app.cli.render import JsonOpt, console, err_console, fail, print_json
-from app.errors import AuditTrailError, EquisplitError
+from app.errors import AuditTrailError
 
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail: verify its hash chain, anchor its head.")
 approval_app = typer.Typer(no_args_is_help=True, help="Second-person approvals of restores and deletions.")
 
 
-def _system() -> Any:
-    from app.settings import load_settings
-    from app.system import BackupSystem
-
-    return BackupSystem(load_settings())
 
 
 @audit_app.command("verify")
+@handles_errors
 def audit_verify(as_json: JsonOpt = False) -> None:
     """Check every entry's hash and link, and the head against the newest anchor in storage. Names the
     first bad entry (edited, removed, reordered, truncated, rewritten); exit 18 unless the trail verifies."""
-    try:
-        with _system() as system:
-            check = system.verify_audit_trail()
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        check = system.verify_audit_trail()
     if as_json:
         print_json(check.to_json())
     else:
@@ -49,13 +44,11 @@ def audit_verify(as_json: JsonOpt = False) -> None:
 
 
 @audit_app.command("anchor")
+@handles_errors
 def audit_anchor(as_json: JsonOpt = False) -> None:
     """Seal the trail's head in storage now (beat does it every AUDIT_ANCHOR_INTERVAL seconds)."""
-    try:
-        with _system() as system:
-            heads = system.anchor_audit_trail()
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        heads = system.anchor_audit_trail()
     if as_json:
         print_json([h.to_json() for h in heads])
     elif heads:
@@ -65,6 +58,7 @@ def audit_anchor(as_json: JsonOpt = False) -> None:
 
 
 @approval_app.command("request")
+@handles_errors
 def approval_request(
     action: Annotated[str, typer.Option("--action", help="restore or delete.")],
     obj: Annotated[str, typer.Option("--object", help="The backup id or source name (`*`: any).")],
@@ -72,11 +66,8 @@ def approval_request(
     as_json: JsonOpt = False,
 ) -> None:
     """Ask for a second person's approval of a restore or a deletion."""
-    try:
-        with _system() as system:
-            row = system.request_approval(action, obj, reason)
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        row = system.request_approval(action, obj, reason)
     if as_json:
         print_json(row)
     else:
@@ -86,13 +77,11 @@ def approval_request(
 
 
 @approval_app.command("grant")
+@handles_errors
 def approval_grant(approval_id: int, as_json: JsonOpt = False) -> None:
     """Grant another operator's request (never one's own)."""
-    try:
-        with _system() as system:
-            row = system.grant_approval(approval_id)
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        row = system.grant_approval(approval_id)
     if as_json:
         print_json(row)
     else:
@@ -100,13 +89,11 @@ def approval_grant(approval_id: int, as_json: JsonOpt = False) -> None:
 
 
 @approval_app.command("list")
+@handles_errors
 def approval_list(as_json: JsonOpt = False) -> None:
     """Every approval: requested, granted, used."""
-    try:
-        with _system() as system:
-            rows = system.list_approvals()
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        rows = system.list_approvals()
     if as_json:
         print_json(rows)
         return

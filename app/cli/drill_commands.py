@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
-from app.cli.render import JsonOpt, console, err_console, fail, human, print_json
+from app.cli.commands import handles_errors
+from app.cli.render import JsonOpt, console, err_console, human, print_json
 from app.drills.result import DrillResult
-from app.errors import ConfigurationError, EquisplitError, RecoveryError
+from app.errors import ConfigurationError, RecoveryError
 
 
+@handles_errors
 def drill_command(
     source: Annotated[str | None, typer.Option("--source", "-s", help="Drill this source only.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan each drill; write nothing.")] = False,
@@ -29,14 +31,11 @@ def drill_command(
     from app.settings import load_settings
     from app.system import BackupSystem
 
-    try:
-        if dry_run and full_simulation:
-            raise ConfigurationError("--dry-run and --full-simulation exclude each other", hint="give one")
-        mode = "dry-run" if dry_run else "full-simulation" if full_simulation else "restore"
-        with BackupSystem(load_settings()) as system:
-            results = system.run_restore_drills(source, mode=mode, owner=owner)
-    except EquisplitError as exc:
-        fail(exc)
+    if dry_run and full_simulation:
+        raise ConfigurationError("--dry-run and --full-simulation exclude each other", hint="give one")
+    mode = "dry-run" if dry_run else "full-simulation" if full_simulation else "restore"
+    with BackupSystem(load_settings()) as system:
+        results = system.run_restore_drills(source, mode=mode, owner=owner)
     if as_json:
         print_json([r.to_json() for r in results])
     else:

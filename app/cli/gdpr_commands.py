@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from app.cli.render import JsonOpt, console, fail, print_json
-from app.errors import EquisplitError
+from app.cli.commands import handles_errors
+from app.cli.commands import open_system as _system
+from app.cli.render import JsonOpt, console, print_json
 
 gdpr_app = typer.Typer(no_args_is_help=True, help="GDPR erasure requests, re-applied by every restore.")
 
 
-def _system() -> Any:
-    from app.settings import load_settings
-    from app.system import BackupSystem
-
-    return BackupSystem(load_settings())
 
 
 @gdpr_app.command("erase")
+@handles_errors
 def gdpr_erase(
     source: Annotated[str, typer.Option("--source", "-s", help="The PostgreSQL source.")],
     database: Annotated[str, typer.Option("--database", help="The database that holds the subject.")],
@@ -32,11 +29,8 @@ def gdpr_erase(
 ) -> None:
     """Record an erasure request. Backups stay as they are; every restore, recovery and drill of the
     source re-applies the SQL before the database is handed back. Erase in production yourself."""
-    try:
-        with _system() as system:
-            row = system.record_erasure(source, database, subject, sql, reason)
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        row = system.record_erasure(source, database, subject, sql, reason)
     if as_json:
         print_json(row)
     else:
@@ -44,16 +38,14 @@ def gdpr_erase(
 
 
 @gdpr_app.command("list")
+@handles_errors
 def gdpr_list(
     source: Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Every erasure request, oldest first (the order they are re-applied in)."""
-    try:
-        with _system() as system:
-            rows = system.list_erasures(source)
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        rows = system.list_erasures(source)
     if as_json:
         print_json(rows)
         return

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
 from app.cli.audit_commands import approval_app, audit_app
+from app.cli.commands import handles_errors, open_scheduler, open_system
 from app.cli.dr_commands import dr_app
 from app.cli.drill_commands import drill_command
 from app.cli.gdpr_commands import gdpr_app
@@ -19,14 +18,13 @@ from app.cli.maintenance_commands import maintenance_app
 from app.cli.monitoring_commands import monitoring_app
 from app.cli.pg_commands import pg_app
 from app.cli.probe_commands import storage_status_command, test_connection_command
-from app.cli.render import JsonOpt, backups_table, console, err_console, fail, human, print_json, progress_bar
+from app.cli.render import JsonOpt, backups_table, console, err_console, human, print_json, progress_bar
 from app.cli.replication_commands import replication_app
 from app.cli.report_commands import compliance_app
 from app.cli.retention_commands import gc_app, hold_app, retention_app
 from app.cli.verify_commands import verify_command
 from app.cli.wal_commands import wal_app
-from app.errors import ConfigurationError, EquisplitError, PartialBackupError
-from app.settings import load_settings
+from app.errors import ConfigurationError, PartialBackupError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -64,31 +62,11 @@ backup_app.command("test-connection")(test_connection_command)
 backup_app.command("storage-status")(storage_status_command)
 app.add_typer(maintenance_app, name="maintenance")
 
-F = TypeVar("F", bound=Callable[..., Any])
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Source name.")]
 
 
-def handles_errors(func: F) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except EquisplitError as exc:
-            fail(exc)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _scheduler() -> Any:
-    from app.scheduler import BackupScheduler
-
-    return BackupScheduler(load_settings())
-
-
-def _system(region: str | None = None) -> Any:
-    from app.system import BackupSystem
-
-    return BackupSystem(load_settings(), region=region)
+_scheduler = open_scheduler
+_system = open_system
 
 
 @app.command()

@@ -6,14 +6,15 @@ from typing import Annotated
 
 import typer
 
-from app.cli.render import JsonOpt, console, fail, print_json
-from app.errors import EquisplitError
+from app.cli.commands import handles_errors
+from app.cli.render import JsonOpt, console, print_json
 from app.settings import load_settings
 
 maintenance_app = typer.Typer(no_args_is_help=True, help="Repository upkeep: reconcile killed backups.")
 
 
 @maintenance_app.command("reconcile")
+@handles_errors
 def maintenance_reconcile(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would change; change nothing.")
@@ -26,11 +27,8 @@ def maintenance_reconcile(
     from app.backup.reconcile import reconcile
     from app.system import BackupSystem
 
-    try:
-        with BackupSystem(load_settings()) as system:
-            report = reconcile(system.context, dry_run=dry_run, actor=system.actor)
-    except EquisplitError as exc:
-        fail(exc)
+    with BackupSystem(load_settings()) as system:
+        report = reconcile(system.context, dry_run=dry_run, actor=system.actor)
     if as_json:
         print_json(report.to_json())
         return

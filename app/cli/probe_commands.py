@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from app.cli.render import JsonOpt, console, err_console, fail, human, print_json
-from app.errors import EquisplitError
+from app.cli.commands import handles_errors
+from app.cli.render import JsonOpt, console, err_console, human, print_json
 
 
+@handles_errors
 def test_connection_command(as_json: JsonOpt = False) -> None:
     """Write, read back and delete an object in storage; reach the catalog, the broker and each
     PostgreSQL source. Exit 1 if any check fails."""
     from app.settings import load_settings
     from app.system import BackupSystem
 
-    try:
-        with BackupSystem(load_settings()) as system:
-            probes = system.test_connection()
-    except EquisplitError as exc:
-        fail(exc)
+    with BackupSystem(load_settings()) as system:
+        probes = system.test_connection()
     if as_json:
         print_json([p.to_json() for p in probes])
     else:
@@ -31,17 +29,15 @@ def test_connection_command(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+@handles_errors
 def storage_status_command(as_json: JsonOpt = False) -> None:
     """Objects and bytes in storage per kind and per storage class, the catalog's view beside it, and
     the free space where the backend can tell."""
     from app.settings import load_settings
     from app.system import BackupSystem
 
-    try:
-        with BackupSystem(load_settings()) as system:
-            status = system.storage_status()
-    except EquisplitError as exc:
-        fail(exc)
+    with BackupSystem(load_settings()) as system:
+        status = system.storage_status()
     if as_json:
         print_json(status)
         return

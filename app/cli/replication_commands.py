@@ -7,14 +7,16 @@ from typing import Annotated
 
 import typer
 
-from app.cli.render import JsonOpt, console, err_console, fail, human, print_json
-from app.errors import ConfigurationError, EquisplitError, ReplicationError
+from app.cli.commands import handles_errors
+from app.cli.render import JsonOpt, console, err_console, human, print_json
+from app.errors import ConfigurationError, ReplicationError
 
 replication_app = typer.Typer(no_args_is_help=True, help="Copies of the repository in secondary regions.")
 RegionOpt = Annotated[str | None, typer.Option("--region", help="One secondary region (default: every one).")]
 
 
 @replication_app.command("run")
+@handles_errors
 def replication_run(region: RegionOpt = None, as_json: JsonOpt = False) -> None:
     """A pass over each region: keyring and config, then new packs and WAL, then the manifests whose packs
     are all there. Exit 4 naming each region that could not be brought up to date."""
@@ -23,20 +25,17 @@ def replication_run(region: RegionOpt = None, as_json: JsonOpt = False) -> None:
     from app.replication.run import replicate
     from app.settings import load_settings
 
+    settings = load_settings()
+    if region is None and not is_enabled(settings):
+        raise ConfigurationError(
+            "replication is off: BACKUP_CROSS_REGION is false or no secondary region is configured",
+            hint="set BACKUP_CROSS_REGION=true and SECONDARY_REGIONS / BACKUP_SECONDARY_STORAGE_URLS",
+        )
+    ctx = Context(settings)
     try:
-        settings = load_settings()
-        if region is None and not is_enabled(settings):
-            raise ConfigurationError(
-                "replication is off: BACKUP_CROSS_REGION is false or no secondary region is configured",
-                hint="set BACKUP_CROSS_REGION=true and SECONDARY_REGIONS / BACKUP_SECONDARY_STORAGE_URLS",
-            )
-        ctx = Context(settings)
-        try:
-            passes = replicate(ctx, region, actor="cli")
-        finally:
-            ctx.close()
-    except EquisplitError as exc:
-        fail(exc)
+        passes = replicate(ctx, region, actor="cli")
+    finally:
+        ctx.close()
     if as_json:
         print_json([p.to_json() for p in passes])
     else:
@@ -57,6 +56,7 @@ def replication_run(region: RegionOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @replication_app.command("status")
+@handles_errors
 def replication_status_command(region: RegionOpt = None, as_json: JsonOpt = False) -> None:
     """Per region: objects and bytes pending, copied, failed and missing, the lag (age of the oldest object
     not yet copied) against BACKUP_REPLICATION_LAG_TARGET, the last pass and its error. Exit 1 when a
@@ -65,14 +65,11 @@ def replication_status_command(region: RegionOpt = None, as_json: JsonOpt = Fals
     from app.replication.status import replication_status
     from app.settings import load_settings
 
+    ctx = Context(load_settings())
     try:
-        ctx = Context(load_settings())
-        try:
-            statuses = replication_status(ctx, region)
-        finally:
-            ctx.close()
-    except EquisplitError as exc:
-        fail(exc)
+        statuses = replication_status(ctx, region)
+    finally:
+        ctx.close()
     if as_json:
         print_json([s.to_json() for s in statuses])
     else:

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from app.cli.render import console, fail
-from app.errors import EquisplitError
+from app.cli.commands import handles_errors
+from app.cli.commands import open_system as _system
+from app.cli.render import console
 
 compliance_app = typer.Typer(no_args_is_help=True, help="Compliance evidence: SOC 2, GDPR, retention.")
 
 
-def _system() -> Any:
-    from app.settings import load_settings
-    from app.system import BackupSystem
-
-    return BackupSystem(load_settings())
 
 
 @compliance_app.command("report")
+@handles_errors
 def compliance_report(
     report_type: Annotated[str, typer.Option("--type", help="soc2, gdpr or retention.")],
     start: Annotated[
@@ -36,14 +33,11 @@ def compliance_report(
     from app.reports.build import build_report, render
     from app.timespec import parse_since
 
-    try:
-        with _system() as system:
-            report = build_report(
-                system.context, report_type, parse_since(start), parse_since(end) if end else clock.now()
-            )
-            text = render(report, fmt)
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        report = build_report(
+            system.context, report_type, parse_since(start), parse_since(end) if end else clock.now()
+        )
+        text = render(report, fmt)
     if output is None:
         typer.echo(text, nl=False)
     else:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from app.cli.render import JsonOpt, console, err_console, fail, human, print_json
-from app.errors import EquisplitError
+from app.cli.commands import handles_errors
+from app.cli.commands import open_system as _system
+from app.cli.render import JsonOpt, console, err_console, human, print_json
 
 retention_app = typer.Typer(no_args_is_help=True, help="What is kept, and deleting the rest.")
 hold_app = typer.Typer(no_args_is_help=True, help="Legal holds: nothing they cover is deleted.")
@@ -15,21 +16,14 @@ gc_app = typer.Typer(no_args_is_help=True, help="Garbage collection of packs no 
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")]
 
 
-def _system() -> Any:
-    from app.settings import load_settings
-    from app.system import BackupSystem
-
-    return BackupSystem(load_settings())
 
 
 @retention_app.command("plan")
+@handles_errors
 def retention_plan(source: SourceOpt = None, as_json: JsonOpt = False) -> None:
     """Every backup, kept or not, with the rules that keep it; and the WAL thinning would remove."""
-    try:
-        with _system() as system:
-            plan = system.plan_retention(source)
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        plan = system.plan_retention(source)
     if as_json:
         print_json(plan.to_json())
         return
@@ -47,6 +41,7 @@ def retention_plan(source: SourceOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @retention_app.command("apply")
+@handles_errors
 def retention_apply(
     source: SourceOpt = None,
     confirm: Annotated[bool, typer.Option("--confirm", help="Delete for real (without: a dry run).")] = False,
@@ -57,11 +52,8 @@ def retention_apply(
 ) -> None:
     """Delete the backups no rule, hold or window keeps, and the WAL nothing needs; a dry run without
     --confirm. Each deletion is audited with its reason."""
-    try:
-        with _system() as system:
-            plan, report = system.apply_retention(source, confirm=confirm, approval=approval)
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        plan, report = system.apply_retention(source, confirm=confirm, approval=approval)
     if as_json:
         print_json({"plan": plan.to_json(), "applied": report.to_json()})
         return
@@ -79,6 +71,7 @@ def retention_apply(
 
 
 @hold_app.command("add")
+@handles_errors
 def hold_add(
     backup_id: Annotated[str | None, typer.Argument(help="The backup to hold.")] = None,
     source: Annotated[str | None, typer.Option("--source", "-s", help="Hold every backup of this source.")] = None,
@@ -86,11 +79,8 @@ def hold_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Place a legal hold on a backup or a whole source: nothing it covers is deleted until released."""
-    try:
-        with _system() as system:
-            hold = system.add_hold(reason, backup_id=backup_id, source=source)
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        hold = system.add_hold(reason, backup_id=backup_id, source=source)
     if as_json:
         print_json(hold)
     else:
@@ -98,29 +88,25 @@ def hold_add(
 
 
 @hold_app.command("release")
+@handles_errors
 def hold_release(
     hold_id: int,
     reason: Annotated[str, typer.Option("--reason", help="Why it is released.")] = "",
 ) -> None:
     """Release a hold (audited); what it covered falls back under the retention rules."""
-    try:
-        with _system() as system:
-            hold = system.release_hold(hold_id, reason)
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        hold = system.release_hold(hold_id, reason)
     console.print(f"hold {hold['id']} released by {hold['released_by']}")
 
 
 @hold_app.command("list")
+@handles_errors
 def hold_list(
     released: Annotated[bool, typer.Option("--all", help="Released holds too.")] = False, as_json: JsonOpt = False
 ) -> None:
     """The holds in force (with --all, released ones too)."""
-    try:
-        with _system() as system:
-            rows = system.list_holds(include_released=released)
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        rows = system.list_holds(include_released=released)
     if as_json:
         print_json(rows)
         return
@@ -134,6 +120,7 @@ def hold_list(
 
 
 @gc_app.command("run")
+@handles_errors
 def gc_run(
     confirm: Annotated[bool, typer.Option("--confirm", help="Mark and delete for real (without: a dry run).")] = False,
     as_json: JsonOpt = False,
@@ -144,11 +131,8 @@ def gc_run(
     has its live chunks copied into a new pack, then goes the same way. A dry run without --confirm."""
     from app.gc.run import collect_garbage
 
-    try:
-        with _system() as system:
-            report = collect_garbage(system.context, confirm=confirm, actor=system.actor)
-    except EquisplitError as exc:
-        fail(exc)
+    with _system() as system:
+        report = collect_garbage(system.context, confirm=confirm, actor=system.actor)
     if as_json:
         print_json(report.to_json())
         return

@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
-from app.cli.render import JsonOpt, console, err_console, fail, human, print_json
-from app.errors import ConfigurationError, EquisplitError, IntegrityError
+from app.cli.commands import handles_errors
+from app.cli.render import JsonOpt, console, err_console, human, print_json
+from app.errors import ConfigurationError, IntegrityError
 from app.verify.report import VerificationReport
 
 
+@handles_errors
 def verify_command(
     backup_id: Annotated[str | None, typer.Option("--id", help="Verify this backup.")] = None,
     source: Annotated[
@@ -43,24 +45,21 @@ def verify_command(
     from app.timespec import parse_since
     from app.verify.options import parse_sample
 
-    try:
-        if sum(bool(x) for x in (backup_id, source, all_backups)) > 1:
-            raise ConfigurationError("--id, --source and --all exclude each other", hint="give one of them")
-        if sum(bool(x) for x in (read_data, sample, structure_only)) > 1:
-            raise ConfigurationError(
-                "--read-data, --sample and --structure-only exclude each other", hint="give one of them"
-            )
-        mode = "all" if read_data else "sample" if sample else "none" if structure_only else "incremental"
-        with BackupSystem(load_settings(), region=region) as system:
-            report = system.verify_backup(
-                backup_id,
-                source=source,
-                since=parse_since(since) if since else None,
-                data=mode,
-                sample=parse_sample(sample) if sample else None,
-            )
-    except EquisplitError as exc:
-        fail(exc)
+    if sum(bool(x) for x in (backup_id, source, all_backups)) > 1:
+        raise ConfigurationError("--id, --source and --all exclude each other", hint="give one of them")
+    if sum(bool(x) for x in (read_data, sample, structure_only)) > 1:
+        raise ConfigurationError(
+            "--read-data, --sample and --structure-only exclude each other", hint="give one of them"
+        )
+    mode = "all" if read_data else "sample" if sample else "none" if structure_only else "incremental"
+    with BackupSystem(load_settings(), region=region) as system:
+        report = system.verify_backup(
+            backup_id,
+            source=source,
+            since=parse_since(since) if since else None,
+            data=mode,
+            sample=parse_sample(sample) if sample else None,
+        )
     if as_json:
         print_json(report.to_json())
     else:

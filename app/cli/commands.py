@@ -1,0 +1,41 @@
+"""What every command shares: domain errors printed with their exit codes (never a traceback), and the
+system and scheduler opened from the environment's settings."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from app.cli.render import fail
+from app.errors import EquisplitError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(func: F) -> F:
+    """A command whose domain errors print as message, detail and hint, and exit with their code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EquisplitError as exc:
+            fail(exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def open_system(region: str | None = None) -> Any:
+    """A BackupSystem on the environment's settings (of the primary, or of a secondary region)."""
+    from app.settings import load_settings
+    from app.system import BackupSystem
+
+    return BackupSystem(load_settings(), region=region)
+
+
+def open_scheduler() -> Any:
+    from app.scheduler import BackupScheduler
+    from app.settings import load_settings
+
+    return BackupScheduler(load_settings())
