@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_cli import run
+from tests.support.cli import cli_env_for
 from tests.support.pgcluster import PG_USER, python_for_postgres
 from tests.support.trees import assert_same_tree, make_tree
 
@@ -31,14 +31,7 @@ COMMANDS = [
 
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "DATABASE_URL", "EQUISPLIT"))}
-    env.update(
-        EQUISPLIT_DR_HOME=str(tmp_path / "home"),
-        BACKUP_ENCRYPTION_KEY=secrets.token_hex(32),
-        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
-        COLUMNS="200",
-    )
-    return env
+    return cli_env_for(tmp_path / "home")
 
 
 def _backed_up(env: dict[str, str], tmp_path: Path) -> tuple[Path, Path, list[dict[str, object]]]:

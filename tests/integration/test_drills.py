@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from app.drills.run import run_drills
 from app.repo.format import Kind
 from app.system import BackupSystem
 from tests.support.cli import cli_env_for, run_cli
-from tests.support.pgarchive import SOURCE, Archive, point_source_at, write_fetch_script
+from tests.support.pgarchive import SOURCE, Archive, write_fetch_script
 from tests.support.pgcluster import PgCluster, RecoveryArea
 from tests.support.trees import make_tree
 
@@ -106,24 +105,17 @@ def test_cli_dr_test_exits_15_on_a_failed_drill(tmp_path: Path) -> None:
     assert bad.returncode == 15 and "never" in bad.stderr and "FAILED" in bad.stderr, bad.stdout + bad.stderr
 
 
-@pytest.fixture
-def pg_cluster(archive: Archive, pg_template: Path) -> Iterator[PgCluster]:
-    with PgCluster.create(pg_template, archive.env) as started:
-        point_source_at(archive, started.port)
-        yield started
-
-
 @pytest.mark.slow
 def test_a_postgres_drill_recovers_starts_checks_and_removes_the_copy(
-    archive: Archive, pg_cluster: PgCluster, recovery_area: RecoveryArea
+    archive: Archive, archived_cluster: PgCluster, recovery_area: RecoveryArea
 ) -> None:
     from app.backup.engine import run_backup
 
-    pg_cluster.sql("CREATE TABLE matters (id serial PRIMARY KEY, note text)")
-    pg_cluster.sql("INSERT INTO matters (note) SELECT 'n' || g FROM generate_series(1, 500) g")
+    archived_cluster.sql("CREATE TABLE matters (id serial PRIMARY KEY, note text)")
+    archived_cluster.sql("INSERT INTO matters (note) SELECT 'n' || g FROM generate_series(1, 500) g")
     run_backup(archive.ctx, SOURCE, "full")
-    pg_cluster.sql("INSERT INTO matters (note) SELECT 'm' || g FROM generate_series(1, 25) g")
-    pg_cluster.wait_archived(pg_cluster.switch_wal())
+    archived_cluster.sql("INSERT INTO matters (note) SELECT 'm' || g FROM generate_series(1, 25) g")
+    archived_cluster.wait_archived(archived_cluster.switch_wal())
     settings = archive.ctx.settings.model_copy(
         update={
             "pitr_restore_command": write_fetch_script(recovery_area.base / "fetch.sh"),
@@ -143,7 +135,7 @@ def test_a_postgres_drill_recovers_starts_checks_and_removes_the_copy(
     assert result.outcome == "passed", result.to_json()
     assert result.rto_seconds is not None and result.rto_seconds > 0 and result.point_reached is not None
     assert any("pg_amcheck" in line and "no corruption" in line for line in result.checks), result.checks
-    live = pg_cluster.sql(COUNT_ROWS)  # every table of the source (the template has one of its own)
+    live = archived_cluster.sql(COUNT_ROWS)  # every table of the source (the template has one of its own)
     assert ("public.matters", "525") in [(name, str(count)) for name, count in live]
     counted = next(line for line in result.checks if line.startswith("counted"))
     assert f"counted {sum(int(count) for _, count in live)} row(s) in {len(live)} table(s)" in counted, (
@@ -177,7 +169,7 @@ def test_a_drill_of_links_pipes_and_a_changed_copy(system: BackupSystem, tmp_pat
 
 @pytest.mark.slow
 def test_verification_names_a_wal_segment_a_base_backup_needs(
-    archive: Archive, pg_cluster: PgCluster
+    archive: Archive, archived_cluster: PgCluster
 ) -> None:
     from app.backup.engine import run_backup
     from app.verify.options import VerifyOptions

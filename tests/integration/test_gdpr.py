@@ -6,8 +6,6 @@ server; a recovery not started says loudly that nothing was re-applied."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -22,20 +20,13 @@ from app.pitr.manager import DisasterRecoveryManager
 from app.pitr.server import running_pid
 from app.system import BackupSystem
 from tests.support.pg import server_url
-from tests.support.pgarchive import SOURCE, Archive, point_source_at, write_fetch_script
+from tests.support.pgarchive import SOURCE, Archive, write_fetch_script
 from tests.support.pgcluster import PgCluster, RecoveryArea, free_port
 from tests.support.system import Factory
 
 pytestmark = pytest.mark.slow
 
 ERASE = "DELETE FROM customers WHERE email = 'alice@example.org'; DELETE FROM orders WHERE customer = 'alice'"
-
-
-@pytest.fixture
-def cluster(archive: Archive, pg_template: Path) -> Iterator[PgCluster]:
-    with PgCluster.create(pg_template, archive.env) as started:
-        point_source_at(archive, started.port)
-        yield started
 
 
 def _system(archive: Archive) -> BackupSystem:
@@ -58,12 +49,14 @@ def _recover(archive: Archive, area: RecoveryArea, *, start: bool = True) -> tup
 
 
 def test_a_restore_after_an_erasure_request_no_longer_holds_the_erased_rows(
-    archive: Archive, cluster: PgCluster, recovery_area: RecoveryArea
+    archive: Archive, archived_cluster: PgCluster, recovery_area: RecoveryArea
 ) -> None:
-    cluster.sql("CREATE TABLE customers (id serial PRIMARY KEY, email text)")
-    cluster.sql("CREATE TABLE orders (id serial PRIMARY KEY, customer text, total int)")
-    cluster.sql("INSERT INTO customers (email) VALUES ('alice@example.org'), ('bob@example.org')")
-    cluster.sql("INSERT INTO orders (customer, total) VALUES ('alice', 10), ('alice', 20), ('bob', 5)")
+    archived_cluster.sql("CREATE TABLE customers (id serial PRIMARY KEY, email text)")
+    archived_cluster.sql("CREATE TABLE orders (id serial PRIMARY KEY, customer text, total int)")
+    archived_cluster.sql("INSERT INTO customers (email) VALUES ('alice@example.org'), ('bob@example.org')")
+    archived_cluster.sql(
+        "INSERT INTO orders (customer, total) VALUES ('alice', 10), ('alice', 20), ('bob', 5)"
+    )
     run_backup(archive.ctx, SOURCE, "full")  # the backup holds alice, and stays as it is
     system = _system(archive)
     with pytest.raises(SourceError):
@@ -71,8 +64,8 @@ def test_a_restore_after_an_erasure_request_no_longer_holds_the_erased_rows(
     request = system.record_erasure(SOURCE, "postgres", "alice", ERASE, "Art. 17 request 2026-31")
     # Production is not erased here: the backup and every archived WAL record still hold alice, so only
     # the ledger's re-application can keep her out of the recovered copy.
-    cluster.sql("INSERT INTO orders (customer, total) VALUES ('alice', 30)")
-    cluster.wait_archived(cluster.switch_wal())
+    archived_cluster.sql("INSERT INTO orders (customer, total) VALUES ('alice', 30)")
+    archived_cluster.wait_archived(archived_cluster.switch_wal())
 
     result, port = _recover(archive, recovery_area)
     assert result.success, f"{result.message}\n{result.problems}"  # type: ignore[attr-defined]
@@ -84,7 +77,9 @@ def test_a_restore_after_an_erasure_request_no_longer_holds_the_erased_rows(
         "failed": [],
     }
 
-    assert cluster.sql("SELECT count(*) FROM orders WHERE customer = 'alice'") == [(3,)]  # the source has her
+    assert archived_cluster.sql("SELECT count(*) FROM orders WHERE customer = 'alice'") == [
+        (3,)
+    ]  # the source has her
 
     # not started: nothing can be re-applied, and the result says so
     restored, _ = _recover(archive, recovery_area, start=False)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from app.retention.apply import apply_plan
 from app.retention.plan import plan_retention
 from app.system import BackupSystem
 from tests.support.cli import cli_env_for, run_cli
-from tests.support.pgarchive import SOURCE, Archive, point_source_at
+from tests.support.pgarchive import SOURCE, Archive
 from tests.support.pgcluster import PgCluster
 from tests.support.system import Factory
 from tests.support.trees import assert_same_tree, make_tree
@@ -154,27 +153,20 @@ def test_cli_retention_and_holds(tmp_path: Path) -> None:
     ]
 
 
-@pytest.fixture
-def pg_cluster(archive: Archive, pg_template: Path) -> Iterator[PgCluster]:
-    with PgCluster.create(pg_template, archive.env) as started:
-        point_source_at(archive, started.port)
-        yield started
-
-
 @pytest.mark.slow
 def test_wal_outside_the_window_that_no_kept_base_needs_is_thinned(
-    archive: Archive, pg_cluster: PgCluster
+    archive: Archive, archived_cluster: PgCluster
 ) -> None:
     from app.backup.engine import run_backup
 
     ctx = archive.ctx
-    pg_cluster.sql("CREATE TABLE t (id serial PRIMARY KEY, note text)")
+    archived_cluster.sql("CREATE TABLE t (id serial PRIMARY KEY, note text)")
     a = run_backup(ctx, SOURCE, "full")
     between = []
     for note in ("x", "y"):
-        pg_cluster.sql("INSERT INTO t (note) VALUES (%s)", note)
-        between.append(pg_cluster.switch_wal())
-    pg_cluster.wait_archived(*between)
+        archived_cluster.sql("INSERT INTO t (note) VALUES (%s)", note)
+        between.append(archived_cluster.switch_wal())
+    archived_cluster.wait_archived(*between)
     b = run_backup(ctx, SOURCE, "full")
     run_backup(ctx, SOURCE, "full")  # C, the newest
     now = clock.now()

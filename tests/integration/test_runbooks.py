@@ -9,7 +9,6 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from app.catalog.models import AuditEntry
 from app.runbooks.procedures import build_steps
 from app.runbooks.run import run_procedure
 from app.system import BackupSystem
-from tests.support.pgarchive import SOURCE, Archive, point_source_at, write_fetch_script
+from tests.support.pgarchive import SOURCE, Archive, write_fetch_script
 from tests.support.pgcluster import PgCluster, RecoveryArea, free_port
 from tests.support.trees import assert_same_tree, make_tree
 
@@ -28,7 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cli_full_restore_runs_each_step_and_stops_at_the_first_failure(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "DATABASE_URL", "EQUISPLIT", "DR_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BACKUP_", "DATABASE_URL", "EQUISPLIT", "DR_"))
+    }
     env.update(
         EQUISPLIT_DR_HOME=str(tmp_path / "home"),
         BACKUP_ENCRYPTION_KEY=secrets.token_hex(32),
@@ -38,7 +41,11 @@ def test_cli_full_restore_runs_each_step_and_stops_at_the_first_failure(tmp_path
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "app.cli.main", *args], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "app.cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
     docs = make_tree(tmp_path / "docs", big_mib=1, small=5)
@@ -61,7 +68,12 @@ def test_cli_full_restore_runs_each_step_and_stops_at_the_first_failure(tmp_path
     run = cli("dr", "execute", "--procedure", "full-restore", "--target", str(target), "--json")
     assert run.returncode == 0, run.stdout + run.stderr
     doc = json.loads(run.stdout)
-    assert doc["success"] and [s["name"] for s in doc["steps"]] == ["test-connection", "verify-latest", "restore", "compare"]
+    assert doc["success"] and [s["name"] for s in doc["steps"]] == [
+        "test-connection",
+        "verify-latest",
+        "restore",
+        "compare",
+    ]
     assert all(s["outcome"] == "ok" and s["seconds"] is not None and s["started_at"] for s in doc["steps"])
     assert_same_tree(docs, target / "docs")
     assert_same_tree(photos, target / "photos")
@@ -73,27 +85,26 @@ def test_cli_full_restore_runs_each_step_and_stops_at_the_first_failure(tmp_path
 
     logs = json.loads(cli("backup", "logs", "--json").stdout)
     steps = [(r["object"], r["detail"]["outcome"]) for r in logs if r["action"] == "runbook.step"]
-    assert steps[:4] == [(f"full-restore/{n}", "ok") for n in ("test-connection", "verify-latest", "restore", "compare")]
-    assert steps[4:] == [("full-restore/test-connection", "ok"), ("full-restore/verify-latest", "ok"), ("full-restore/restore", "failed")]
+    assert steps[:4] == [
+        (f"full-restore/{n}", "ok") for n in ("test-connection", "verify-latest", "restore", "compare")
+    ]
+    assert steps[4:] == [
+        ("full-restore/test-connection", "ok"),
+        ("full-restore/verify-latest", "ok"),
+        ("full-restore/restore", "failed"),
+    ]
     assert [r["action"] for r in logs if r["action"].startswith("runbook.")].count("runbook.failed") == 1
-
-
-@pytest.fixture
-def cluster(archive: Archive, pg_template: Path) -> Iterator[PgCluster]:
-    with PgCluster.create(pg_template, archive.env) as started:
-        point_source_at(archive, started.port)
-        yield started
 
 
 @pytest.mark.slow
 def test_database_failover_recovers_starts_reapplies_erasures_and_reports_the_rto(
-    archive: Archive, cluster: PgCluster, recovery_area: RecoveryArea
+    archive: Archive, archived_cluster: PgCluster, recovery_area: RecoveryArea
 ) -> None:
-    cluster.sql("CREATE TABLE people (id serial PRIMARY KEY, name text)")
-    cluster.sql("INSERT INTO people (name) VALUES ('ann'), ('ben')")
+    archived_cluster.sql("CREATE TABLE people (id serial PRIMARY KEY, name text)")
+    archived_cluster.sql("INSERT INTO people (name) VALUES ('ann'), ('ben')")
     run_backup(archive.ctx, SOURCE, "full")
-    cluster.sql("INSERT INTO people (name) VALUES ('cid')")
-    cluster.wait_archived(cluster.switch_wal())
+    archived_cluster.sql("INSERT INTO people (name) VALUES ('cid')")
+    archived_cluster.wait_archived(archived_cluster.switch_wal())
     settings = archive.ctx.settings.model_copy(
         update={"pitr_restore_command": write_fetch_script(recovery_area.base / "fetch.sh")}
     )
@@ -109,7 +120,16 @@ def test_database_failover_recovers_starts_reapplies_erasures_and_reports_the_rt
         assert result.steps[2].detail.startswith("RTO ")
         assert recovery_area.sql(port, "SELECT name FROM people ORDER BY id") == [("ann",), ("cid",)]
         with system.context.sessions() as session:
-            actions = [e.action for e in session.scalars(select(AuditEntry).where(AuditEntry.action.like("runbook.%")))]
-        assert actions == ["runbook.started", "runbook.step", "runbook.step", "runbook.step", "runbook.finished"]
+            actions = [
+                e.action
+                for e in session.scalars(select(AuditEntry).where(AuditEntry.action.like("runbook.%")))
+            ]
+        assert actions == [
+            "runbook.started",
+            "runbook.step",
+            "runbook.step",
+            "runbook.step",
+            "runbook.finished",
+        ]
     finally:
         system.close()

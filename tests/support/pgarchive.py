@@ -23,7 +23,7 @@ from app.repo.keys import MasterKey
 from app.repo.repository import Repository
 from app.settings import load_settings
 from app.wal import names, segment
-from tests.support.pgcluster import chown_to_postgres
+from tests.support.pgcluster import PgCluster, chown_to_postgres
 
 SOURCE = "db1"
 
@@ -119,6 +119,14 @@ def archive() -> Iterator[Archive]:
     finally:
         made.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def archived_cluster(archive: Archive, pg_template: Path) -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster archiving into `archive`, registered as its source `db1`."""
+    with PgCluster.create(pg_template, archive.env) as started:
+        point_source_at(archive, started.port)
+        yield started
 
 
 def point_source_at(archive: Archive, port: int) -> None:
