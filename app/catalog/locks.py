@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import uuid
 from datetime import timedelta
+from types import TracebackType
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -15,6 +18,8 @@ from app import clock
 from app.catalog.db import transaction
 from app.catalog.models import Lock
 from app.errors import LockedError
+
+log = logging.getLogger(__name__)
 
 
 def new_holder() -> str:
@@ -96,3 +101,63 @@ def live_holders(session: Session) -> set[str]:
 def release(factory: sessionmaker[Session], name: str, holder: str) -> None:
     with transaction(factory) as session:
         session.execute(delete(Lock).where(Lock.name == name, Lock.holder == holder))
+
+
+class Lease:
+    """A lease held for the life of a `with` block and renewed in the background every third of its ttl,
+    so a long job keeps it while a dead one loses it when the ttl runs out. `check()` raises once a
+    renewal found the lease taken (the job must stop before it does anything more)."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        name: str,
+        ttl: timedelta,
+        write_lock: threading.Lock | None = None,
+    ) -> None:
+        self.factory, self.name, self.ttl = factory, name, ttl
+        self.holder = new_holder()
+        self._write_lock = write_lock or threading.Lock()
+        self._stop = threading.Event()
+        self._lost = False
+        self._thread: threading.Thread | None = None
+
+    def take(self) -> None:
+        """Acquire it (LockedError naming the holder if another has it) and start renewing it."""
+        with self._write_lock:
+            acquire(self.factory, self.name, self.holder, self.ttl)
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{self.name}", daemon=True)
+        self._thread.start()
+
+    def give_back(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._write_lock:
+            release(self.factory, self.name, self.holder)
+
+    def __enter__(self) -> Lease:
+        self.take()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.give_back()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl.total_seconds() / 3):
+            try:
+                with self._write_lock:
+                    if not renew(self.factory, self.name, self.holder, self.ttl):
+                        self._lost = True
+                        return
+            except Exception as exc:  # a catalog hiccup: the next beat tries again before the ttl ends
+                log.warning("lease %s not renewed: %s", self.name, exc)
+
+    def check(self) -> None:
+        if self._lost:
+            raise LockedError(
+                f"the lease {self.name} was lost (another job took it after a renewal failed)",
+                hint="nothing more was done; run the job again",
+            )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -96,11 +97,17 @@ def choose(session: Session, cutoff: datetime, threshold: float) -> list[SparseP
 
 
 def repack(
-    ctx: Context, session: Session, cutoff: datetime, *, dry_run: bool, actor: str | None
+    ctx: Context,
+    session: Session,
+    cutoff: datetime,
+    *,
+    dry_run: bool,
+    actor: str | None,
+    check: Callable[[], None] | None = None,
 ) -> tuple[RepackReport, list[str]]:
     """Repack the sparse packs (dry run: only name them). Returns the report and the problems met; a
     pack that cannot be repacked (unreadable, or its own index disagrees with the catalog) is named and
-    left as it is."""
+    left as it is. `check` is called before each repoint (the GC lease: it raises once lost)."""
     threshold = ctx.settings.backup_gc_repack_below
     report = RepackReport(threshold)
     problems: list[str] = []
@@ -125,9 +132,13 @@ def repack(
         batch.append(sparse)
         moves.extend(copied)
         if builder.size >= target:
+            if check:
+                check()
             _commit(ctx, session, builder, batch, moves, report, problems, actor)
             builder, batch, moves = PackBuilder(), [], []
     if batch:
+        if check:
+            check()
         _commit(ctx, session, builder, batch, moves, report, problems, actor)
     return report, problems
 

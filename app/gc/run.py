@@ -1,5 +1,8 @@
 """One garbage collection (docs/GC.md): gather the live set, sweep the candidates that are ready, mark
-new candidates. Dry run unless confirmed. Every deletion and every return to the index is audited."""
+new candidates and repack sparse packs; asked to, with a grace period of 0, sweep once more (a fresh running set
+and live set) so what is safe to delete goes in the same run. Dry run unless confirmed. A confirmed run
+holds the catalog lease `gc`: a second one at the same time is refused. Every deletion and every return
+to the index is audited."""
 
 from __future__ import annotations
 
@@ -8,14 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import column, delete, exists, select, table, update
+from sqlalchemy import Connection, column, delete, exists, select, table, update
 from sqlalchemy.orm import Session
 
 from app import clock
 from app.catalog import audit, chunks
+from app.catalog.locks import Lease
 from app.catalog.models import Backup, Chunk, GcCandidate, Pack
 from app.context import Context
-from app.errors import EquisplitError, ObjectNotFoundError
+from app.errors import EquisplitError, LockedError, ObjectNotFoundError
 from app.gc.live import LIVE_CHUNKS, ROOT_PACKS, create_tables, gather
 from app.gc.regions import delete_many_everywhere, not_yet_copied
 from app.gc.repack import RepackReport, repack
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 _live = table(LIVE_CHUNKS, column("chunk_id"))
 _roots = table(ROOT_PACKS, column("pack_id"))
 _BATCH = 500
+LEASE = "gc"
+LEASE_TTL = timedelta(minutes=10)
 
 
 @dataclass
@@ -59,20 +65,70 @@ class GcReport:
         }
 
 
-def collect_garbage(ctx: Context, *, confirm: bool, actor: str | None = None) -> GcReport:
-    grace = timedelta(hours=ctx.settings.backup_gc_grace_hours)
+def collect_garbage(
+    ctx: Context, *, confirm: bool, actor: str | None = None, sweep_marked: bool = False
+) -> GcReport:
+    """A dry run (nothing written, no lease) unless `confirm`; a confirmed run holds the lease `gc` and
+    raises LockedError (exit 10), having done nothing, while another holds it. With `sweep_marked` and
+    a grace period of 0, what this run marks or repacks is swept in it too, where nothing blocks it."""
     report = GcReport(dry_run=not confirm)
-    with ctx.engine.connect() as conn, Session(bind=conn) as session:
-        running_before = _running(session)  # read before the live set: see docs/GC.md section 2
-        create_tables(conn)
-        report.manifests = gather(ctx, conn).manifests
-        session.commit()
-        _sweep(ctx, session, report, running_before, grace, actor)
-        cutoff = _cutoff(session, grace)
-        _mark(ctx, session, report, cutoff, actor)
-        report.repack, problems = repack(ctx, session, cutoff, dry_run=report.dry_run, actor=actor)
-        report.problems.extend(problems)
+    if not confirm:
+        _collect(ctx, report, None, actor, sweep_marked=False)
+        return report
+    lease = Lease(ctx.sessions, LEASE, LEASE_TTL, ctx.catalog_write_lock)
+    try:
+        lease.take()
+    except LockedError as exc:
+        raise LockedError(
+            "garbage collection is already running: another `gc run` holds the catalog lease",
+            detail=exc.message,
+            hint="nothing was done; let that run finish (a lease whose process died expires by itself "
+            f"within {LEASE_TTL.total_seconds() / 60:.0f} minutes)",
+        ) from exc
+    try:
+        _collect(ctx, report, lease, actor, sweep_marked=sweep_marked)
+    finally:
+        lease.give_back()
     return report
+
+
+def _collect(
+    ctx: Context, report: GcReport, lease: Lease | None, actor: str | None, *, sweep_marked: bool
+) -> None:
+    grace = timedelta(hours=ctx.settings.backup_gc_grace_hours)
+    with ctx.engine.connect() as conn, Session(bind=conn) as session:
+        report.manifests = _sweep_ready(ctx, conn, session, report, grace, lease, actor)
+        cutoff = _cutoff(session, grace)
+        _mark(ctx, session, report, cutoff, lease, actor)
+        report.repack, problems = repack(
+            ctx, session, cutoff, dry_run=report.dry_run, actor=actor, check=lease.check if lease else None
+        )
+        report.problems.extend(problems)
+        if sweep_marked and not grace and (report.marked or report.repack.packs):
+            # What this run marked is ready now unless a backup or reader blocks it: the same sweep as
+            # the next run's, with its own running set and live set read afresh.
+            report.waiting = 0
+            _sweep_ready(ctx, conn, session, report, grace, lease, actor)
+    report.problems = list(dict.fromkeys(report.problems))
+    report.held_for_regions = list(dict.fromkeys(report.held_for_regions))
+
+
+def _sweep_ready(
+    ctx: Context,
+    conn: Connection,
+    session: Session,
+    report: GcReport,
+    grace: timedelta,
+    lease: Lease | None,
+    actor: str | None,
+) -> int:
+    """Read the running set, then the live set (docs/GC.md section 2), then sweep; the manifests read."""
+    running_before = _running(session)
+    create_tables(conn)
+    manifests = gather(ctx, conn).manifests
+    session.commit()
+    _sweep(ctx, session, report, running_before, grace, lease, actor)
+    return manifests
 
 
 def _running(session: Session) -> set[str]:
@@ -80,7 +136,13 @@ def _running(session: Session) -> set[str]:
 
 
 def _sweep(
-    ctx: Context, session: Session, report: GcReport, running: set[str], grace: timedelta, actor: str | None
+    ctx: Context,
+    session: Session,
+    report: GcReport,
+    running: set[str],
+    grace: timedelta,
+    lease: Lease | None,
+    actor: str | None,
 ) -> None:
     now = clock.now()
     present: dict[str, bool] = {}
@@ -118,6 +180,8 @@ def _sweep(
             report.returned.append(cand.pack_id)
             if report.dry_run:
                 continue
+            if lease:
+                lease.check()
             with ctx.catalog_write_lock:
                 chunks.record_pack(session, cand.pack_id, cand.size, entries, None)
                 session.execute(delete(GcCandidate).where(GcCandidate.pack_id == cand.pack_id))
@@ -143,9 +207,9 @@ def _sweep(
             (cand.pack_id, {"reason": f"{why}; marked {clock.iso(cand.marked_at)}", "bytes": cand.size})
         )
         if len(doomed) >= _BATCH:
-            _delete_packs(ctx, session, doomed, report, actor)
+            _delete_packs(ctx, session, doomed, report, lease, actor)
             doomed = []
-    _delete_packs(ctx, session, doomed, report, actor)
+    _delete_packs(ctx, session, doomed, report, lease, actor)
 
 
 def _delete_packs(
@@ -153,6 +217,7 @@ def _delete_packs(
     session: Session,
     doomed: list[tuple[str, dict[str, Any]]],
     report: GcReport,
+    lease: Lease | None,
     actor: str | None,
 ) -> None:
     """Delete swept packs: their rows and one audit entry each in one transaction, then the objects in
@@ -160,6 +225,8 @@ def _delete_packs(
     if not doomed:
         return
     ids = [pack_id for pack_id, _ in doomed]
+    if lease:
+        lease.check()
     with ctx.catalog_write_lock:
         session.execute(delete(Chunk).where(Chunk.pack_id.in_(ids)))
         session.execute(delete(Pack).where(Pack.id.in_(ids)))
@@ -204,7 +271,9 @@ def _cutoff(session: Session, grace: timedelta) -> datetime:
     return cutoff
 
 
-def _mark(ctx: Context, session: Session, report: GcReport, cutoff: datetime, actor: str | None) -> None:
+def _mark(
+    ctx: Context, session: Session, report: GcReport, cutoff: datetime, lease: Lease | None, actor: str | None
+) -> None:
     """Packs none of whose indexed chunks is live, older than `cutoff`, named by no manifest root and
     not already waiting."""
     now = clock.now()
@@ -222,6 +291,8 @@ def _mark(ctx: Context, session: Session, report: GcReport, cutoff: datetime, ac
     report.marked_bytes = sum(row.size for row in found)
     if report.dry_run or not found:
         return
+    if lease:
+        lease.check()
     with ctx.catalog_write_lock:
         for start in range(0, len(found), _BATCH):
             batch = found[start : start + _BATCH]

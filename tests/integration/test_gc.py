@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from app.catalog.models import AuditEntry, Backup, Chunk, GcCandidate, Pack
+from app.catalog.models import AuditEntry, Backup, Chunk, GcCandidate, Lock, Pack
 from app.errors import IntegrityError
 from app.gc.run import collect_garbage
 from app.repo.format import Kind
@@ -270,3 +270,33 @@ def test_deletion_reaches_every_region(make_system: Factory, tmp_path: Path) -> 
     swept = collect_garbage(system.context, confirm=True)
     assert set(swept.deleted) == old_packs and swept.problems == []
     assert not old_packs & {i.name for i in region.list(Kind.PACKS)}
+
+
+def test_a_second_gc_run_at_the_same_time_is_refused_and_does_nothing(
+    make_system: Factory, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from app.catalog.locks import Lease
+    from app.errors import LockedError
+    from app.gc.run import LEASE
+
+    system = make_system(**KEEP_NEWEST)
+    src = tmp_path / "src"
+    write_tree(src, seed=1, files=2, kib=100)
+    system.add_source("docs", src)
+    system.create_full_backup("docs")
+    old_packs = packs_in_storage(system)
+    write_tree(src, seed=2, files=2, kib=100)
+    system.create_full_backup("docs")
+    system.apply_retention(confirm=True)
+    with Lease(system.context.sessions, LEASE, timedelta(minutes=10)):  # another run, in a live process
+        with pytest.raises(LockedError, match="garbage collection is already running") as caught:
+            collect_garbage(system.context, confirm=True, actor="test")
+        assert caught.value.exit_code == 10
+        with system.context.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(GcCandidate)) == 0
+        assert set(collect_garbage(system.context, confirm=False).marked) == old_packs  # a dry run may
+    assert set(collect_garbage(system.context, confirm=True).marked) == old_packs  # the lease was released
+    with system.context.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Lock)) == 0
