@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     #: A pack whose live blobs fill less than this share of it is repacked (its live blobs copied into a
     #: new pack, the old one then deleted like any candidate); 0 turns repacking off.
     backup_gc_repack_below: float = Field(default=0.5, ge=0, lt=1)
+    #: And beside that rule, packs holding dead blobs are repacked (the emptiest first) until the dead
+    #: bytes left are at most this share of the repository's packs (restic's `--max-unused 5%`); 1 turns
+    #: this rule off.
+    backup_gc_max_unused: float = Field(default=0.05, ge=0, le=1)
 
     dr_testing_enabled: bool = True
     #: Restore drills (docs/DRILLS.md): how often beat runs one per source, and the RTO they must meet.

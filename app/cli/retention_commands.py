@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.cli.commands import handles_errors
 from app.cli.commands import open_system as _system
 from app.cli.render import JsonOpt, console, err_console, human, print_json
+
+if TYPE_CHECKING:
+    from app.gc.run import GcReport
 
 retention_app = typer.Typer(no_args_is_help=True, help="What is kept, and deleting the rest.")
 hold_app = typer.Typer(no_args_is_help=True, help="Legal holds: nothing they cover is deleted.")
@@ -48,14 +51,29 @@ def retention_apply(
     approval: Annotated[
         int | None, typer.Option("--approval", help="A granted approval id (when DR_APPROVAL_REQUIRED has delete).")
     ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Then collect garbage in the same process (`gc run`); with BACKUP_GC_GRACE_HOURS=0 what "
+            "nothing blocks is deleted in this run.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete the backups no rule, hold or window keeps, and the WAL nothing needs; a dry run without
-    --confirm. Each deletion is audited with its reason."""
+    --confirm. Each deletion is audited with its reason. With --prune, then garbage collection."""
+    garbage = None
     with _system() as system:
         plan, report = system.apply_retention(source, confirm=confirm, approval=approval)
+        if prune:
+            from app.gc.run import collect_garbage
+
+            garbage = collect_garbage(system.context, confirm=confirm, actor=system.actor, sweep_marked=True)
     if as_json:
-        print_json({"plan": plan.to_json(), "applied": report.to_json()})
+        print_json(
+            {"plan": plan.to_json(), "applied": report.to_json(), "gc": garbage.to_json() if garbage else None}
+        )
         return
     verb = "would delete" if report.dry_run else "deleted"
     console.print(
@@ -66,6 +84,8 @@ def retention_apply(
         console.print(f"  {backup_id}", highlight=False)
     for skipped in report.skipped:
         err_console.print(f"  left alone: {skipped['backup']}: {skipped['why']}", highlight=False)
+    if garbage is not None:
+        _print_gc(garbage)
     if report.dry_run and report.deleted:
         console.print("a dry run: add --confirm to delete")
 
@@ -135,7 +155,11 @@ def gc_run(
         report = collect_garbage(system.context, confirm=confirm, actor=system.actor)
     if as_json:
         print_json(report.to_json())
-        return
+    else:
+        _print_gc(report)
+
+
+def _print_gc(report: GcReport) -> None:
     verb = "would" if report.dry_run else "did"
     console.print(
         f"{report.manifests} manifest(s) read; {verb} delete {len(report.deleted)} pack(s) "

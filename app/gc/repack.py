@@ -39,6 +39,11 @@ class SparsePack:
     size: int
     chunk_count: int
     live_bytes: int
+    live_chunks: int
+
+    @property
+    def unused(self) -> int:
+        return self.size - self.live_bytes
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Move:
 @dataclass
 class RepackReport:
     threshold: float
+    max_unused: float = 1.0
     packs: list[str] = field(default_factory=list)  # old packs repacked (a dry run: that would be)
     bytes: int = 0  # their stored size
     live_bytes: int = 0  # the live blobs copied out of them
@@ -64,6 +70,7 @@ class RepackReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
+            "max_unused": self.max_unused,
             "packs": self.packs,
             "bytes": self.bytes,
             "live_bytes": self.live_bytes,
@@ -72,14 +79,17 @@ class RepackReport:
         }
 
 
-def choose(session: Session, cutoff: datetime, threshold: float) -> list[SparsePack]:
-    """Packs with some live chunk whose live blobs fill less than `threshold` of them, older than
-    `cutoff`, named by no manifest root (a root addresses its entry chunks by pack and offset), not
-    already a candidate, and written in the standard storage class (an archive-class pack is not read
-    back: that costs a retrieval, and its copy would land in another class)."""
+def choose(session: Session, cutoff: datetime, threshold: float, max_unused: float = 1.0) -> list[SparsePack]:
+    """The packs to repack, oldest first. Only packs older than `cutoff`, with some live chunk, named by
+    no manifest root (a root addresses its entry chunks by pack and offset), not already a candidate, and
+    written in the standard storage class (an archive-class pack is not read back: that costs a
+    retrieval, and its copy would land in another class) may be chosen. Of those, every pack whose live
+    blobs fill less than `threshold` of it; then, the emptiest first, packs holding a dead blob until
+    the dead bytes left are at most `max_unused` of the bytes of every pack that stays (restic's
+    `--max-unused`: dead <= max_unused / (1 - max_unused) * live)."""
     live_bytes = func.sum(Chunk.length)
     query = (
-        select(Pack.id, Pack.size, Pack.chunk_count, live_bytes.label("live"))
+        select(Pack.id, Pack.size, Pack.chunk_count, live_bytes.label("live"), func.count().label("n"))
         .join(Chunk, Chunk.pack_id == Pack.id)
         .join(_live, _live.c.chunk_id == Chunk.id)
         .outerjoin(Backup, Backup.id == Pack.backup_id)
@@ -90,10 +100,40 @@ def choose(session: Session, cutoff: datetime, threshold: float) -> list[SparseP
             ~select(GcCandidate.pack_id).where(GcCandidate.pack_id == Pack.id).exists(),
         )
         .group_by(Pack.id, Pack.size, Pack.chunk_count, Pack.created_at)
-        .having(live_bytes < Pack.size * threshold)
+        .having((live_bytes < Pack.size * threshold) | (func.count() < Pack.chunk_count))
         .order_by(Pack.created_at, Pack.id)
     )
-    return [SparsePack(r.id, r.size, r.chunk_count, int(r.live)) for r in session.execute(query)]
+    eligible = [SparsePack(r.id, r.size, r.chunk_count, int(r.live), int(r.n)) for r in session.execute(query)]
+    chosen = {p.pack_id for p in eligible if p.live_bytes < p.size * threshold}
+    if max_unused < 1:
+        live, stored = _usage(session)
+        unused = stored - live - sum(p.unused for p in eligible if p.pack_id in chosen)
+        allowed = live * max_unused / (1 - max_unused)
+        rest = [p for p in eligible if p.pack_id not in chosen and p.live_chunks < p.chunk_count]
+        for sparse in sorted(rest, key=lambda p: p.unused / p.size, reverse=True):
+            if unused <= allowed:
+                break
+            chosen.add(sparse.pack_id)
+            unused -= sparse.unused
+    return [p for p in eligible if p.pack_id in chosen]
+
+
+def _usage(session: Session) -> tuple[int, int]:
+    """The live bytes (indexed chunks the live set holds) and the stored bytes of every pack that is not
+    a candidate: the repository as it stays."""
+    live = (
+        select(Chunk.pack_id, func.sum(Chunk.length).label("live"))
+        .join(_live, _live.c.chunk_id == Chunk.id)
+        .group_by(Chunk.pack_id)
+        .subquery()
+    )
+    row = session.execute(
+        select(func.coalesce(func.sum(live.c.live), 0), func.coalesce(func.sum(Pack.size), 0))
+        .select_from(Pack)
+        .outerjoin(live, live.c.pack_id == Pack.id)
+        .where(~select(GcCandidate.pack_id).where(GcCandidate.pack_id == Pack.id).exists())
+    ).one()
+    return int(row[0]), int(row[1])
 
 
 def repack(
@@ -108,12 +148,12 @@ def repack(
     """Repack the sparse packs (dry run: only name them). Returns the report and the problems met; a
     pack that cannot be repacked (unreadable, or its own index disagrees with the catalog) is named and
     left as it is. `check` is called before each repoint (the GC lease: it raises once lost)."""
-    threshold = ctx.settings.backup_gc_repack_below
-    report = RepackReport(threshold)
+    threshold, max_unused = ctx.settings.backup_gc_repack_below, ctx.settings.backup_gc_max_unused
+    report = RepackReport(threshold, max_unused)
     problems: list[str] = []
-    if threshold <= 0:
+    if threshold <= 0 and max_unused >= 1:
         return report, problems
-    chosen = choose(session, cutoff, threshold)
+    chosen = choose(session, cutoff, threshold, max_unused)
     if dry_run:
         report.packs = [p.pack_id for p in chosen]
         report.bytes = sum(p.size for p in chosen)
@@ -239,7 +279,8 @@ def _commit(
                 "gc.repacked",
                 new_id,
                 {
-                    "reason": f"live blobs of packs less than {report.threshold:.0%} live, copied sealed",
+                    "reason": f"live blobs of packs less than {report.threshold:.0%} live, or of the "
+                    f"emptiest packs while dead bytes exceed {report.max_unused:.0%}, copied sealed",
                     "packs": old,
                     "bytes_before": sum(p.size for p in batch),
                     "bytes_after": len(data),

@@ -245,6 +245,13 @@ def test_cli_gc_run(tmp_path: Path) -> None:
     swept = json.loads(cli("gc", "run", "--confirm", "--json").stdout)
     assert swept["deleted"] == marked["marked"]
 
+    # One command, one process: retention, then GC that sweeps what it marks (grace 0, nothing running).
+    write_tree(src, seed=3, files=2, kib=100)
+    assert cli("backup", "run", "--source", "docs").returncode == 0
+    pruned = json.loads(cli("retention", "apply", "--confirm", "--prune", "--json").stdout)
+    assert len(pruned["applied"]["deleted"]) == 1
+    assert len(pruned["gc"]["marked"]) == 2 and sorted(pruned["gc"]["deleted"]) == sorted(pruned["gc"]["marked"])
+
 
 def test_deletion_reaches_every_region(make_system: Factory, tmp_path: Path) -> None:
     from app.replication.run import replicate

@@ -214,3 +214,36 @@ def test_an_old_pack_stays_until_every_region_holds_its_live_chunks_new_pack(
     out = tmp_path / "out"
     system.restore(b3, out)
     assert fingerprint(out) == prints[b3]
+
+
+@pytest.mark.parametrize("max_unused", [0.05, 1.0])
+def test_a_mostly_live_pack_is_repacked_while_dead_bytes_exceed_max_unused(
+    make_system: Factory, tmp_path: Path, max_unused: float
+) -> None:
+    """b1's data pack stays 5/6 live once b1 is deleted (above BACKUP_GC_REPACK_BELOW's 0.5), yet its
+    dead sixth is more than 5 % of the repository: the default max-unused share repacks it, and one run
+    asked to sweep what it marked (grace 0, nothing running) deletes it; 1 turns that rule off."""
+    system = make_system(**ONLY_NEWEST, backup_gc_max_unused=max_unused)
+    src = tmp_path / "src"
+    write_tree(src, seed=1, files=6, kib=300)
+    system.add_source("docs", src)
+    first = system.create_full_backup("docs").id
+    old = data_pack(system, first)
+    rewrite(src, [0], seed=5)
+    newest = system.create_full_backup("docs").id
+    expected = fingerprint(src)
+    assert system.apply_retention(confirm=True)[1].deleted == [first]
+
+    report = collect_garbage(system.context, confirm=True, actor="test", sweep_marked=True)
+    assert report.repack is not None and report.problems == []
+    if max_unused == 1.0:
+        assert report.repack.packs == [] and old in packs_in_storage(system)
+        return
+    assert report.repack.packs == [old] and old in report.deleted
+    assert old not in packs_in_storage(system)
+    with system.context.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(GcCandidate)) == 0  # swept in this run
+    out = tmp_path / "out"
+    system.restore(newest, out)
+    assert fingerprint(out) == expected
+    assert system.verify_backup(data="all").outcome == "passed"
