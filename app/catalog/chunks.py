@@ -69,16 +69,22 @@ def record_pack(
     session: Session, pack_id: str, size: int, entries: Sequence[PackEntry], backup_id: str | None
 ) -> None:
     """Index a durable pack and its chunks; a chunk already indexed elsewhere keeps its first pack."""
+    record_packs(session, [(pack_id, size, entries)], backup_id)
+
+
+def record_packs(
+    session: Session, packs: Sequence[tuple[str, int, Sequence[PackEntry]]], backup_id: str | None
+) -> None:
+    """`record_pack` of several packs in one insert of pack rows and one per _BATCH chunk rows: a
+    catalog rebuild indexes packs by the thousand, and two statements a pack cost more than the rows."""
+    if not packs:
+        return
+    now = clock.now()
     session.execute(
         _insert_ignoring_duplicates(session, Pack),
         [
-            {
-                "id": pack_id,
-                "size": size,
-                "chunk_count": len(entries),
-                "backup_id": backup_id,
-                "created_at": clock.now(),
-            }
+            {"id": pack_id, "size": size, "chunk_count": len(entries), "backup_id": backup_id, "created_at": now}
+            for pack_id, size, entries in packs
         ],
     )
     rows = [
@@ -89,6 +95,7 @@ def record_pack(
             "length": e.length,
             "raw_length": e.raw_length,
         }
+        for pack_id, _size, entries in packs
         for e in entries
     ]
     stmt = _insert_ignoring_duplicates(session, Chunk)

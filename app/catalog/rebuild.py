@@ -8,6 +8,9 @@ and the settings of a source whose manifests were written before they carried `s
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +26,17 @@ from app.catalog.db import migrate, sqlite_path
 from app.catalog.models import Backup, Chunk, Job, Pack, Source
 from app.catalog.rebuild_wal import rebuild_wal_index
 from app.repo.format import Kind
+from app.repo.pack import PackEntry
 from app.repo.repository import Repository
+from app.storage import ObjectInfo
+
+#: Pack indexes read at once (two ranged reads each, on threads): on S3 a rebuild's time is these round
+#: trips. Memory holds at most this many indexes beside the batch being inserted.
+READ_AHEAD = 8
+#: Packs indexed in one batch of inserts (at most INSERT_CHUNKS chunk rows): one statement for their
+#: pack rows and one per 2,000 chunk rows, not two per pack.
+INSERT_PACKS = 256
+INSERT_CHUNKS = 20_000
 
 #: The id of a job re-created for a backup whose manifest names none (written before it carried one).
 REBUILT_JOB_PREFIX = "j-rebuilt-"
@@ -82,17 +95,18 @@ def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
     session.execute(delete(Pack))
     unreadable: list[str] = []
     n_packs = n_chunks = 0
-    for info in repo.list_packs():
-        try:
-            entries = repo.read_pack_index(info.name, info.size)
-        except Exception as exc:  # a damaged pack must not stop the rebuild of the rest
-            unreadable.append(f"pack {info.name}: {exc}")
-            continue
-        chunks.record_pack(session, info.name, info.size, entries, None)
-        n_packs += 1
-        n_chunks += len(entries)
+    batch: list[tuple[str, int, Sequence[PackEntry]]] = []
+    rows = 0
+    for info, entries in pack_indexes(repo, unreadable):
+        batch.append((info.name, info.size, entries))
+        rows += len(entries)
+        if len(batch) >= INSERT_PACKS or rows >= INSERT_CHUNKS:
+            chunks.record_packs(session, batch, None)
+            n_packs, n_chunks, batch, rows = n_packs + len(batch), n_chunks + rows, [], 0
+    chunks.record_packs(session, batch, None)
+    n_packs, n_chunks = n_packs + len(batch), n_chunks + rows
     n_backups = created = n_jobs = 0
-    for root in sorted(repo.storage.list(Kind.MANIFESTS), key=lambda info: info.name):
+    for root in repo.storage.list(Kind.MANIFESTS):  # in name order (the storage contract), streamed
         backup_id = root.name
         try:
             doc = repo.read_manifest_header(backup_id)
@@ -119,6 +133,30 @@ def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
             n_jobs += 1
     n_wal, wal_sources = rebuild_wal_index(session, repo, unreadable)
     return RebuildReport(n_packs, n_chunks, n_backups, created + wal_sources, unreadable, n_jobs, n_wal)
+
+
+def pack_indexes(repo: Repository, unreadable: list[str]) -> Iterator[tuple[ObjectInfo, list[PackEntry]]]:
+    """Every pack's index, in listing order, READ_AHEAD of them read at once: the listing is streamed and
+    memory holds READ_AHEAD indexes, whatever the repository's size. A pack whose index cannot be read
+    is named in `unreadable` and skipped (a damaged pack must not stop the rebuild of the rest)."""
+    window: deque[tuple[ObjectInfo, Future[list[PackEntry]]]] = deque()
+
+    def take() -> tuple[ObjectInfo, list[PackEntry]] | None:
+        info, future = window.popleft()
+        try:
+            return info, future.result()
+        except Exception as exc:
+            unreadable.append(f"pack {info.name}: {exc}")
+            return None
+
+    with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="rebuild-read") as pool:
+        for info in repo.list_packs():
+            window.append((info, pool.submit(repo.read_pack_index, info.name, info.size)))
+            if len(window) >= READ_AHEAD and (done := take()) is not None:
+                yield done
+        while window:
+            if (done := take()) is not None:
+                yield done
 
 
 def _backup_row(row: Backup, doc: dict[str, Any], source: Source, root_size: int) -> Backup:

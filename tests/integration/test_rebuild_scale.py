@@ -1,0 +1,93 @@
+"""`catalog rebuild` is bounded by batches, not by the repository (issue #14; DESIGN invariant 11): its
+memory is the same for a repository four times the size (tracemalloc's peak over the rebuild), and its
+catalog statements are one batch's, not two per pack."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+
+import pytest
+from sqlalchemy import event
+
+from app.catalog import rebuild
+from app.catalog.db import transaction
+from app.repo.pack import PackBuilder
+from app.system import BackupSystem
+from tests.support.system import Factory
+
+CHUNKS_PER_PACK = 50
+#: Holding the bigger repository's indexes at once costs ~1.4 MB more here (6,000 extra PackEntry
+#: objects alone); run-to-run noise of the same rebuild is tens of KB.
+MARGIN_BYTES = 512 << 10
+
+
+def _add_packs(system: BackupSystem, count: int) -> None:
+    """`count` packs of CHUNKS_PER_PACK tiny synthetic chunks, straight into storage (only their own
+    indexes are read by a rebuild)."""
+    repo = system.context.repository
+    for _ in range(count):
+        builder = PackBuilder()
+        for _ in range(CHUNKS_PER_PACK):
+            builder.add(os.urandom(32).hex(), b"blob", 4)
+        pack_id = os.urandom(32).hex()
+        repo.put_pack(pack_id, repo.finish_pack(pack_id, builder))
+
+
+def _rebuild_peak(system: BackupSystem) -> tuple[int, int]:
+    """(tracemalloc's peak bytes during the rebuild, packs indexed)."""
+    tracemalloc.start()
+    try:
+        with transaction(system.context.sessions) as session:
+            report = rebuild.rebuild_catalog(session, system.context.repository)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak, report.packs
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches small enough that both repositories span many of them."""
+    monkeypatch.setattr(rebuild, "INSERT_PACKS", 16)
+    monkeypatch.setattr(rebuild, "INSERT_CHUNKS", 2000)
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_rebuild_memory_does_not_grow_with_the_repository(make_system: Factory) -> None:
+    system = make_system()
+    _add_packs(system, 40)
+    _rebuild_peak(system)  # first use: the ORM, statement caches and imports, outside the figure
+    small, packs = _rebuild_peak(system)
+    assert packs == 40
+    _add_packs(system, 120)
+    big, packs = _rebuild_peak(system)
+    assert packs == 160
+    assert big - small < MARGIN_BYTES, f"peak {small:,} B with 40 packs, {big:,} B with 160"
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_rebuild_inserts_packs_in_batches(make_system: Factory) -> None:
+    """160 packs (8,000 chunks) in 10 batches of 16: a statement for their pack rows and one for their
+    800 chunk rows: ~20, where two per pack were 320."""
+    system = make_system()
+    _add_packs(system, 160)
+    inserts: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO") and (" packs " in statement or " chunks " in statement):
+            inserts.append(statement)
+
+    event.listen(system.context.engine, "before_cursor_execute", count)
+    try:
+        _peak, packs = _rebuild_peak(system)
+    finally:
+        event.remove(system.context.engine, "before_cursor_execute", count)
+    with system.context.sessions() as session:
+        from sqlalchemy import func, select
+
+        from app.catalog.models import Chunk
+
+        assert session.scalar(select(func.count()).select_from(Chunk)) == 160 * CHUNKS_PER_PACK
+    assert packs == 160
+    assert len(inserts) <= 30, f"{len(inserts)} insert statements for 160 packs"
