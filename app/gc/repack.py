@@ -19,6 +19,7 @@ from app.catalog import audit
 from app.catalog.models import Backup, Chunk, GcCandidate, Pack
 from app.context import Context
 from app.errors import EquisplitError, IntegrityError
+from app.gc import blockers
 from app.gc.live import LIVE_CHUNKS, ROOT_PACKS
 from app.repo.crypto import check_header
 from app.repo.format import PACK_TRAILER, Kind, ObjectType
@@ -103,7 +104,9 @@ def choose(session: Session, cutoff: datetime, threshold: float, max_unused: flo
         .having((live_bytes < Pack.size * threshold) | (func.count() < Pack.chunk_count))
         .order_by(Pack.created_at, Pack.id)
     )
-    eligible = [SparsePack(r.id, r.size, r.chunk_count, int(r.live), int(r.n)) for r in session.execute(query)]
+    eligible = [
+        SparsePack(r.id, r.size, r.chunk_count, int(r.live), int(r.n)) for r in session.execute(query)
+    ]
     chosen = {p.pack_id for p in eligible if p.live_bytes < p.size * threshold}
     if max_unused < 1:
         live, stored = _usage(session)
@@ -232,7 +235,7 @@ def _commit(
 ) -> None:
     """Make the new pack durable, then in one transaction: record it, repoint the moved chunks to it,
     take the old packs' other chunks out of the index and make the old packs candidates. Then record
-    the backups running after that commit as the candidates' blockers."""
+    the backups running and the readers registered after that commit as the candidates' blockers."""
     repo = ctx.repository
     new_id = secrets.token_hex(32)
     data = repo.finish_pack(new_id, builder)
@@ -300,9 +303,10 @@ def _commit(
         problems.append(f"packs {old} not repacked: {exc.message}")
         return
     with ctx.catalog_write_lock:
-        blockers = sorted(session.scalars(select(Backup.id).where(Backup.state == "running")))
         session.execute(
-            update(GcCandidate).where(GcCandidate.pack_id.in_(old)).values(running={"backups": blockers})
+            update(GcCandidate)
+            .where(GcCandidate.pack_id.in_(old))
+            .values(running=blockers.record(blockers.running(session)))
         )
         session.commit()
     report.packs.extend(old)

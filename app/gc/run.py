@@ -20,6 +20,7 @@ from app.catalog.locks import Lease
 from app.catalog.models import Backup, Chunk, GcCandidate, Pack
 from app.context import Context
 from app.errors import EquisplitError, LockedError, ObjectNotFoundError
+from app.gc import blockers
 from app.gc.live import LIVE_CHUNKS, ROOT_PACKS, create_tables, gather
 from app.gc.regions import delete_many_everywhere, not_yet_copied
 from app.gc.repack import RepackReport, repack
@@ -123,16 +124,12 @@ def _sweep_ready(
     actor: str | None,
 ) -> int:
     """Read the running set, then the live set (docs/GC.md section 2), then sweep; the manifests read."""
-    running_before = _running(session)
+    running_before = blockers.running(session)
     create_tables(conn)
     manifests = gather(ctx, conn).manifests
     session.commit()
     _sweep(ctx, session, report, running_before, grace, lease, actor)
     return manifests
-
-
-def _running(session: Session) -> set[str]:
-    return set(session.scalars(select(Backup.id).where(Backup.state == "running")))
 
 
 def _sweep(
@@ -148,8 +145,7 @@ def _sweep(
     present: dict[str, bool] = {}
     doomed: list[tuple[str, dict[str, Any]]] = []
     for cand in list(session.scalars(select(GcCandidate).order_by(GcCandidate.marked_at))):
-        blockers = set(cand.running.get("backups", [])) & running
-        if clock.as_utc(cand.marked_at) > now - grace or blockers:
+        if clock.as_utc(cand.marked_at) > now - grace or blockers.still_running(cand.running, running):
             report.waiting += 1
             continue
         try:
@@ -320,11 +316,11 @@ def _mark(
             actor,
         )
         session.commit()
-        # Who may still name them: the backups running now (read after their chunks left the index).
-        blockers = sorted(_running(session))
+        # Who may still name them: the backups running and the readers registered now (read after their
+        # chunks left the index).
         session.execute(
             update(GcCandidate)
             .where(GcCandidate.pack_id.in_(report.marked))
-            .values(running={"backups": blockers})
+            .values(running=blockers.record(blockers.running(session)))
         )
         session.commit()

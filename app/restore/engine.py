@@ -401,6 +401,40 @@ def restore_backup(
     progress: Callable[[int, int], None] | None = None,
     actor: str | None = None,
 ) -> RestorePlan:
+    """Restore `selector` (a backup id or `latest` of `source`) into `target`, registered as a running
+    reader while it runs (garbage collection keeps the packs it may have located: docs/GC.md)."""
+    from app.catalog.readers import reading
+
+    with reading(ctx.sessions, ctx.catalog_write_lock, "restore", selector):
+        return _restore_backup(
+            ctx,
+            selector,
+            target,
+            source=source,
+            paths=paths,
+            dry_run=dry_run,
+            overwrite=overwrite,
+            skip_existing=skip_existing,
+            keep_partial=keep_partial,
+            progress=progress,
+            actor=actor,
+        )
+
+
+def _restore_backup(
+    ctx: Context,
+    selector: str,
+    target: Path,
+    *,
+    source: str | None = None,
+    paths: list[str] | None = None,
+    dry_run: bool = False,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    keep_partial: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    actor: str | None = None,
+) -> RestorePlan:
     """Restore `selector` (a backup id or `latest` of `source`) into `target`. Every refusal (an
     unsafe or non-empty target, an entry of another kind in the way) is decided before anything is
     written, and a dry run makes the same ones. A non-empty target needs `overwrite` (replace what

@@ -18,6 +18,7 @@ from app.catalog import audit, replicas, verifications
 from app.catalog.backups import USABLE_STATES, get_backup
 from app.catalog.db import transaction
 from app.catalog.models import Backup, Pack, Source
+from app.catalog.readers import reading
 from app.catalog.sources import get_source
 from app.context import Context
 from app.errors import BackupNotFoundError
@@ -39,7 +40,14 @@ _PACK_BATCH = 64
 
 
 def verify_backups(ctx: Context, options: VerifyOptions, *, actor: str | None = None) -> VerificationReport:
-    """Verify the backups `options` selects; the report names every damaged backup, pack and file."""
+    """Verify the backups `options` selects; the report names every damaged backup, pack and file. It is
+    registered as a running reader while it runs (garbage collection keeps the packs it may have
+    located: docs/GC.md)."""
+    with reading(ctx.sessions, ctx.catalog_write_lock, "verify", ctx.region or "primary"):
+        return _verify_backups(ctx, options, actor=actor)
+
+
+def _verify_backups(ctx: Context, options: VerifyOptions, *, actor: str | None) -> VerificationReport:
     started = time.monotonic()
     repo = ctx.repository  # a wrong key or a missing keyring stops here, before anything is recorded
     selected = _select(ctx, options)

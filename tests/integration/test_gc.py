@@ -146,7 +146,9 @@ def test_a_backup_running_at_marking_holds_the_packs_and_brings_them_back(
     # Its manifest's own chunks, looked up at finalize, were stored again (no longer in the index), so
     # the old copy is not needed and goes.
     later = collect_garbage(system.context, confirm=True, actor="test")
-    assert set(later.returned) == a_packs - a_root_packs and set(later.deleted) == a_root_packs, str(later.to_json())
+    assert set(later.returned) == a_packs - a_root_packs and set(later.deleted) == a_root_packs, str(
+        later.to_json()
+    )
     out = tmp_path / "out"
     system.restore(again[0], out)
     assert fingerprint(out) == fingerprint(src)
@@ -250,7 +252,9 @@ def test_cli_gc_run(tmp_path: Path) -> None:
     assert cli("backup", "run", "--source", "docs").returncode == 0
     pruned = json.loads(cli("retention", "apply", "--confirm", "--prune", "--json").stdout)
     assert len(pruned["applied"]["deleted"]) == 1
-    assert len(pruned["gc"]["marked"]) == 2 and sorted(pruned["gc"]["deleted"]) == sorted(pruned["gc"]["marked"])
+    assert len(pruned["gc"]["marked"]) == 2 and sorted(pruned["gc"]["deleted"]) == sorted(
+        pruned["gc"]["marked"]
+    )
 
 
 def test_deletion_reaches_every_region(make_system: Factory, tmp_path: Path) -> None:
@@ -307,3 +311,52 @@ def test_a_second_gc_run_at_the_same_time_is_refused_and_does_nothing(
     assert set(collect_garbage(system.context, confirm=True).marked) == old_packs  # the lease was released
     with system.context.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Lock)) == 0
+
+
+def test_a_restore_running_through_mark_and_sweep_keeps_its_packs_until_it_finishes(
+    make_system: Factory, tmp_path: Path
+) -> None:
+    """A restore registers as a reader before it locates a chunk; retention then deletes its backup and
+    GC (grace 0) marks and would sweep its packs, but they wait for the reader, then go."""
+    from app.catalog import readers
+
+    system = make_system(**KEEP_NEWEST)
+    src = tmp_path / "src"
+    write_tree(src, seed=1, files=4, kib=300)
+    system.add_source("docs", src)
+    old = system.create_full_backup("docs").id
+    old_print, old_packs = fingerprint(src), packs_in_storage(system)
+    write_tree(src, seed=2, files=4, kib=300)
+    system.create_full_backup("docs")
+
+    started, pruned = threading.Event(), threading.Event()
+    registered: list[set[str]] = []
+
+    def pause_once(_done: int, _total: int) -> None:
+        if not started.is_set():
+            with system.context.sessions() as session:
+                registered.append(readers.running(session))
+            started.set()  # its chunks are located: it reads them from the old packs
+            assert pruned.wait(60), "retention and GC did not finish in time"
+
+    out = tmp_path / "out"
+    runner = threading.Thread(target=lambda: system.restore(old, out, progress=pause_once))
+    runner.start()
+    try:
+        assert started.wait(60)
+        assert [name.split(":")[:3] for name in registered[0]] == [["reader", "restore", old]]
+        assert system.apply_retention(confirm=True)[1].deleted == [old]
+        first = collect_garbage(system.context, confirm=True, actor="test", sweep_marked=True)
+        assert set(first.marked) == old_packs and first.deleted == []  # marked, held by the reader
+        second = collect_garbage(system.context, confirm=True, actor="test")
+        assert second.deleted == [] and second.waiting == len(old_packs)
+        assert packs_in_storage(system) >= old_packs
+        with system.context.sessions() as session:
+            assert all(c.running["readers"] for c in session.scalars(select(GcCandidate)))
+    finally:
+        pruned.set()
+        runner.join(120)
+    assert fingerprint(out) == old_print  # it read every chunk it had located
+    with system.context.sessions() as session:
+        assert readers.running(session) == set()  # it left the register when it finished
+    assert set(collect_garbage(system.context, confirm=True, actor="test").deleted) == old_packs
