@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from app import clock
 from app.backup import objects
+from app.backup.blocks import BlockRule
 from app.backup.hooks import SourceInfo, SourceWalk
 from app.backup.reader import read_file
 from app.backup.writer import ChunkWriter
@@ -37,7 +38,13 @@ from app.context import Context
 from app.errors import BackupFailedError, SourceError, first_line
 from app.sources.confined import SourceRoot
 from app.sources.files import Entry
-from app.sources.postgres import CONTROL_FILE, Tablespace, system_identifier_of, walk_pgdata
+from app.sources.postgres import (
+    CONTROL_FILE,
+    RELATION_PATHS,
+    Tablespace,
+    system_identifier_of,
+    walk_pgdata,
+)
 from app.sources.watch import SizeWatch
 from app.wal import lsn, names
 
@@ -47,6 +54,12 @@ if TYPE_CHECKING:
 BACKUP_LABEL = "backup_label"
 TABLESPACE_MAP = "tablespace_map"
 MIN_VERSION = 150000
+#: Relation files are cut into chunks of this many bytes at aligned offsets (app/backup/blocks.py,
+#: docs/FORMAT.md section 4): an incremental stores the groups holding a changed page, not the 256 KiB
+#: to 4 MiB content-defined chunks around it.
+BLOCK_GROUP = 32 * 1024
+#: Which files are cut into block groups; None cuts every file with FastCDC (the scheme before).
+BLOCK_RULE: BlockRule | None = BlockRule(BLOCK_GROUP, RELATION_PATHS)
 _LABEL_LINE = re.compile(r"^([A-Z ]+): (.*)$")
 _START_WAL = re.compile(r"^([0-9A-F]+/[0-9A-F]+) \(file ([0-9A-F]{24})\)$")
 
@@ -213,6 +226,7 @@ class PostgresHooks:
                 "attempts": 1,
                 "on_unreadable": "fail",
                 "links": [t.prefix for t in found.tablespaces],  # pg_tblspc/<oid>: part of the source
+                "blocks": BLOCK_RULE.to_json() if BLOCK_RULE is not None else None,
             },
             has_extra=True,
         )

@@ -69,7 +69,7 @@ def read_file(
                 data = _read_range(fd, piece[0], piece[1])
                 expected = piece[1] if piece[1] is not None else max(0, before.st_size - piece[0])
                 batches = _groups(chunker.cut(data))
-            elif before.st_size <= SMALL_FILE:
+            elif before.st_size <= getattr(chunker, "in_memory_bytes", SMALL_FILE):
                 data = handle.read()
                 batches = _groups(chunker.cut(data))
             else:  # a streamed chunk's memory is reused by the next: stored one at a time

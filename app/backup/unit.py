@@ -20,6 +20,7 @@ from sqlalchemy.orm import configure_mappers
 
 from app import clock
 from app.backup import known, objects
+from app.backup.blocks import BlockRule, ChunkerChoice
 from app.backup.heartbeat import Heartbeat
 from app.backup.prepare import CLUSTER_LEASE, lease_name
 from app.backup.reader import READ_ATTEMPTS, read_file
@@ -254,6 +255,7 @@ def _run_claimed(
     missing_ok = bool(options.get("missing_ok", False))
     attempts = int(options.get("attempts", READ_ATTEMPTS))
     source = SourceRoot(root, options.get("links", ()))
+    choice = ChunkerChoice(BlockRule.from_json(options.get("blocks")))
 
     def read_batch(batch: range) -> None:
         """Read a batch of files; their in-memory chunks are looked up and stored together."""
@@ -274,7 +276,7 @@ def _run_claimed(
             outcome = read_file(
                 source,
                 entry,
-                chunker,
+                choice.for_path(entry.path, chunker),
                 sink,
                 progress or _ignore,
                 attempts=attempts,

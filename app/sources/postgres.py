@@ -47,6 +47,10 @@ CONTROL_FILE = "global/pg_control"
 TABLESPACES = "pg_tblspc"
 
 _RELATION = re.compile(r"^(\d+)(?:_(fsm|vm|init))?(?:\.\d+)?$")
+#: The path (below the data directory) of a relation file: a database's (`base/<oid>/`), a shared one
+#: (`global/`) or a tablespace's (`pg_tblspc/<oid>/PG_<version>/<oid>/`); main fork and others, any
+#: segment. These are made of 8 KiB pages (app/backup/blocks.py).
+RELATION_PATHS = r"^(?:base/\d+|global|pg_tblspc/\d+/PG_[^/]+/\d+)/\d+(?:_(?:fsm|vm|init))?(?:\.\d+)?$"
 _TEMP_RELATION = re.compile(r"^t\d+_\d+(?:_(?:fsm|vm|init))?(?:\.\d+)?$")
 
 
