@@ -86,6 +86,15 @@ class Requests:
         return {"total": self.total, "verbs": dict(self.verbs), "kinds": dict(self.kinds)}
 
 
+def _die_with_parent() -> None:
+    """In the server's process before exec: SIGTERM when the benchmark dies (PR_SET_PDEATHSIG), so a
+    killed run leaves no server holding its buckets in RAM."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 class MotoServer:
     """`moto_server` on a free loopback port, in its own process, its request log in `work/moto.log`."""
 
@@ -101,7 +110,7 @@ class MotoServer:
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
                                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=tool_env(dict(os.environ)))
+                                         env=tool_env(dict(os.environ)), preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 60
         while True:
             try:
