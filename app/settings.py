@@ -24,6 +24,50 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+#: The rules a region may override (BACKUP_REGION_RETENTION), and the least value each accepts.
+REGION_RULES = {
+    "daily": 0,
+    "weekly": 0,
+    "monthly": 0,
+    "yearly": 0,
+    "minimum": 1,
+    "keep_within_hours": 0,
+    "archive_years": 0,
+    "pitr_window_days": 1,
+}
+_REGION_RETENTION_FORM = "region:rule=N,rule=N;region:rule=N (e.g. us-west-2:yearly=10,archive_years=10)"
+
+
+def parse_region_retention(value: str) -> dict[str, dict[str, int]]:
+    """`region:rule=N,rule=N;region:...` into {region: {rule: N}}; a ValueError names what is wrong."""
+    policies: dict[str, dict[str, int]] = {}
+    for part in (p.strip() for p in value.split(";")):
+        if not part:
+            continue
+        region, sep, rules = part.partition(":")
+        region = region.strip()
+        if not sep or not region or not rules.strip():
+            raise ValueError(f"{part!r} is not region:rule=N,...; expected {_REGION_RETENTION_FORM}")
+        if region in policies:
+            raise ValueError(
+                f"region {region} is given twice; give each region once, its rules comma-separated"
+            )
+        overrides: dict[str, int] = {}
+        for item in (i.strip() for i in rules.split(",")):
+            rule, eq, number = (x.strip() for x in item.partition("="))
+            if rule not in REGION_RULES:
+                raise ValueError(
+                    f"region {region}: unknown rule {rule!r}; the rules are {', '.join(REGION_RULES)}"
+                )
+            if not eq or not number.isdigit():
+                raise ValueError(f"region {region}: {rule} needs a whole number (rule=N), got {item!r}")
+            if int(number) < REGION_RULES[rule]:
+                raise ValueError(f"region {region}: {rule} must be at least {REGION_RULES[rule]}")
+            overrides[rule] = int(number)
+        policies[region] = overrides
+    return policies
+
+
 class Settings(BaseSettings):
     """Every setting the system reads. Build it with `load_settings()`."""
 
@@ -85,6 +129,9 @@ class Settings(BaseSettings):
     #: PostgreSQL: every point of this many days stays recoverable (all WAL kept); older retained base
     #: backups keep only the WAL that makes them consistent.
     backup_pitr_window_days: int = Field(default=30, ge=1)
+    #: Per-region overrides of the rules above (docs/RETENTION.md section 5):
+    #: `region:rule=N,rule=N;region:rule=N`, e.g. `us-west-2:yearly=10,archive_years=10`.
+    backup_region_retention: Annotated[dict[str, dict[str, int]], NoDecode] = Field(default_factory=dict)
     backup_schedule_retention: str = "0 7 * * *"
     #: Garbage collection (docs/GC.md): a pack whose chunks left the index waits this long (and for every
     #: backup running then to finish) before it is deleted.
@@ -223,6 +270,11 @@ class Settings(BaseSettings):
             mapping[region.strip()] = url.strip()
         return mapping
 
+    @field_validator("backup_region_retention", mode="before")
+    @classmethod
+    def _region_retention(cls, value: Any) -> Any:
+        return parse_region_retention(value) if isinstance(value, str) else value
+
     @field_validator(
         "backup_schedule_full",
         "backup_schedule_incremental",
@@ -254,6 +306,17 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser().absolute()  # relative homes resolve against the working directory
+
+    @model_validator(mode="after")
+    def _retention_regions_known(self) -> Settings:
+        unknown = sorted(set(self.backup_region_retention) - set(self.secondary_storage_urls))
+        if unknown:
+            known = ", ".join(sorted(self.secondary_storage_urls)) or "none"
+            raise ValueError(
+                f"BACKUP_REGION_RETENTION names region(s) {', '.join(unknown)} that are not secondary "
+                f"regions (those are: {known}); add them to SECONDARY_REGIONS or fix the name"
+            )
+        return self
 
     @model_validator(mode="after")
     def _signing_all_or_none(self) -> Settings:

@@ -502,11 +502,12 @@ class BackupSystem:
 
     # Retention and legal holds (docs/RETENTION.md) ------------------------------------------------------
 
-    def plan_retention(self, source: str | None = None) -> RetentionPlan:
-        """Every backup with the rules that keep it (none: it would be deleted), and the WAL to thin."""
+    def plan_retention(self, source: str | None = None, *, region: str | None = None) -> RetentionPlan:
+        """Every backup with the rules that keep it (none: it would be deleted), the WAL to thin, and
+        each secondary region's own plan (only `region`'s, when named)."""
         from app.retention.plan import plan_retention
 
-        return plan_retention(self.context, source=source)
+        return plan_retention(self.context, source=source, region=region)
 
     def apply_retention(
         self, source: str | None = None, *, confirm: bool = False, approval: int | None = None

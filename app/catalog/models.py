@@ -301,6 +301,22 @@ class ReplicaObject(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+class BackupRegion(Base):
+    """A backup's fate in one secondary region where it differs from the primary's (docs/RETENTION.md
+    section 5): `kept` there after the primary deleted it, or `deleted` there while the primary may keep it."""
+
+    __tablename__ = "backup_regions"
+    __table_args__ = (Index("ix_backup_regions_region_state", "region", "state"),)
+
+    backup_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    region: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # kept | deleted
+    #: The backup's state before the primary deleted it (complete | partial), for a `kept` row.
+    prior_state: Mapped[str | None] = mapped_column(String(16))
+    changed_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text)
+
+
 class ReplicationRegion(Base):
     """Per secondary region: how far discovery has read the catalog, and the last pass."""
 

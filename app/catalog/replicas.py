@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app import clock
+from app.catalog.backup_regions import region_deleted
 from app.catalog.backups import USABLE_STATES
 from app.catalog.models import Backup, Pack, ReplicaObject, ReplicationRegion, Source, WalSegment
 
@@ -96,6 +97,7 @@ def _queries(session: Session, region: str) -> list[tuple[str, Any, tuple[Any, .
         Backup.state.in_(USABLE_STATES),
         Backup.finished_at.is_not(None),
         _absent(region, "manifests", Backup.id),
+        ~region_deleted(region),  # the region's own retention dropped it: never copied again
     )
     if since is not None:
         manifests = manifests.where(Backup.finished_at >= since)

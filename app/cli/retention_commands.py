@@ -19,28 +19,51 @@ gc_app = typer.Typer(no_args_is_help=True, help="Garbage collection of packs no 
 SourceOpt = Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")]
 
 
+RegionOpt = Annotated[
+    str | None, typer.Option("--region", help="Only this secondary region's plan (its own policy).")
+]
 
 
 @retention_app.command("plan")
 @handles_errors
-def retention_plan(source: SourceOpt = None, as_json: JsonOpt = False) -> None:
-    """Every backup, kept or not, with the rules that keep it; and the WAL thinning would remove."""
+def retention_plan(source: SourceOpt = None, region: RegionOpt = None, as_json: JsonOpt = False) -> None:
+    """Every backup, kept or not, with the rules that keep it; the WAL thinning would remove; and each
+    secondary region's own plan (with --region, only that region's)."""
     with _system() as system:
-        plan = system.plan_retention(source)
+        plan = system.plan_retention(source, region=region)
     if as_json:
-        print_json(plan.to_json())
+        body = plan.to_json()
+        print_json(next(r for r in body["regions"] if r["region"] == region) if region else body)
         return
-    for b in plan.backups:
-        verdict = "keep  " if b.keep else "[bold red]DELETE[/]"
-        why = "; ".join(b.reasons) if b.reasons else "no rule keeps it"
-        console.print(f"{verdict} {b.id}  {b.source:<12} {b.type:<12} {why}", highlight=False)
-    for w in plan.wal:
-        console.print(
-            f"WAL of {w.source}: delete {len(w.names)} file(s), {human(w.bytes)}"
-            + (f" ({w.names[0]} .. {w.names[-1]})" if w.names else ""),
-            highlight=False,
-        )
-    console.print(f"{len(plan.backups) - len(plan.deletions)} kept, {len(plan.deletions)} to delete")
+    if region is None:
+        for b in plan.backups:
+            verdict = "keep  " if b.keep else "[bold red]DELETE[/]"
+            why = "; ".join(b.reasons) if b.reasons else "no rule keeps it"
+            if b.kept_in:
+                why += f" (stays in region {', '.join(b.kept_in)})"
+            console.print(f"{verdict} {b.id}  {b.source:<12} {b.type:<12} {why}", highlight=False)
+        for w in plan.wal:
+            console.print(
+                f"WAL of {w.source}: delete {len(w.names)} file(s), {human(w.bytes)}"
+                + (f" ({w.names[0]} .. {w.names[-1]})" if w.names else ""),
+                highlight=False,
+            )
+        console.print(f"{len(plan.backups) - len(plan.deletions)} kept, {len(plan.deletions)} to delete")
+    for r in plan.regions:
+        if region is None and not r.overrides and not any(b.primary_deleted for b in r.backups):
+            continue  # it follows the primary's policy and holds nothing the primary lacks
+        doomed = {b.id for b in plan.region_deletions(r)}
+        rules = ", ".join(f"{k}={v}" for k, v in r.overrides.items()) or "the primary's policy"
+        console.print(f"region {r.region} ({rules}):", highlight=False)
+        for b in r.backups:
+            if b.keep:
+                verdict, why = "keep  ", "; ".join(b.reasons) + (" (only here)" if b.primary_deleted else "")
+            elif b.id in doomed:
+                verdict, why = "[bold red]DELETE[/]", "no rule of this region keeps it"
+            else:
+                verdict, why = "[bold red]DELETE[/]", "deleted with the primary's copy"
+            console.print(f"  {verdict} {b.id}  {b.source:<12} {b.type:<12} {why}", highlight=False)
+        console.print(f"  {len(r.backups) - len(r.deletions)} kept, {len(r.deletions)} to delete there")
 
 
 @retention_app.command("apply")
@@ -49,7 +72,8 @@ def retention_apply(
     source: SourceOpt = None,
     confirm: Annotated[bool, typer.Option("--confirm", help="Delete for real (without: a dry run).")] = False,
     approval: Annotated[
-        int | None, typer.Option("--approval", help="A granted approval id (when DR_APPROVAL_REQUIRED has delete).")
+        int | None,
+        typer.Option("--approval", help="A granted approval id (when DR_APPROVAL_REQUIRED has delete)."),
     ] = None,
     prune: Annotated[
         bool,
@@ -72,7 +96,11 @@ def retention_apply(
             garbage = collect_garbage(system.context, confirm=confirm, actor=system.actor, sweep_marked=True)
     if as_json:
         print_json(
-            {"plan": plan.to_json(), "applied": report.to_json(), "gc": garbage.to_json() if garbage else None}
+            {
+                "plan": plan.to_json(),
+                "applied": report.to_json(),
+                "gc": garbage.to_json() if garbage else None,
+            }
         )
         return
     verb = "would delete" if report.dry_run else "deleted"
@@ -82,8 +110,16 @@ def retention_apply(
     )
     for backup_id in report.deleted:
         console.print(f"  {backup_id}", highlight=False)
+    for region, ids in report.region_deleted.items():
+        if ids:
+            console.print(
+                f"{verb} {len(ids)} backup(s) in region {region} only (its own policy)", highlight=False
+            )
+        for backup_id in ids:
+            console.print(f"  {backup_id}", highlight=False)
     for skipped in report.skipped:
-        err_console.print(f"  left alone: {skipped['backup']}: {skipped['why']}", highlight=False)
+        where = f" (region {skipped['region']})" if "region" in skipped else ""
+        err_console.print(f"  left alone: {skipped['backup']}{where}: {skipped['why']}", highlight=False)
     if garbage is not None:
         _print_gc(garbage)
     if report.dry_run and report.deleted:
@@ -94,7 +130,9 @@ def retention_apply(
 @handles_errors
 def hold_add(
     backup_id: Annotated[str | None, typer.Argument(help="The backup to hold.")] = None,
-    source: Annotated[str | None, typer.Option("--source", "-s", help="Hold every backup of this source.")] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", "-s", help="Hold every backup of this source.")
+    ] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (matter, counsel, ticket).")] = "",
     as_json: JsonOpt = False,
 ) -> None:
@@ -104,7 +142,9 @@ def hold_add(
     if as_json:
         print_json(hold)
     else:
-        console.print(f"hold {hold['id']} on {hold['backup'] or 'source ' + str(hold['source'])}: {hold['reason']}")
+        console.print(
+            f"hold {hold['id']} on {hold['backup'] or 'source ' + str(hold['source'])}: {hold['reason']}"
+        )
 
 
 @hold_app.command("release")
@@ -122,7 +162,8 @@ def hold_release(
 @hold_app.command("list")
 @handles_errors
 def hold_list(
-    released: Annotated[bool, typer.Option("--all", help="Released holds too.")] = False, as_json: JsonOpt = False
+    released: Annotated[bool, typer.Option("--all", help="Released holds too.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The holds in force (with --all, released ones too)."""
     with _system() as system:
@@ -142,7 +183,9 @@ def hold_list(
 @gc_app.command("run")
 @handles_errors
 def gc_run(
-    confirm: Annotated[bool, typer.Option("--confirm", help="Mark and delete for real (without: a dry run).")] = False,
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="Mark and delete for real (without: a dry run).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete packs that no manifest in storage needs, safely beside running backups: a pack is first

@@ -13,6 +13,7 @@ from app.context import Context
 from app.errors import EquisplitError, IntegrityError
 from app.repo import manifest
 from app.repo.format import Kind
+from app.repo.repository import Repository
 
 LIVE_CHUNKS = "gc_live_chunks"
 ROOT_PACKS = "gc_root_packs"
@@ -41,24 +42,28 @@ def gather(ctx: Context, conn: Connection) -> LiveSet:
     for info in repo.storage.list(Kind.MANIFESTS):
         if info.name in deleted:
             continue
-        try:
-            root, entries = repo.read_manifest_with_root(info.name)
-        except EquisplitError as exc:
-            raise IntegrityError(
-                f"garbage collection stopped: the manifest of backup {info.name} cannot be read",
-                detail=exc.message,
-                hint="nothing was deleted; run `equisplit-dr backup verify --id "
-                f"{info.name}` and repair or remove that backup first",
-            ) from exc
-        live.manifests += 1
-        own = manifest.root_chunks(root)
-        _insert(conn, ROOT_PACKS, "pack_id", {c.pack_id for c in own})
-        ids = [c.chunk_id for c in own] + [
-            c for _, chunk_ids in manifest.file_chunks(entries) for c in chunk_ids
-        ]
-        live.chunks += len(ids)
-        _insert(conn, LIVE_CHUNKS, "chunk_id", ids)
+        add_manifest(conn, repo, info.name, live)
     return live
+
+
+def add_manifest(conn: Connection, repo: Repository, backup_id: str, live: LiveSet, where: str = "") -> None:
+    """One manifest's chunks and root packs into the live tables; an unreadable one raises
+    IntegrityError (`where` names a region it was read from)."""
+    try:
+        root, entries = repo.read_manifest_with_root(backup_id)
+    except EquisplitError as exc:
+        raise IntegrityError(
+            f"garbage collection stopped: the manifest of backup {backup_id}{where} cannot be read",
+            detail=exc.message,
+            hint="nothing was deleted; run `equisplit-dr backup verify --id "
+            f"{backup_id}` and repair or remove that backup first",
+        ) from exc
+    live.manifests += 1
+    own = manifest.root_chunks(root)
+    _insert(conn, ROOT_PACKS, "pack_id", {c.pack_id for c in own})
+    ids = [c.chunk_id for c in own] + [c for _, chunk_ids in manifest.file_chunks(entries) for c in chunk_ids]
+    live.chunks += len(ids)
+    _insert(conn, LIVE_CHUNKS, "chunk_id", ids)
 
 
 def _insert(conn: Connection, table: str, column: str, values: Iterable[str]) -> None:

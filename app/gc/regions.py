@@ -3,6 +3,7 @@ region's replication rows first, then the objects (docs/GC.md, docs/REPLICATION.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import delete, select
@@ -19,16 +20,35 @@ from app.storage import Storage, open_storage
 _BATCH = 500
 
 
-def delete_many_everywhere(ctx: Context, kind: str, names: list[str], threads: int = 8) -> list[str]:
+def delete_many_everywhere(
+    ctx: Context,
+    kind: str,
+    names: list[str],
+    threads: int = 8,
+    *,
+    spare: Mapping[str, Collection[str]] | None = None,
+) -> list[str]:
     """Delete objects from the primary (an error raises) and from each region (errors are returned,
-    named): the regions' rows first, in one transaction, then the objects, `threads` at a time."""
+    named): the regions' rows first, in one transaction, then the objects, `threads` at a time.
+    `spare` names, per object, the regions that keep it (their per-region retention): its row and its
+    copy there stay."""
     if not names:
         return []
+    spare = spare or {}
     with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
-        for start in range(0, len(names), _BATCH):
-            batch = names[start : start + _BATCH]
+        everywhere = [n for n in names if not spare.get(n)]
+        for start in range(0, len(everywhere), _BATCH):
+            batch = everywhere[start : start + _BATCH]
             session.execute(
                 delete(ReplicaObject).where(ReplicaObject.kind == kind, ReplicaObject.name.in_(batch))
+            )
+        for name in (n for n in names if spare.get(n)):
+            session.execute(
+                delete(ReplicaObject).where(
+                    ReplicaObject.kind == kind,
+                    ReplicaObject.name == name,
+                    ReplicaObject.region.not_in(list(spare[name])),
+                )
             )
     with ThreadPoolExecutor(min(threads, len(names))) as pool:
         list(pool.map(lambda name: ctx.storage.delete(kind, name), names))
@@ -36,6 +56,9 @@ def delete_many_everywhere(ctx: Context, kind: str, names: list[str], threads: i
         return []
     problems: list[str] = []
     for region in configured_regions(ctx.settings):
+        here = [n for n in names if region.name not in spare.get(n, ())]
+        if not here:
+            continue
         storage = open_storage(region.url)
 
         def one(name: str, storage: Storage = storage, region: str = region.name) -> str | None:
@@ -46,8 +69,8 @@ def delete_many_everywhere(ctx: Context, kind: str, names: list[str], threads: i
             return None
 
         try:
-            with ThreadPoolExecutor(min(threads, len(names))) as pool:
-                problems.extend(p for p in pool.map(one, names) if p)
+            with ThreadPoolExecutor(min(threads, len(here))) as pool:
+                problems.extend(p for p in pool.map(one, here) if p)
         finally:
             storage.close()
     return problems

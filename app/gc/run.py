@@ -22,6 +22,7 @@ from app.context import Context
 from app.errors import EquisplitError, LockedError, ObjectNotFoundError
 from app.gc import blockers
 from app.gc.live import LIVE_CHUNKS, ROOT_PACKS, create_tables, gather
+from app.gc.region_live import gather_regional
 from app.gc.regions import delete_many_everywhere, not_yet_copied
 from app.gc.repack import RepackReport, repack
 from app.repo.format import Kind
@@ -126,10 +127,11 @@ def _sweep_ready(
     """Read the running set, then the live set (docs/GC.md section 2), then sweep; the manifests read."""
     running_before = blockers.running(session)
     create_tables(conn)
-    manifests = gather(ctx, conn).manifests
+    live = gather(ctx, conn)
+    gather_regional(ctx, conn, live)  # backups only a region keeps (docs/GC.md section 5)
     session.commit()
     _sweep(ctx, session, report, running_before, grace, lease, actor)
-    return manifests
+    return live.manifests
 
 
 def _sweep(

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from app import clock
-from app.catalog import audit, locks, replicas
+from app.catalog import audit, backup_regions, locks, replicas
 from app.catalog.backups import USABLE_STATES
 from app.catalog.db import transaction
 from app.catalog.models import Backup, Pack, ReplicaObject, Source
@@ -34,6 +34,7 @@ BATCH = 256
 LEASE = timedelta(hours=4)
 _DATA_KINDS = ("packs", "wal")
 READY, HELD, ADDED, MISSING_NOW, FAILED_NOW = "ready", "held", "added", "missing", "failed"
+DROPPED = "dropped"  # deleted in the region by its own retention policy: not copied, its row removed
 
 
 @dataclass
@@ -215,9 +216,21 @@ def _copy_manifests(
 
 def _manifest_ready(ctx: Context, region: str, row: ReplicaObject) -> str:
     """READY to copy now; HELD for packs or WAL still waiting; ADDED: needed packs had no row and were
-    added as pending; MISSING_NOW / FAILED_NOW: recorded as such (deleted, or not whole in the primary)."""
+    added as pending; MISSING_NOW / FAILED_NOW: recorded as such (deleted, or not whole in the primary);
+    DROPPED: the region's own retention deleted it there (docs/RETENTION.md section 5)."""
     with ctx.sessions() as session:
         backup = session.get(Backup, row.name)
+        fate = backup_regions.state_in(session, row.name, region)
+        if fate is not None and fate.state == backup_regions.DELETED:  # the region's policy dropped it
+            with ctx.catalog_write_lock, transaction(ctx.sessions) as write:
+                write.execute(
+                    delete(ReplicaObject).where(
+                        ReplicaObject.region == region,
+                        ReplicaObject.kind == "manifests",
+                        ReplicaObject.name == row.name,
+                    )
+                )
+            return DROPPED
         if backup is None or backup.state not in USABLE_STATES:  # deleted (retention) before it was copied
             with ctx.catalog_write_lock, transaction(ctx.sessions) as write:
                 replicas.mark(

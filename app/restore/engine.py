@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app import forkserver
-from app.catalog import audit, chunks, jobs
+from app.catalog import audit, backup_regions, chunks, jobs
 from app.catalog.backups import resolve
 from app.catalog.db import transaction
 from app.catalog.models import Backup
@@ -453,10 +453,22 @@ def _restore_backup(
 
         src = session.get(Source, backup.source_id)
         source_name = src.name if src else "?"
-    if backup.state not in ("complete", "partial"):
+        fate = backup_regions.state_in(session, backup.id, ctx.region) if ctx.region else None
+    if fate is not None and fate.state == backup_regions.DELETED:
+        raise RestoreTargetError(
+            f"backup {backup.id} was deleted in region {ctx.region} by that region's retention policy",
+            hint="restore it from the primary (without --from-region) or from another region that keeps it",
+        )
+    only_in_region = fate is not None and fate.state == backup_regions.KEPT
+    if backup.state not in ("complete", "partial") and not only_in_region:
         raise RestoreTargetError(
             f"backup {backup.id} is {backup.state}, not restorable",
-            hint="pick a complete backup from `equisplit-dr backup list`",
+            hint="pick a complete backup from `equisplit-dr backup list`"
+            + (
+                ""
+                if ctx.region
+                else "; `retention plan --json` names the regions still keeping a deleted one"
+            ),
         )
     target = target.expanduser().resolve()
     wanted = normalise_selection(paths)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from app import clock
-from app.catalog import audit
+from app.catalog import audit, backup_regions
 from app.catalog.backups import USABLE_STATES
 from app.catalog.db import transaction
 from app.catalog.holds import is_held
@@ -21,6 +21,7 @@ from app.context import Context
 from app.gc.regions import delete_many_everywhere
 from app.repo.format import Kind
 from app.retention.plan import RetentionPlan, WalThinning
+from app.retention.region_apply import delete_in_regions
 from app.wal import names
 
 _WAL_BATCH = 500
@@ -35,11 +36,14 @@ class ApplyReport:
     wal_deleted: int = 0
     wal_bytes: int = 0
     problems: list[str] = field(default_factory=list)
+    #: Per secondary region, the backups its own policy deleted there (docs/RETENTION.md section 5).
+    region_deleted: dict[str, list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "dry_run": self.dry_run,
             "deleted": self.deleted,
+            "region_deleted": self.region_deleted,
             "skipped": self.skipped,
             "wal_deleted": self.wal_deleted,
             "wal_bytes": self.wal_bytes,
@@ -54,15 +58,20 @@ def apply_plan(ctx: Context, plan: RetentionPlan, *, confirm: bool, actor: str |
             deleted=[b.id for b in plan.deletions],
             wal_deleted=sum(len(w.names) for w in plan.wal),
             wal_bytes=sum(w.bytes for w in plan.wal),
+            region_deleted={r.region: [b.id for b in plan.region_deletions(r)] for r in plan.regions},
         )
     report = ApplyReport(dry_run=False)
     ids = [b.id for b in plan.deletions]
+    kept_in = {b.id: b.kept_in for b in plan.deletions if b.kept_in}
     for start in range(0, len(ids), _BACKUP_BATCH):
-        marked, skipped = _delete_backups(ctx, ids[start : start + _BACKUP_BATCH], plan, actor)
+        marked, skipped = _delete_backups(ctx, ids[start : start + _BACKUP_BATCH], plan, actor, kept_in)
         report.skipped.extend({"backup": backup_id, "why": why} for backup_id, why in skipped)
         report.deleted.extend(marked)
-        # idempotent: a missing object is no error
-        report.problems.extend(delete_many_everywhere(ctx, Kind.MANIFESTS, marked))
+        # idempotent: a missing object is no error; a region whose policy keeps it keeps its copy
+        report.problems.extend(delete_many_everywhere(ctx, Kind.MANIFESTS, marked, spare=kept_in))
+    report.region_deleted, skipped_in_regions, problems = delete_in_regions(ctx, plan, actor)
+    report.skipped.extend(skipped_in_regions)
+    report.problems.extend(problems)
     for thinning in plan.wal:
         deleted, size = _thin_wal(ctx, thinning, actor)
         report.wal_deleted += deleted
@@ -71,7 +80,11 @@ def apply_plan(ctx: Context, plan: RetentionPlan, *, confirm: bool, actor: str |
 
 
 def _delete_backups(
-    ctx: Context, backup_ids: list[str], plan: RetentionPlan, actor: str | None
+    ctx: Context,
+    backup_ids: list[str],
+    plan: RetentionPlan,
+    actor: str | None,
+    kept_in: dict[str, list[str]],
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """In one transaction, each backup re-read and, unless it changed since the plan was made, marked
     deleted with an audit entry of its own. Returns the deleted ids and (id, why) of those left alone;
@@ -89,6 +102,15 @@ def _delete_backups(
             if is_held(session, row):
                 skipped.append((backup_id, "a legal hold was placed on it after the plan was made"))
                 continue
+            for region in kept_in.get(backup_id, []):
+                backup_regions.record(
+                    session,
+                    backup_id,
+                    region,
+                    backup_regions.KEPT,
+                    "its retention policy keeps it",
+                    row.state,
+                )
             row.state, row.deleted_at = "deleted", clock.now()
             deleted.append(backup_id)
             entries.append(
@@ -100,6 +122,8 @@ def _delete_backups(
                         "type": row.type,
                         "started_at": clock.iso(row.started_at),
                         "policy": plan.policy.to_json(),
+                        "region": ctx.settings.primary_region,
+                        "kept_in_regions": kept_in.get(backup_id, []),
                     },
                 )
             )

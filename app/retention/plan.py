@@ -3,6 +3,7 @@ no retained backup and no point of the PITR window needs (docs/RETENTION.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,12 +12,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import clock
+from app.catalog import backup_regions
 from app.catalog.backups import USABLE_STATES
 from app.catalog.holds import hold_reasons
 from app.catalog.models import Backup, Source, WalSegment
 from app.context import Context
+from app.replication.regions import configured_regions, is_enabled
 from app.retention.keep import Candidate, keep_reasons
 from app.retention.policy import RetentionPolicy
+from app.retention.regions import RegionBackup, RegionPlan, keeping_regions, plan_region
+from app.settings import region_url
 
 #: WAL files that thinning may delete (history and backup-label files are tiny and always kept).
 THINNABLE = ("segment", "partial")
@@ -30,6 +35,8 @@ class PlannedBackup:
     state: str
     started_at: datetime
     reasons: list[str]
+    #: Regions whose policy keeps it and that hold its copy: when the primary deletes it, it stays there.
+    kept_in: list[str] = field(default_factory=list)
 
     @property
     def keep(self) -> bool:
@@ -44,6 +51,7 @@ class PlannedBackup:
             "started_at": clock.iso(self.started_at),
             "keep": self.keep,
             "reasons": self.reasons,
+            "kept_in_regions": self.kept_in,
         }
 
 
@@ -74,10 +82,18 @@ class RetentionPlan:
     now: datetime
     backups: list[PlannedBackup]
     wal: list[WalThinning]
+    #: Each secondary region's plan (replication on): docs/RETENTION.md section 5.
+    regions: list[RegionPlan] = field(default_factory=list)
 
     @property
     def deletions(self) -> list[PlannedBackup]:
         return [b for b in self.backups if not b.keep]
+
+    def region_deletions(self, region: RegionPlan) -> list[RegionBackup]:
+        """What the region's policy drops there and the primary's deletion does not already remove
+        everywhere: backups the primary keeps, and backups only the region still held."""
+        leaving = {b.id for b in self.deletions if region.region not in b.kept_in}
+        return [b for b in region.deletions if b.id not in leaving]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,14 +103,22 @@ class RetentionPlan:
             "delete": len(self.deletions),
             "backups": [b.to_json() for b in self.backups],
             "wal": [w.to_json() for w in self.wal],
+            "regions": [{**r.to_json(), "delete": len(self.region_deletions(r))} for r in self.regions],
         }
 
 
-def plan_retention(ctx: Context, *, source: str | None = None, now: datetime | None = None) -> RetentionPlan:
+def plan_retention(
+    ctx: Context, *, source: str | None = None, now: datetime | None = None, region: str | None = None
+) -> RetentionPlan:
+    """The primary's plan and each secondary region's (only `region`'s, when named; every region's is
+    still computed, since the primary keeps a backup until each region keeping it has its copy)."""
     now = now or clock.now()
     policy = RetentionPolicy.from_settings(ctx.settings)
+    if region is not None:
+        region_url(ctx.settings, region)  # an unknown region stops here, naming the configured ones
     with ctx.sessions() as session:
-        held_backups, held_sources = hold_reasons(session)
+        holds = hold_reasons(session)
+        held_backups, held_sources = holds
         query = select(Backup, Source).join(Source, Backup.source_id == Source.id)
         query = query.where(Backup.state.in_(USABLE_STATES))
         if source is not None:
@@ -114,20 +138,52 @@ def plan_retention(ctx: Context, *, source: str | None = None, now: datetime | N
             for b, s in rows
         ]
         reasons = keep_reasons(candidates, policy, now)
-        backups = [
-            PlannedBackup(b.id, s.name, b.type, b.state, clock.as_utc(b.started_at), reasons[b.id])
-            for b, s in rows
-        ]
+        wanted = configured_regions(ctx.settings) if is_enabled(ctx.settings) or region else []
+        regions = [plan_region(session, ctx.settings, r.name, holds, now, source) for r in wanted]
+        kept_by = keeping_regions(regions)
+        backups = []
+        for b, s in rows:
+            planned = PlannedBackup(b.id, s.name, b.type, b.state, clock.as_utc(b.started_at), reasons[b.id])
+            holding, waiting = kept_by.get(b.id, ([], []))
+            if not planned.reasons:
+                planned.kept_in = holding
+                planned.reasons.extend(
+                    f"region {r} keeps it by its policy and has no copy yet" for r in waiting
+                )
+            backups.append(planned)
         kept = {b.id for b in backups if b.keep}
-        wal = [_thin(session, s, [b for b, src in rows if src.id == s.id and b.id in kept], policy, now)
-               for s in {src.id: src for _, src in rows if src.kind == "postgres"}.values()]  # fmt: skip
-    return RetentionPlan(policy, now, backups, [w for w in wal if w is not None])
+        # Base backups only a region keeps: the primary keeps the few WAL files that make them
+        # consistent, since recovery plans from the catalog's WAL rows (the objects stay in the region).
+        regional = set(backup_regions.kept_only_in_regions(session)) | {b.id for b in backups if b.kept_in}
+        extra = (
+            list(session.scalars(select(Backup).where(Backup.id.in_(sorted(regional))))) if regional else []
+        )
+        wal = [
+            _thin(
+                session,
+                s,
+                [b for b, src in rows if src.id == s.id and b.id in kept],
+                policy,
+                now,
+                [b for b in extra if b.source_id == s.id],
+            )
+            for s in {src.id: src for _, src in rows if src.kind == "postgres"}.values()
+        ]
+    if region is not None:
+        regions = [r for r in regions if r.region == region]
+    return RetentionPlan(policy, now, backups, [w for w in wal if w is not None], regions)
 
 
 def _thin(
-    session: Session, source: Source, kept: list[Backup], policy: RetentionPolicy, now: datetime
+    session: Session,
+    source: Source,
+    kept: list[Backup],
+    policy: RetentionPolicy,
+    now: datetime,
+    regional: Sequence[Backup] = (),
 ) -> WalThinning | None:
-    """WAL archived before the window's base backup started, outside every older kept backup's own range."""
+    """WAL archived before the window's base backup started, outside every older kept backup's own range
+    (and outside the range of each base backup only a region keeps, `regional`)."""
     bases = sorted(
         (b for b in kept if b.pg_start_wal and b.pg_stopped_at is not None),
         key=lambda b: clock.as_utc(b.pg_stopped_at or b.started_at),
@@ -139,7 +195,8 @@ def _thin(
     before = [b for b in bases if b.pg_stopped_at and clock.as_utc(b.pg_stopped_at) < window_start]
     window_base = before[-1] if before else bases[0]
     kept_from = clock.as_utc(window_base.pg_started_at or window_base.started_at)
-    ranges = [(b.pg_timeline, b.pg_start_wal or "", b.pg_stop_wal or "") for b in bases]
+    ranges = [(b.pg_timeline, b.pg_start_wal or "", b.pg_stop_wal or "") for b in [*bases, *regional]
+              if b.pg_start_wal]  # fmt: skip
     thinning = WalThinning(source.name, source.id, kept_from=kept_from)
     for row in session.scalars(
         select(WalSegment)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from app.settings import Settings
+
+_COUNTS = ("daily", "weekly", "monthly", "yearly", "minimum", "archive_years")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,17 @@ class RetentionPolicy:
             archive_years=settings.backup_retention_archive_years,
             pitr_window=timedelta(days=settings.backup_pitr_window_days),
         )
+
+    @classmethod
+    def for_region(cls, settings: Settings, region: str) -> RetentionPolicy:
+        """The primary's policy with the region's overrides (BACKUP_REGION_RETENTION); none: the same."""
+        rules = dict(settings.backup_region_retention.get(region, {}))
+        changes: dict[str, Any] = {k: v for k, v in rules.items() if k in _COUNTS}
+        if "keep_within_hours" in rules:
+            changes["within"] = timedelta(hours=rules["keep_within_hours"])
+        if "pitr_window_days" in rules:
+            changes["pitr_window"] = timedelta(days=rules["pitr_window_days"])
+        return replace(cls.from_settings(settings), **changes)
 
     def to_json(self) -> dict[str, Any]:
         return {

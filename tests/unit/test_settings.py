@@ -78,3 +78,45 @@ def test_message_signing_needs_key_certificate_and_store_together(monkeypatch: p
         load_settings()
     monkeypatch.setenv("CELERY_SECURITY_CERT_STORE", "/etc/equisplit-dr/trusted")
     assert load_settings().message_signing
+
+
+def test_region_retention_overrides_the_primary_policy_per_region(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from app.retention.policy import RetentionPolicy
+
+    monkeypatch.setenv("SECONDARY_REGIONS", "us-west-2,eu-central-1")
+    monkeypatch.setenv("BACKUP_RETENTION_YEARLY", "7")
+    monkeypatch.setenv(
+        "BACKUP_REGION_RETENTION",
+        "us-west-2: yearly=10, archive_years=10 ; eu-central-1:daily=7,pitr_window_days=3",
+    )
+    settings = load_settings(equisplit_dr_home=tmp_path)
+    west = RetentionPolicy.for_region(settings, "us-west-2")
+    assert (west.yearly, west.archive_years, west.daily) == (10, 10, 30)
+    central = RetentionPolicy.for_region(settings, "eu-central-1")
+    assert (central.daily, central.yearly, central.pitr_window) == (7, 7, timedelta(days=3))
+    assert RetentionPolicy.for_region(settings, "elsewhere") == RetentionPolicy.from_settings(settings)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("us-west-2=yearly=10", "is not region:rule=N"),
+        ("us-west-2:forever=1", "unknown rule 'forever'"),
+        ("us-west-2:yearly=ten", "yearly needs a whole number"),
+        ("us-west-2:yearly=-1", "yearly needs a whole number"),
+        ("us-west-2:minimum=0", "minimum must be at least 1"),
+        ("us-west-2:daily=1;us-west-2:weekly=1", "given twice"),
+        ("mars-1:daily=1", "mars-1 that are not secondary regions"),
+    ],
+)
+def test_a_malformed_region_retention_is_refused_naming_the_variable_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch, value: str, says: str
+) -> None:
+    monkeypatch.setenv("BACKUP_REGION_RETENTION", value)
+    with pytest.raises(ConfigurationError, match="BACKUP_REGION_RETENTION") as caught:
+        load_settings()
+    assert says in str(caught.value)

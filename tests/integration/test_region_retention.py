@@ -1,0 +1,227 @@
+"""Per-region retention (docs/RETENTION.md section 5) on a real catalog and real local region directories:
+a region whose policy keeps backups longer holds them after the primary's retention and garbage
+collection, and restores them byte-identical with the primary gone; a region with a shorter policy drops
+backups there only, and replication never copies them back; a legal hold keeps a backup in every region;
+a backup dated in the future cannot make a region delete more."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from app import clock
+from app.catalog import backup_regions
+from app.catalog.models import AuditEntry, Backup, BackupRegion, ReplicaObject
+from app.errors import RestoreTargetError
+from app.gc.run import collect_garbage
+from app.replication.run import replicate
+from app.repo.format import Kind
+from app.storage import open_storage
+from app.system import BackupSystem
+from tests.support.cli import cli_env_for, run_cli
+from tests.support.system import Factory
+from tests.support.trees import assert_same_tree, make_tree
+
+REGION = "us-west-2"
+#: The primary keeps only its newest backup.
+ONLY_NEWEST = {
+    "backup_retention_daily": 1,
+    "backup_retention_weekly": 0,
+    "backup_retention_monthly": 0,
+    "backup_retention_yearly": 1,
+    "backup_retention_minimum": 1,
+    "backup_retention_keep_within_hours": 0,
+    "backup_gc_grace_hours": 0,
+}
+#: The primary keeps everything (the tests' backups are all of one day).
+KEEP_ALL = {**ONLY_NEWEST, "backup_retention_minimum": 10}
+SHORT_REGION = f"{REGION}:daily=1,weekly=0,monthly=0,yearly=0,minimum=1,keep_within_hours=0"
+
+
+def _backups(system: BackupSystem, src: Path, snapshots: Path, count: int = 4) -> list[str]:
+    """`count` backups of `src`, each after a change, with a copy of the tree as it was for each."""
+    ids = []
+    for i in range(count):
+        (src / f"round{i}.txt").write_text(f"round {i}\n" * (i + 1) * 1000)
+        ids.append(system.create_incremental_backup("docs").id)
+        shutil.copytree(src, snapshots / ids[-1], symlinks=True)
+    return ids
+
+
+def _region_manifests(system: BackupSystem) -> set[str]:
+    storage = open_storage(system.settings.secondary_storage_urls[REGION])
+    try:
+        return {o.name for o in storage.list(Kind.MANIFESTS)}
+    finally:
+        storage.close()
+
+
+def _primary_manifests(system: BackupSystem) -> set[str]:
+    return {o.name for o in system.context.storage.list(Kind.MANIFESTS)}
+
+
+def _audited_deletions(system: BackupSystem) -> list[AuditEntry]:
+    with system.context.sessions() as session:
+        return list(session.scalars(select(AuditEntry).where(AuditEntry.action == "backup.deleted")))
+
+
+def test_a_region_keeping_years_longer_restores_what_the_primary_deleted(
+    make_system: Factory, tmp_path: Path
+) -> None:
+    system = make_system(**ONLY_NEWEST, backup_region_retention=f"{REGION}:yearly=10,archive_years=10")
+    src = make_tree(tmp_path / "src", big_mib=1, small=4)
+    system.add_source("docs", src)
+    ids = _backups(system, src, tmp_path / "as-of")
+    with system.context.sessions() as session:  # one backup a year: 2021, 2023, 2025 and today
+        for backup_id, year in zip(ids[:3], (2021, 2023, 2025), strict=True):
+            started = clock.now().replace(year=year)
+            session.execute(update(Backup).where(Backup.id == backup_id).values(started_at=started))
+        session.commit()
+
+    plan = system.plan_retention()
+    assert [b.id for b in plan.deletions] == []  # the region has no copy yet: the primary waits for it
+    waiting = {b.id: b.reasons for b in plan.backups}
+    assert waiting[ids[0]] == [f"region {REGION} keeps it by its policy and has no copy yet"]
+    [region_plan] = plan.regions
+    assert all(b.keep for b in region_plan.backups)
+    assert any(r.startswith("yearly 2021") for r in region_plan.backups[0].reasons)
+
+    replicate(system.context)
+    plan, report = system.apply_retention(confirm=True)
+    assert report.deleted == ids[:3] and report.region_deleted == {REGION: []}
+    assert [b.kept_in for b in plan.deletions] == [[REGION]] * 3
+    assert _primary_manifests(system) == {ids[3]}
+    assert _region_manifests(system) == set(ids)  # the region kept its copies
+    for entry in _audited_deletions(system):
+        assert entry.detail["kept_in_regions"] == [REGION] and entry.detail["region"] == "us-east-1"
+
+    for _ in range(2):  # mark, then sweep (grace 0): nothing a region-only backup needs goes
+        gc = collect_garbage(system.context, confirm=True, actor="test")
+        assert gc.problems == []
+    [passed] = replicate(system.context)  # a repack's new packs reach the region (docs/GC.md section 4)
+    assert passed.error is None
+    again = system.plan_retention()
+    assert [b.id for b in again.regions[0].backups if b.primary_deleted] == ids[:3]
+
+    with pytest.raises(RestoreTargetError, match="is deleted, not restorable"):
+        system.restore(ids[0], tmp_path / "from-primary")
+    shutil.rmtree(system.settings.home / "repo")  # the primary's storage is gone
+    in_region = BackupSystem(system.settings, region=REGION)
+    try:
+        for backup_id in ids:
+            in_region.restore(backup_id, tmp_path / "restored" / backup_id)
+            assert_same_tree(tmp_path / "as-of" / backup_id, tmp_path / "restored" / backup_id)
+    finally:
+        in_region.close()
+    assert not (system.settings.home / "repo").exists()
+
+
+def test_a_region_with_a_shorter_policy_deletes_there_only_and_never_gets_them_again(
+    make_system: Factory, tmp_path: Path
+) -> None:
+    system = make_system(**KEEP_ALL, backup_region_retention=SHORT_REGION)
+    src = make_tree(tmp_path / "src", big_mib=1, small=4)
+    system.add_source("docs", src)
+    ids = _backups(system, src, tmp_path / "as-of")
+    replicate(system.context)
+    assert _region_manifests(system) == set(ids)
+
+    _, dry = system.apply_retention()
+    assert dry.dry_run and dry.deleted == [] and dry.region_deleted == {REGION: ids[:3]}
+    assert _region_manifests(system) == set(ids)  # a dry run deletes nothing
+    _, report = system.apply_retention(confirm=True)
+    assert report.deleted == [] and report.region_deleted == {REGION: ids[:3]}
+    assert _primary_manifests(system) == set(ids)
+    assert _region_manifests(system) == {ids[3]}
+    audited = _audited_deletions(system)
+    assert sorted(a.object or "" for a in audited) == sorted(ids[:3])
+    assert {a.detail["region"] for a in audited} == {REGION}
+    assert {a.detail["reason"] for a in audited} == {f"no retention rule of region {REGION} keeps it"}
+    with system.context.sessions() as session:
+        fates = {r.backup_id: r.state for r in session.scalars(select(BackupRegion))}
+        assert fates == dict.fromkeys(ids[:3], backup_regions.DELETED)
+        states = {b.id: b.state for b in session.scalars(select(Backup))}
+    assert set(states.values()) == {"complete"}  # the primary's rows are untouched
+
+    (src / "later.txt").write_text("after the region's retention\n")
+    newest = system.create_incremental_backup("docs").id
+    [passed] = replicate(system.context)  # discovery re-reads the last day: the dropped ones stay dropped
+    assert passed.error is None
+    assert _region_manifests(system) == {ids[3], newest}
+    with system.context.sessions() as session:
+        rows = set(
+            session.scalars(
+                select(ReplicaObject.name).where(
+                    ReplicaObject.region == REGION, ReplicaObject.kind == "manifests"
+                )
+            )
+        )
+    assert rows == {ids[3], newest}
+
+    in_region = BackupSystem(system.settings, region=REGION)
+    try:
+        with pytest.raises(RestoreTargetError, match=f"deleted in region {REGION}"):
+            in_region.restore(ids[0], tmp_path / "gone")
+    finally:
+        in_region.close()
+    system.restore(ids[0], tmp_path / "from-primary")  # the primary still has it
+    assert_same_tree(tmp_path / "as-of" / ids[0], tmp_path / "from-primary")
+
+
+def test_a_hold_keeps_a_backup_in_every_region(make_system: Factory, tmp_path: Path) -> None:
+    system = make_system(**ONLY_NEWEST, backup_region_retention=SHORT_REGION)
+    src = make_tree(tmp_path / "src", big_mib=1, small=2)
+    system.add_source("docs", src)
+    ids = _backups(system, src, tmp_path / "as-of", count=3)
+    replicate(system.context)
+    system.add_hold("matter 2026-114", backup_id=ids[0])
+    plan, report = system.apply_retention(confirm=True)
+    [region_plan] = plan.regions
+    held = next(b for b in region_plan.backups if b.id == ids[0])
+    assert held.keep and held.reasons[0].startswith("legal hold: #")
+    assert report.deleted == [ids[1]] and report.region_deleted == {REGION: []}
+    assert _primary_manifests(system) == {ids[0], ids[2]}
+    assert _region_manifests(system) == {ids[0], ids[2]}
+
+
+def test_a_future_dated_backup_cannot_make_a_region_delete_more(make_system: Factory, tmp_path: Path) -> None:
+    system = make_system(**KEEP_ALL, backup_region_retention=SHORT_REGION)
+    src = make_tree(tmp_path / "src", big_mib=1, small=2)
+    system.add_source("docs", src)
+    ids = _backups(system, src, tmp_path / "as-of", count=3)
+    with system.context.sessions() as session:  # a clock ten years ahead wrote the newest
+        future = clock.now() + timedelta(days=3650)
+        session.execute(update(Backup).where(Backup.id == ids[2]).values(started_at=future))
+        session.commit()
+    replicate(system.context)
+    plan, report = system.apply_retention(confirm=True)
+    kept = {b.id: b.reasons for b in plan.regions[0].backups if b.keep}
+    assert set(kept) == {ids[1], ids[2]}  # the newest present backup still fills daily and minimum
+    assert kept[ids[2]] == ["dated after now (clock skew?): kept until the clock passes it"]
+    assert report.region_deleted == {REGION: [ids[0]]}
+    assert _region_manifests(system) == {ids[1], ids[2]}
+
+
+def test_cli_plan_per_region_and_apply(tmp_path: Path) -> None:
+    env = cli_env_for(tmp_path / "home", **KEEP_ALL, backup_region_retention=SHORT_REGION)
+    src = make_tree(tmp_path / "src", big_mib=1, small=2)
+    run_cli(env, "init", ok=True)
+    run_cli(env, "source", "add", "docs", "--path", str(src), ok=True)
+    for i in range(2):
+        (src / f"round{i}.txt").write_text(f"round {i}\n")
+        run_cli(env, "backup", "run", "--source", "docs", ok=True)
+    run_cli(env, "replication", "run", ok=True)
+    plan = json.loads(run_cli(env, "retention", "plan", "--region", REGION, "--json", ok=True).stdout)
+    assert plan["region"] == REGION and plan["overrides"]["daily"] == 1
+    assert [b["keep"] for b in plan["backups"]] == [False, True] and plan["delete"] == 1
+    text = run_cli(env, "retention", "plan", ok=True).stdout
+    assert f"region {REGION} (daily=1," in text and "no rule of this region keeps it" in text
+    unknown = run_cli(env, "retention", "plan", "--region", "mars-1")
+    assert unknown.returncode != 0 and "unknown region 'mars-1'" in unknown.stderr
+    applied = run_cli(env, "retention", "apply", "--confirm", ok=True).stdout
+    assert f"deleted 1 backup(s) in region {REGION} only" in applied
