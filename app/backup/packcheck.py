@@ -15,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.backup import known
 from app.catalog import audit
-from app.catalog.chunks import locate
+from app.catalog.chunks import locate, packs_holding
 from app.catalog.db import transaction
 from app.catalog.models import Chunk, GcCandidate, Pack
 from app.context import Context
@@ -130,17 +130,9 @@ def _in_gc_candidates(ctx: Context, chunk_ids: set[str]) -> dict[str, str]:
 
 
 def _packs_of(session: Session, chunk_ids: list[str]) -> tuple[set[str], int]:
-    """The distinct packs holding `chunk_ids` and how many of the ids the index knows: one grouped
-    query per batch, so the answer is a row per pack, not per chunk."""
-    packs: set[str] = set()
-    found = 0
-    for start in range(0, len(chunk_ids), _BATCH):
-        batch = chunk_ids[start : start + _BATCH]
-        query = select(Chunk.pack_id, func.count()).where(Chunk.id.in_(batch)).group_by(Chunk.pack_id)
-        for pack_id, count in session.execute(query):
-            packs.add(pack_id)
-            found += count
-    return packs, found
+    """The distinct packs holding `chunk_ids` and how many of the ids the index knows
+    (`chunks.packs_holding`: a row per pack, not per chunk)."""
+    return packs_holding(session.connection(), chunk_ids)
 
 
 def _written_by(session: Session, pack_ids: set[str], backup_id: str) -> set[str]:

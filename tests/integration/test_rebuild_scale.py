@@ -91,3 +91,27 @@ def test_rebuild_inserts_packs_in_batches(make_system: Factory) -> None:
         assert session.scalar(select(func.count()).select_from(Chunk)) == 160 * CHUNKS_PER_PACK
     assert packs == 160
     assert len(inserts) <= 30, f"{len(inserts)} insert statements for 160 packs"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_packs_holding_spans_batches(
+    make_system: Factory, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """The pack check's lookup (`chunks.packs_holding`, finalize) over more ids than a statement takes:
+    every pack found once, every known id counted, unknown ids not."""
+    from app.catalog import chunks
+    from app.repo.pack import PackEntry
+
+    catalog = request.getfixturevalue("fresh_pg_url") if backend == "postgres" else None
+    system = make_system(catalog=catalog)
+    monkeypatch.setattr(chunks, "LOOKUP_BATCH", 7)
+    monkeypatch.setattr(chunks, "PG_PACKS_BATCH", 7)
+    packs = {os.urandom(32).hex(): [os.urandom(32).hex() for _ in range(10)] for _ in range(3)}
+    with transaction(system.context.sessions) as session:
+        chunks.record_packs(
+            session, [(p, 1, [PackEntry(c, 0, 1, 1) for c in ids]) for p, ids in packs.items()], None
+        )
+    asked = [c for ids in list(packs.values())[:2] for c in ids] + [os.urandom(32).hex() for _ in range(5)]
+    with system.context.sessions() as session:
+        found, known = chunks.packs_holding(session.connection(), asked)
+    assert found == set(list(packs)[:2]) and known == 20
