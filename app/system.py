@@ -6,32 +6,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import clock
-from app.audit.anchors import AnchorHead
-from app.audit.recovery import restore_from_anchors
-from app.audit.trail import TrailCheck
-from app.backup.engine import BackupResult, run_backup
 from app.catalog import audit, sources
 from app.catalog.backups import LOGICAL_TYPE, backup_stats, get_backup, list_backups
 from app.catalog.db import migrate, transaction
 from app.catalog.models import Backup
-from app.catalog.rebuild import RebuildReport, prepare_catalog, rebuild_catalog
 from app.context import Context
-from app.drills.result import DrillResult
 from app.errors import ConfigurationError, MasterKeyError, SourceError
-from app.logical.restore import ImportReport
-from app.monitoring.probes import Probe
 from app.repo.keys import MasterKey
 from app.repo.repository import Repository
-from app.repo.rotation import Rotation, pending_key_file
-from app.repo.rotation import rotate as rotate_master_key
-from app.restore.engine import RestorePlan, restore_backup
-from app.retention.apply import ApplyReport
-from app.retention.plan import RetentionPlan
+from app.repo.rotation import pending_key_file
 from app.settings import Settings, load_settings
-from app.verify.report import VerificationReport
+
+if TYPE_CHECKING:  # what only one command needs is imported where it runs: a command starts cheaply
+    from app.audit.anchors import AnchorHead
+    from app.audit.trail import TrailCheck
+    from app.backup.engine import BackupResult
+    from app.catalog.rebuild import RebuildReport
+    from app.drills.result import DrillResult
+    from app.logical.restore import ImportReport
+    from app.monitoring.probes import Probe
+    from app.repo.rotation import Rotation
+    from app.restore.engine import RestorePlan
+    from app.retention.apply import ApplyReport
+    from app.retention.plan import RetentionPlan
+    from app.verify.report import VerificationReport
 
 Progress = Callable[[int, int], None]
 
@@ -175,6 +176,8 @@ class BackupSystem:
         (files vanished or replaced while it ran, unreadable files, or a source that shrank past
         BACKUP_SHRINK_WARN_PERCENT since its last complete backup unless `allow_shrink`); its `errors`
         and `warnings` name each file and why."""
+        from app.backup.engine import run_backup
+
         return run_backup(
             self.context,
             self._default_source(source),
@@ -340,6 +343,8 @@ class BackupSystem:
             target = confine(target, self.context.settings.restore_roots)
         if not dry_run:
             self._use_approval("restore", [backup_id, *([source] if source else [])], approval)
+        from app.restore.engine import restore_backup
+
         return restore_backup(
             self.context,
             backup_id,
@@ -372,6 +377,8 @@ class BackupSystem:
                     "no new master key given", hint="pass --new-key-file FILE or set BACKUP_NEW_ENCRYPTION_KEY"
                 )
             key_file = s.default_key_file
+        from app.repo.rotation import rotate as rotate_master_key
+
         done = rotate_master_key(
             self.context.storage,
             self.context.master_key,
@@ -541,6 +548,9 @@ class BackupSystem:
     def rebuild_catalog(self) -> RebuildReport:
         """Rebuild the catalog from storage alone, creating its schema if it has none; a damaged SQLite
         catalog is first set aside as `<file>.damaged-<time>` (docs/ARCHITECTURE.md)."""
+        from app.audit.recovery import restore_from_anchors
+        from app.catalog.rebuild import prepare_catalog, rebuild_catalog
+
         repo = self.context.repository  # the key is checked before the catalog is touched
         prepared = prepare_catalog(self.context.engine)
         with transaction(self.context.sessions) as session:
