@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from app import clock
-from app.catalog import audit
+from app.catalog import audit, backup_regions
 from app.catalog import wal as catalog_wal
 from app.catalog.db import transaction
 from app.catalog.models import Backup
@@ -53,11 +53,22 @@ def plan_recovery(
                 f"source {source_name} is a {source.kind} source; point-in-time recovery is for PostgreSQL",
                 hint="restore a file tree with `equisplit-dr restore`",
             )
-        rows = session.scalars(
-            select(Backup).where(
-                Backup.source_id == source.id, Backup.state == "complete", Backup.pg_stop_lsn.is_not(None)
+        if ctx.region is None:
+            rows = list(
+                session.scalars(
+                    select(Backup).where(
+                        Backup.source_id == source.id,
+                        Backup.state == "complete",
+                        Backup.pg_stop_lsn.is_not(None),
+                    )
+                )
             )
-        )
+        else:  # what the region holds: not what its own policy dropped, and what only it still keeps
+            rows = [
+                b
+                for b, _, state in backup_regions.in_region(session, ctx.region, source_name)
+                if state == "complete" and b.pg_stop_lsn is not None
+            ]
         backups = [_base_backup(row) for row in rows]
         wal_rows = catalog_wal.list_segments(session, source.id)
         archive = catalog_wal.get_archive(session, source.id)
