@@ -23,7 +23,9 @@ from app.replication.run import replicate
 from app.repo.format import Kind
 from app.storage import open_storage
 from app.system import BackupSystem
+from tests.integration.test_replication_s3 import region_bucket  # noqa: F401
 from tests.support.cli import cli_env_for, run_cli
+from tests.support.s3server import TEST_REGION, RestartableS3Server, s3_client, second_s3_endpoint  # noqa: F401
 from tests.support.system import Factory
 from tests.support.trees import assert_same_tree, make_tree
 
@@ -225,3 +227,47 @@ def test_cli_plan_per_region_and_apply(tmp_path: Path) -> None:
     assert unknown.returncode != 0 and "unknown region 'mars-1'" in unknown.stderr
     applied = run_cli(env, "retention", "apply", "--confirm", ok=True).stdout
     assert f"deleted 1 backup(s) in region {REGION} only" in applied
+
+
+@pytest.mark.s3
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_on_two_s3_endpoints_a_region_keeping_longer_restores_with_the_primary_bucket_emptied(
+    make_system: Factory,
+    fresh_pg_url: str,
+    s3_bucket_url: str,
+    s3_endpoint: str,
+    second_s3_endpoint: RestartableS3Server,  # noqa: F811
+    region_bucket: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    region_url = f"s3://{region_bucket}/dr?endpoint_url={second_s3_endpoint.endpoint}&region={TEST_REGION}"
+    system = make_system(
+        catalog=fresh_pg_url,
+        storage=s3_bucket_url,
+        secondary_regions=["eu-central-1"],
+        backup_secondary_storage_urls={"eu-central-1": region_url},
+        backup_region_retention="eu-central-1:minimum=10",
+        **ONLY_NEWEST,
+    )
+    src = make_tree(tmp_path / "src", big_mib=1, small=2)
+    system.add_source("docs", src)
+    ids = _backups(system, src, tmp_path / "as-of", count=2)
+    replicate(system.context)
+    _, report = system.apply_retention(confirm=True)
+    assert report.deleted == [ids[0]]
+    for _ in range(2):
+        assert collect_garbage(system.context, confirm=True, actor="test").problems == []
+    replicate(system.context)
+    s3 = s3_client(s3_endpoint)
+    primary_bucket = s3_bucket_url.split("/")[2]
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=primary_bucket):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=primary_bucket, Delete={"Objects": keys})
+    in_region = BackupSystem(system.settings, region="eu-central-1")
+    try:
+        in_region.restore(ids[0], tmp_path / "restored")
+    finally:
+        in_region.close()
+    assert_same_tree(tmp_path / "as-of" / ids[0], tmp_path / "restored")
