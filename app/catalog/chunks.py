@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app import clock
@@ -28,8 +27,13 @@ class ChunkLocation:
 
 def _insert_ignoring_duplicates(session: Session, table: Any) -> Insert:
     """INSERT ... ON CONFLICT DO NOTHING, so a redelivered unit records once."""
+    # imported here: a backup process loads only its own catalog's dialect (app/catalog/wal.py)
     if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects import sqlite
+
     return sqlite.insert(table).on_conflict_do_nothing()
 
 

@@ -1,0 +1,36 @@
+"""Every CLI command pays for what its process imports before it starts: a backup or a restore loads
+the code it runs, not the rest of the system (app/system.py imports each command's code when it runs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def _imported(statement: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", statement], capture_output=True, text=True, check=True
+    )
+    return {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+
+
+def test_a_backup_imports_neither_restore_retention_rebuild_drills_nor_another_dialect() -> None:
+    imported = _imported("import app.cli.main, app.system, app.backup.engine")
+    assert "app.backup.unit" in imported  # the statement did import the backup's code
+    unneeded = {
+        "app.restore.engine",
+        "app.retention.apply",
+        "app.retention.plan",
+        "app.catalog.rebuild",
+        "app.logical.restore",
+        "app.audit.anchors",
+        "app.audit.recovery",
+        "sqlalchemy.dialects.postgresql",  # a SQLite catalog's backup needs only SQLite's dialect
+    }
+    assert not imported & unneeded
+
+
+def test_a_restore_does_not_import_the_backup_engine() -> None:
+    imported = _imported("import app.cli.main, app.system, app.restore.engine")
+    assert "app.restore.engine" in imported
+    assert not imported & {"app.backup.engine", "app.backup.prepare", "app.retention.apply"}
