@@ -141,10 +141,22 @@ def split_units(
     """Group the files' items in order into units of about `unit_bytes`; a bigger item is a unit of its
     own. `guided`: units shrink as the plan nears its end (to `GUIDED_MIN_BYTES` of cost, never below
     what is left), and the units are numbered biggest first, the order a cluster runs them in."""
-    items = [item for entry in files for item in items_of(entry, piece_bytes)]
-    if guided:  # big items first: the end of the plan is made of small ones, that split finely
-        items.sort(key=lambda item: item.size < BIG_ITEM_BYTES)
-    sizes = [item.size for item in items]
+    pieces_from = piece_bytes or PIECE_BYTES
+    items: list[Item] = []
+    sizes: list[int] = []
+    for entry in files:  # a file is one item unless it is big (the plan's hot loop: no call per file)
+        if entry.size <= pieces_from:
+            items.append(Item(entry))
+            sizes.append(max(0, entry.size))
+        else:
+            for item in items_of(entry, pieces_from):
+                items.append(item)
+                sizes.append(item.size)
+    if guided:  # big items first, a stable partition: the plan ends with small ones, that split finely
+        big = [i for i, size in enumerate(sizes) if size >= BIG_ITEM_BYTES]
+        if big:
+            order = big + [i for i, size in enumerate(sizes) if size < BIG_ITEM_BYTES]
+            items, sizes = [items[i] for i in order], [sizes[i] for i in order]
     weights = [size + ITEM_COST_BYTES for size in sizes] if guided else sizes
     left = sum(weights)
     units: list[Unit] = []
