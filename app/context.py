@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.catalog.db import make_engine, require_migrated, session_factory
-from app.errors import RepositoryError
+from app.errors import RepositoryError, WrongKeyError
 from app.repo.keys import MasterKey, load_master_key
 from app.repo.repository import Repository
 from app.repo.rotation import open_repository
 from app.settings import Settings, region_url
 from app.storage import Storage, open_storage
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What a job's worker process (app/forkserver.py) takes from the job's process to work on the same
+    repository: the settings, the region, and the keyring object and config that process read, so the
+    worker opens the repository without reading either again (two GETs per worker on S3)."""
+
+    settings: Settings
+    region: str | None
+    #: The storage the repository is in (the primary's or the region's).
+    storage_url: str
+    keyring_blob: bytes | None = None
+    config: dict[str, Any] | None = None
 
 
 class Context:
@@ -31,6 +47,24 @@ class Context:
             region_url(settings, region)  # an unknown region stops here, naming the configured ones
         #: Serialises catalog writes from upload threads; SQLite allows one writer at a time.
         self.catalog_write_lock = threading.Lock()
+        self._handed: tuple[bytes, dict[str, Any]] | None = None
+
+    def handoff(self) -> Handoff:
+        """What a worker process needs to open this context's repository as it is open here."""
+        repo = self.__dict__.get("repository")
+        if repo is None or repo.keyring_blob is None:
+            return Handoff(self.settings, self.region, self.storage_url)
+        return Handoff(self.settings, self.region, self.storage_url, repo.keyring_blob, repo.config)
+
+    @classmethod
+    def from_handoff(cls, handoff: Handoff) -> Context:
+        """A worker process's context: the same settings and region, and the repository as the job's
+        process opened it (read again from storage only if this process's master key does not open
+        that keyring, e.g. a key rotation finished in between)."""
+        ctx = cls(handoff.settings, region=handoff.region)
+        if handoff.keyring_blob is not None and handoff.config is not None:
+            ctx._handed = (handoff.keyring_blob, handoff.config)
+        return ctx
 
     @cached_property
     def engine(self) -> Engine:
@@ -65,6 +99,14 @@ class Context:
         """Opened with the master key; a key rotation stopped after its switch is finished here when
         the key comes from the default key file and this is the primary (app/repo/rotation.py)."""
         s = self.settings
+        if self._handed is not None:
+            try:
+                repo = Repository.adopt(self.storage, self.master_key(), *self._handed)
+            except WrongKeyError:
+                pass  # opened below, as any process opens it
+            else:
+                repo.master_source = self.master_key
+                return repo
         default_key = s.backup_encryption_key is None and s.backup_encryption_key_file is None
         try:
             return open_repository(

@@ -69,7 +69,8 @@ def run_backup(
     # Worker processes pay off for a big backup only (BACKUP_PROCESSES_MIN_BYTES); their fork server
     # starts once the walk has found that much, and imports the data path while the walk goes on.
     min_bytes = ctx.settings.backup_processes_min_bytes
-    watch = SizeWatch(min_bytes, forkserver.warm_up) if processes > 1 else None
+    url = ctx.storage_url
+    watch = SizeWatch(min_bytes, lambda: forkserver.warm_up(url)) if processes > 1 else None
     pool_used = False
     try:
         try:
@@ -137,7 +138,7 @@ def _run_units_in_processes(
     # At most one chunk per minimum chunk size of each file, and one per small file.
     min_chunk = ctx.repository.chunker_params.min_size
     expected = prepared.files_to_read + prepared.bytes_to_read // min_chunk
-    with procpool.UnitPool(ctx.settings, processes, threads, expected) as pool:
+    with procpool.UnitPool(ctx.handoff(), processes, threads, expected) as pool:
         pool.run(prepared.backup_id, list(zip(prepared.units, prepared.unit_sizes, strict=True)), tracker.add)
 
 

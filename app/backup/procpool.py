@@ -6,6 +6,7 @@ data path. The parent keeps the source's lease, the PostgreSQL session (if any) 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -15,18 +16,17 @@ from typing import Any
 from app import forkserver
 from app.backup.claims import SharedClaims
 from app.backup.unit import UnitOutcome, run_unit
-from app.context import Context
-from app.settings import Settings
+from app.context import Context, Handoff
 
 _worker_ctx: Context | None = None
 _worker_counter: Synchronized[int] | None = None
 _worker_claims: SharedClaims | None = None
 
 
-def _init_worker(settings: Settings, counter: Synchronized[int], claims: SharedClaims, parent: int) -> None:
+def _init_worker(handoff: Handoff, counter: Synchronized[int], claims: SharedClaims, parent: int) -> None:
     global _worker_ctx, _worker_counter, _worker_claims
     forkserver.init_worker(parent)
-    _worker_ctx = Context(settings)
+    _worker_ctx = Context.from_handoff(handoff)
     _worker_counter = counter
     _worker_claims = claims
 
@@ -44,17 +44,17 @@ class UnitPool:
     """Worker processes for the units of one backup; a context manager."""
 
     def __init__(
-        self, settings: Settings, processes: int, threads_per_process: int, expected_chunks: int
+        self, handoff: Handoff, processes: int, threads_per_process: int, expected_chunks: int
     ) -> None:
-        mp = forkserver.context()
+        mp = forkserver.context(handoff.storage_url)
         self._counter: Synchronized[int] = mp.Value("q", 0)
         claims = SharedClaims(mp, expected_chunks)
-        worker_settings = settings.model_copy(update={"backup_threads": threads_per_process})
+        settings = handoff.settings.model_copy(update={"backup_threads": threads_per_process})
         self._executor = ProcessPoolExecutor(
             processes,
             mp_context=mp,
             initializer=_init_worker,
-            initargs=(worker_settings, self._counter, claims, os.getpid()),
+            initargs=(dataclasses.replace(handoff, settings=settings), self._counter, claims, os.getpid()),
         )
 
     def __enter__(self) -> UnitPool:

@@ -85,6 +85,22 @@ class Repository:
         return cls(storage, keyring, config, master=master, keyring_blob=blob)
 
     @classmethod
+    def adopt(
+        cls, storage: Storage, master: MasterKey, keyring_blob: bytes, config: dict[str, Any]
+    ) -> Repository:
+        """The repository another process of the same job opened (app/context.py: Handoff): the keyring
+        object as it read it, opened here with `master`, and its config. Nothing is read from storage;
+        WrongKeyError if `master` does not open that keyring."""
+        return cls(
+            storage, Keyring.open(keyring_blob, master), config, master=master, keyring_blob=keyring_blob
+        )
+
+    @property
+    def keyring_blob(self) -> bytes | None:
+        """The keyring object as this process last read (or wrote) it."""
+        return self._keyring_blob
+
+    @classmethod
     def open(cls, storage: Storage, master: MasterKey) -> Repository:
         """Open with `master`; WrongKeyError before anything else is read if it is the wrong key."""
         try:

@@ -235,7 +235,7 @@ class Restorer:
                 from app.restore.procpool import restore_files_in_processes
 
                 restore_files_in_processes(
-                    self.ctx.settings, tree, files, where, tick, keep_partial, processes
+                    self.ctx.handoff(), tree, files, where, tick, keep_partial, processes
                 )
             else:
                 restore_files(self.repo, tree, files, where, tick, keep_partial, threads)
@@ -497,7 +497,7 @@ def _restore_backup(
     if plan.bytes < ctx.settings.backup_processes_min_bytes or plan.files < 2:
         processes = 1
     if processes > 1:
-        forkserver.warm_up()
+        forkserver.warm_up(ctx.storage_url)
     plan.processes = processes
     if resuming:
         remove_partials(target)  # the unfinished run's files in progress, under names of their own

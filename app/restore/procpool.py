@@ -14,21 +14,20 @@ from typing import Any
 
 from app import forkserver
 from app.catalog.chunks import ChunkLocation
-from app.context import Context
+from app.context import Context, Handoff
 from app.errors import RestoreTargetError
 from app.restore.engine import chunks_of, create_partial, finish_big_file, restore_files
 from app.restore.target import safe_relpath
 from app.restore.tree import TargetTree, fail, partial_name, split
-from app.settings import Settings
 
 _worker_ctx: Context | None = None
 _worker_counter: Synchronized[int] | None = None
 
 
-def _init_worker(settings: Settings, counter: Synchronized[int], parent: int) -> None:
+def _init_worker(handoff: Handoff, counter: Synchronized[int], parent: int) -> None:
     global _worker_ctx, _worker_counter
     forkserver.init_worker(parent)
-    _worker_ctx = Context(settings)
+    _worker_ctx = Context.from_handoff(handoff)
     _worker_counter = counter
 
 
@@ -118,7 +117,7 @@ def shares(
 
 
 def restore_files_in_processes(
-    settings: Settings,
+    handoff: Handoff,
     tree: TargetTree,
     files: list[dict[str, Any]],
     where: dict[str, ChunkLocation],
@@ -126,7 +125,8 @@ def restore_files_in_processes(
     keep_partial: bool,
     processes: int,
 ) -> None:
-    mp = forkserver.context()
+    settings = handoff.settings
+    mp = forkserver.context(handoff.storage_url)
     counter: Synchronized[int] = mp.Value("q", 0)
     items, big = split_big(files, where)
     partials = {e["path"]: partial_name(split(e["path"])[1]) for e in big}
@@ -149,7 +149,7 @@ def restore_files_in_processes(
         runs = shares(items, where, processes * RUNS_PER_PROCESS)
         threads = max(1, settings.worker_threads // processes)
         with ProcessPoolExecutor(
-            processes, mp_context=mp, initializer=_init_worker, initargs=(settings, counter, os.getpid())
+            processes, mp_context=mp, initializer=_init_worker, initargs=(handoff, counter, os.getpid())
         ) as pool:
             futures = []
             for run in runs:

@@ -266,3 +266,19 @@ def test_a_backup_deleted_before_its_manifest_was_copied_is_missing_not_lag(
     [status] = replication_status(system.context)
     assert status.lag_seconds == 0 and status.oldest_waiting is None and status.objects["missing"] == 1
     assert not (region_dir(system) / "manifests" / backup.id).exists()
+
+
+def test_a_restore_on_worker_processes_reads_the_region_alone(make_system: Factory, tmp_path: Path) -> None:
+    """A restore big enough for worker processes (here: any size) reads the region in every process:
+    the workers open the repository the restoring process opened, never the primary's."""
+    system = make_system(backup_processes=2, backup_processes_min_bytes=0)
+    src = make_tree(tmp_path / "src", big_mib=2, small=10)
+    system.add_source("docs", src)
+    backup = system.create_full_backup("docs")
+    replicate(system.context, REGION)
+    shutil.rmtree(primary_dir(system))  # the primary is gone
+    with BackupSystem(system.settings, region=REGION) as regional:
+        plan = regional.restore(backup.id, tmp_path / "restored")
+    assert plan.processes == 2
+    assert_same_tree(src, tmp_path / "restored")
+    assert not primary_dir(system).exists()  # nothing was read from (or created at) the primary
