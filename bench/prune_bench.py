@@ -1,25 +1,30 @@
-"""Pruning benchmark: equisplit-dr's `retention apply` + `gc run` against restic's `forget --prune` on the
-same history of backups.
+"""Pruning benchmark: equisplit-dr's `retention apply --confirm --prune` (retention and garbage collection in
+one process) against restic's `forget --prune` on the same history of backups.
 
     python bench/prune_bench.py [--backups 200] [--keep 10] [--scale 0.005] [--fraction 0.01]
-                                [--workdir DIR] [--keep-files] [--profile]
+                                [--rounds 3] [--workdir DIR [--reuse]] [--keep-files] [--profile]
 
 1. generate a small tree (bench/gen_tree.py; --scale 0.005 is about 5 MB);
 2. make --backups backups of it with both tools, mutating the tree (about --fraction of its bytes, a few
    files) before each but the first. Ours are made in-process (BackupSystem, the CLI's code without a
-   process start per backup, so generation stays short), restic's with its CLI;
-3. apply the same keep-last rule in both, each timed as the CLI runs it (wall time and the children's CPU
-   time from wait4):
-   - ours: `retention apply --confirm`, then `gc run --confirm` twice (the first marks and repacks, the
-     second sweeps), with BACKUP_RETENTION_MINIMUM=--keep, the daily/weekly/monthly/yearly rules and
-     keep-within 0 (every backup happens within minutes, so a calendar rule would keep them all),
-     BACKUP_GC_GRACE_HOURS=0 and replication off;
+   process start per backup, so generation stays short), restic's with its CLI. Both repositories are
+   then set aside as the base of every round (`--keep-files` keeps them; `--workdir` of such a run with
+   `--reuse` times that history again without making a new one);
+3. --rounds rounds, the order of the tools alternating (ours first in odd rounds): each tool starts from a
+   copy of its base (hard links to the objects, which neither tool changes in place; our SQLite catalog
+   copied) and applies the same keep-last rule, timed as the CLI runs it (wall time, and the child's CPU
+   time from wait4; `others` is the cores other processes used meanwhile):
+   - ours: `retention apply --confirm --prune`, with BACKUP_RETENTION_MINIMUM=--keep, the
+     daily/weekly/monthly/yearly rules and keep-within 0 (every backup happens within minutes, so a
+     calendar rule would keep them all), BACKUP_GC_GRACE_HOURS=0 and replication off, the default
+     BACKUP_GC_MAX_UNUSED (5 %);
    - restic: `forget --keep-last --keep --prune` (its default --max-unused 5%);
-4. the bytes each repository freed (du -sb before and after) and what stays; the ratios;
-5. a restore of the newest backup from each, checked file by file against the tree (exit 1 on a
-   mismatch: figures of a tool that lost data mean nothing);
-6. with --profile, our retention + GC again, in-process under cProfile, on a copy of our repository
-   taken before the timed prune, and the top functions by cumulative time.
+4. per round, the bytes each repository freed (du -sb before and after) and what stays; the ratios;
+   then the median of each figure over the rounds;
+5. a restore of the newest backup from each (after the last round), checked file by file against the
+   tree (exit 1 on a mismatch: figures of a tool that lost data mean nothing);
+6. with --profile, our retention + GC again, in-process under cProfile, on another copy of the base,
+   and the top functions by cumulative time.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import cProfile
 import os
 import pstats
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,10 +60,6 @@ def policy_env(keep: int) -> dict[str, str]:
         "BACKUP_GC_GRACE_HOURS": "0",
         "BACKUP_CROSS_REGION": "false",
     }
-
-
-def add(a: Timed, b: Timed) -> Timed:
-    return Timed(a.wall + b.wall, a.user + b.user, a.sys + b.sys, max(a.maxrss_mib, b.maxrss_mib), "", "")
 
 
 def our_system(ours: Ours) -> Any:
@@ -92,14 +95,21 @@ def make_history(ours: Ours, restic: Restic | None, tree: Path, backups: int, fr
 
 
 def prune_ours(ours: Ours) -> Timed:
-    total = run([*ours.cli, "retention", "apply", "--confirm"], ours.env, cwd=ours.code)
-    for _ in range(2):
-        total = add(total, run([*ours.cli, "gc", "run", "--confirm", "--json"], ours.env, cwd=ours.code))
-    return total
+    return run([*ours.cli, "retention", "apply", "--confirm", "--prune"], ours.env, cwd=ours.code)
 
 
 def prune_restic(restic: Restic, keep: int) -> Timed:
     return run([restic.binary, "forget", "--host", "bench", "--keep-last", str(keep), "--prune"], restic.env)
+
+
+def copy_base(base: Path, live: Path) -> None:
+    """`live` as a copy of `base`: hard links to the objects (written once, never changed in place by
+    either tool: a prune deletes or writes new ones), real copies of our SQLite catalog."""
+    shutil.rmtree(live, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(base), str(live)], check=True)
+    for catalog in live.glob("catalog.sqlite3*"):
+        catalog.unlink()
+        shutil.copy2(base / catalog.name, catalog)
 
 
 def profile_ours(home: Path, ours: Ours) -> None:
@@ -117,10 +127,10 @@ def profile_ours(home: Path, ours: Ours) -> None:
         started = time.perf_counter()
         profiler.enable()
         system.apply_retention(confirm=True)
-        collect_garbage(system.context, confirm=True, actor="bench")
-        collect_garbage(system.context, confirm=True, actor="bench")
+        collect_garbage(system.context, confirm=True, actor="bench", sweep_marked=True)
         profiler.disable()
-        log(f"\nprofile: retention + 2 gc runs in-process: {time.perf_counter() - started:.2f} s (with cProfile)")
+        log(f"\nprofile: retention + gc (sweeping what it marks) in-process: {time.perf_counter() - started:.2f} s"
+            " (with cProfile)")
         system.close()
     finally:
         os.environ.clear()
@@ -136,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", type=float, default=0.01, help="share of the bytes each mutation changes")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep-files", action="store_true", help="leave the work directory behind")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --workdir of an earlier --keep-files run: time its history again, not a new one")
     parser.add_argument("--no-restic", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="timed prunes of each tool, alternating order")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
 
@@ -145,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         tree = work / "tree"
-        gen_tree.generate(tree, scale=args.scale, seed=1, log=lambda _m: None)
+        reuse = args.reuse and (work / "eq-base").is_dir()
+        if not reuse:
+            gen_tree.generate(tree, scale=args.scale, seed=1, log=lambda _m: None)
         log(f"tree: {du_sb(tree) / MB:.1f} MB; {args.backups} backups, keep-last {args.keep}")
         ours = Ours(work, tree, PROJECT)
         ours.env.update(policy_env(args.keep))
-        ours.init()
         restic = None
         if not args.no_restic:
             binary = find_restic()
@@ -157,27 +171,48 @@ def main(argv: list[str] | None = None) -> int:
                 log("restic: not available, SKIPPED")
             else:
                 restic = Restic(work, tree, binary)
-                restic.init()
-        took = make_history(ours, restic, tree, args.backups, args.fraction)
-        log(f"history made in {took:.0f} s")
+        tools: list[Ours | Restic] = [t for t in (ours, restic) if t is not None]
+        bases = {t.name: (t.home if t is ours else t.repo, work / ("eq-base" if t is ours else "restic-base"))
+                 for t in tools}  # type: ignore[union-attr]
+        if reuse:
+            log("history: the bases of an earlier run in this work directory (--reuse)")
+            # its catalog migrated to this code's schema, untimed
+            run([*ours.cli, "init"], dict(ours.env, EQUISPLIT_DR_HOME=str(bases[ours.name][1])), cwd=ours.code)
+        else:
+            for tool in tools:
+                tool.init()
+            took = make_history(ours, restic, tree, args.backups, args.fraction)
+            log(f"history made in {took:.0f} s")
+            for live, base in bases.values():
+                live.rename(base)
         if args.profile:
-            shutil.copytree(ours.home, work / "eq-profile")
+            copy_base(bases[ours.name][1], work / "eq-profile")
 
-        results: dict[str, tuple[Timed, int, int]] = {}
-        for tool in [t for t in (ours, restic) if t is not None]:
-            sync()
-            before = tool.stored()
-            timed = prune_ours(ours) if tool is ours else prune_restic(tool, args.keep)  # type: ignore[arg-type]
-            sync()
-            after = tool.stored()
-            results[tool.name] = (timed, before - after, after)
+        results: dict[str, list[tuple[Timed, int, int]]] = {t.name: [] for t in tools}
+        for round_ in range(args.rounds):
+            for tool in tools if round_ % 2 == 0 else tools[::-1]:
+                live, base = bases[tool.name]
+                copy_base(base, live)
+                sync()
+                before = tool.stored()
+                timed = prune_ours(ours) if tool is ours else prune_restic(tool, args.keep)  # type: ignore[arg-type]
+                sync()
+                after = tool.stored()
+                results[tool.name].append((timed, before - after, after))
+                log(
+                    f"  round {round_ + 1} {tool.name:<13} prune {timed.wall:6.2f} s wall, {timed.cpu:5.2f} s CPU "
+                    f"(others {timed.others:.1f} cores); freed {(before - after) / MB:7.2f} MB of "
+                    f"{before / MB:.2f} MB, {after / MB:.2f} MB stay"
+                )
+        for tool in tools:
+            rows = results[tool.name]
             log(
-                f"  {tool.name:<13} prune {timed.wall:6.2f} s wall, {timed.cpu:6.2f} s CPU; "
-                f"freed {(before - after) / MB:7.2f} MB of {before / MB:.2f} MB, "
-                f"{after / MB:.2f} MB stay"
+                f"median {tool.name:<13} {statistics.median(r[0].wall for r in rows):6.2f} s wall, "
+                f"{statistics.median(r[0].cpu for r in rows):5.2f} s CPU; freed "
+                f"{statistics.median(r[1] for r in rows) / MB:.2f} MB, {statistics.median(r[2] for r in rows) / MB:.2f} MB stay"
             )
         expected = hash_tree(tree)
-        for tool in [t for t in (ours, restic) if t is not None]:
+        for tool in tools:
             target = work / f"restore-{tool.name}"
             if tool is ours:
                 ours.last_id = sorted(p.name for p in (ours.repo / "manifests").iterdir())[-1]
@@ -185,11 +220,11 @@ def main(argv: list[str] | None = None) -> int:
             verify(expected, target, tool.name)
             log(f"  {tool.name:<13} newest backup restores identical to the tree")
         if restic is not None:
-            (o, of, oa), (r, rf, ra) = results[ours.name], results["restic"]
-            log(
-                f"ratios ours/restic: wall {o.wall / r.wall:.2f}, CPU {o.cpu / r.cpu:.2f}, "
-                f"freed {of / rf:.2f}, stays {oa / ra:.2f}"
-            )
+            for i, ((o, of, oa), (r, rf, ra)) in enumerate(zip(results[ours.name], results["restic"], strict=True)):
+                log(
+                    f"round {i + 1} ratios ours/restic: wall {o.wall / r.wall:.2f}, CPU {o.cpu / r.cpu:.2f}, "
+                    f"freed {of / rf:.2f}, stays {oa / ra:.2f}"
+                )
         if args.profile:
             profile_ours(work / "eq-profile", ours)
     except Broke as exc:
