@@ -7,11 +7,12 @@ to the index is audited."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, column, delete, exists, select, table, update
+from sqlalchemy import Connection, Row, column, delete, select, table, update
 from sqlalchemy.orm import Session
 
 from app import clock
@@ -26,12 +27,14 @@ from app.gc.region_live import gather_regional
 from app.gc.regions import delete_many_everywhere, not_yet_copied
 from app.gc.repack import RepackReport, repack
 from app.repo.format import Kind
+from app.repo.pack import PackEntry
 
 log = logging.getLogger(__name__)
 
 _live = table(LIVE_CHUNKS, column("chunk_id"))
 _roots = table(ROOT_PACKS, column("pack_id"))
 _BATCH = 500
+_READERS = 8  # candidates' indexes read from storage at once
 LEASE = "gc"
 LEASE_TTL = timedelta(minutes=10)
 
@@ -143,71 +146,111 @@ def _sweep(
     lease: Lease | None,
     actor: str | None,
 ) -> None:
+    """The ready candidates, _BATCH at a time: their indexes read from storage in parallel, the catalog
+    asked once per batch which of their chunks are live and where the index places them."""
     now = clock.now()
     present: dict[str, bool] = {}
-    doomed: list[tuple[str, dict[str, Any]]] = []
-    for cand in list(session.scalars(select(GcCandidate).order_by(GcCandidate.marked_at))):
+    ready = []
+    columns = (GcCandidate.pack_id, GcCandidate.size, GcCandidate.marked_at, GcCandidate.running, GcCandidate.reason)
+    for cand in session.execute(select(*columns).order_by(GcCandidate.marked_at)):  # rows: commits expire none
         if clock.as_utc(cand.marked_at) > now - grace or blockers.still_running(cand.running, running):
             report.waiting += 1
-            continue
-        try:
-            entries = ctx.repository.read_pack_index(cand.pack_id, cand.size)
-        except ObjectNotFoundError:
-            entries = []
-        except EquisplitError as exc:  # its chunk ids cannot be known: never delete it blind
-            report.problems.append(f"pack {cand.pack_id} kept: its index cannot be read ({exc.message})")
-            report.waiting += 1
-            continue
-        # A live chunk of its index is needed from it unless the chunk index holds it in another pack
-        # storage has (a repacked pack's live chunks were copied; a chunk may be stored twice).
-        live_ids = _live_among(session, [e.chunk_id for e in entries])
-        homeless, elsewhere = _held_elsewhere(session, cand.pack_id, live_ids)
-        gone = sorted(p for p in elsewhere if not _present(ctx, p, present))
-        if gone:
-            report.problems.append(
-                f"pack {cand.pack_id} kept: pack(s) {gone} said to hold its live chunks are missing from storage"
-            )
-            report.waiting += 1
-            continue
-        needed = homeless or session.scalar(select(exists().where(_roots.c.pack_id == cand.pack_id)))
-        if not needed and elsewhere and not_yet_copied(ctx, session, cand.pack_id, elsewhere):
-            report.held_for_regions.append(cand.pack_id)  # a region's backups still read them from it
-            report.waiting += 1
-            continue
-        if needed:
-            report.returned.append(cand.pack_id)
-            if report.dry_run:
-                continue
-            if lease:
-                lease.check()
-            with ctx.catalog_write_lock:
-                chunks.record_pack(session, cand.pack_id, cand.size, entries, None)
-                session.execute(delete(GcCandidate).where(GcCandidate.pack_id == cand.pack_id))
-                audit.append(
-                    session,
-                    "gc.returned",
-                    cand.pack_id,
-                    {"reason": "a manifest written after its chunks left the index needs it"},
-                    actor,
-                )
-                session.commit()
-            continue
-        report.deleted.append(cand.pack_id)
-        report.deleted_bytes += cand.size
-        if report.dry_run:
-            continue
-        why = (
-            f"its live chunks were copied to {sorted(elsewhere)} (repacked)"
-            if elsewhere
-            else f"no kept backup needs it ({cand.reason})"
-        )
-        doomed.append(
-            (cand.pack_id, {"reason": f"{why}; marked {clock.iso(cand.marked_at)}", "bytes": cand.size})
-        )
-        if len(doomed) >= _BATCH:
+        else:
+            ready.append(cand)
+    with ThreadPoolExecutor(_READERS) as pool:
+        for start in range(0, len(ready), _BATCH):
+            batch = ready[start : start + _BATCH]
+            indexes = list(pool.map(lambda c: _read_index(ctx, c.pack_id, c.size), batch))
+            ids = [e.chunk_id for entries in indexes if not isinstance(entries, str) for e in entries]
+            live = set(_live_among(session, ids))
+            where = chunks.locate(session, live)
+            rooted = _rooted(session, [c.pack_id for c in batch])
+            doomed: list[tuple[str, dict[str, Any]]] = []
+            for cand, entries in zip(batch, indexes, strict=True):
+                if isinstance(entries, str):  # its chunk ids cannot be known: never delete it blind
+                    report.problems.append(f"pack {cand.pack_id} kept: its index cannot be read ({entries})")
+                    report.waiting += 1
+                    continue
+                verdict = _judge(ctx, session, report, cand, entries, live, where, rooted, present, lease, actor)
+                if verdict is not None:
+                    doomed.append(verdict)
             _delete_packs(ctx, session, doomed, report, lease, actor)
-            doomed = []
-    _delete_packs(ctx, session, doomed, report, lease, actor)
+
+
+def _read_index(ctx: Context, pack_id: str, size: int) -> list[PackEntry] | str:
+    """A candidate's own index (empty if the pack is gone already), or why it cannot be read."""
+    try:
+        return ctx.repository.read_pack_index(pack_id, size)
+    except ObjectNotFoundError:
+        return []
+    except EquisplitError as exc:
+        return exc.message
+
+
+def _rooted(session: Session, pack_ids: list[str]) -> set[str]:
+    """The packs of `pack_ids` that a manifest root names."""
+    return set(session.scalars(select(_roots.c.pack_id).where(_roots.c.pack_id.in_(pack_ids))))
+
+
+def _judge(
+    ctx: Context,
+    session: Session,
+    report: GcReport,
+    cand: Row[Any],
+    entries: list[PackEntry],
+    live: set[str],
+    where: dict[str, chunks.ChunkLocation],
+    rooted: set[str],
+    present: dict[str, bool],
+    lease: Lease | None,
+    actor: str | None,
+) -> tuple[str, dict[str, Any]] | None:
+    """Keep a ready candidate waiting, return it to the index, or doom it (returned, for deletion)."""
+    # A live chunk of its index is needed from it unless the chunk index holds it in another pack
+    # storage has (a repacked pack's live chunks were copied; a chunk may be stored twice).
+    live_ids = [e.chunk_id for e in entries if e.chunk_id in live]
+    homeless = [c for c in live_ids if c not in where or where[c].pack_id == cand.pack_id]
+    elsewhere = {where[c].pack_id for c in live_ids if c in where and where[c].pack_id != cand.pack_id}
+    gone = sorted(p for p in elsewhere if not _present(ctx, p, present))
+    if gone:
+        report.problems.append(
+            f"pack {cand.pack_id} kept: pack(s) {gone} said to hold its live chunks are missing from storage"
+        )
+        report.waiting += 1
+        return None
+    needed = bool(homeless) or cand.pack_id in rooted
+    if not needed and elsewhere and not_yet_copied(ctx, session, cand.pack_id, elsewhere):
+        report.held_for_regions.append(cand.pack_id)  # a region's backups still read them from it
+        report.waiting += 1
+        return None
+    if needed:
+        report.returned.append(cand.pack_id)
+        if report.dry_run:
+            return None
+        if lease:
+            lease.check()
+        with ctx.catalog_write_lock:
+            chunks.record_pack(session, cand.pack_id, cand.size, entries, None)
+            session.execute(delete(GcCandidate).where(GcCandidate.pack_id == cand.pack_id))
+            audit.append(
+                session,
+                "gc.returned",
+                cand.pack_id,
+                {"reason": "a manifest written after its chunks left the index needs it"},
+                actor,
+            )
+            session.commit()
+        return None
+    report.deleted.append(cand.pack_id)
+    report.deleted_bytes += cand.size
+    if report.dry_run:
+        return None
+    why = (
+        f"its live chunks were copied to {sorted(elsewhere)} (repacked)"
+        if elsewhere
+        else f"no kept backup needs it ({cand.reason})"
+    )
+    return cand.pack_id, {"reason": f"{why}; marked {clock.iso(cand.marked_at)}", "bytes": cand.size}
 
 
 def _delete_packs(

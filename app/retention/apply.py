@@ -15,7 +15,7 @@ from app import clock
 from app.catalog import audit, backup_regions
 from app.catalog.backups import USABLE_STATES
 from app.catalog.db import transaction
-from app.catalog.holds import is_held
+from app.catalog.holds import hold_reasons
 from app.catalog.models import Backup, WalSegment
 from app.context import Context
 from app.gc.regions import delete_many_everywhere
@@ -94,12 +94,13 @@ def _delete_backups(
     entries: list[tuple[str, str | None, dict[str, Any]]] = []
     with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
         rows = {b.id: b for b in session.scalars(select(Backup).where(Backup.id.in_(backup_ids)))}
+        held, held_sources = hold_reasons(session)  # once, in this transaction: before any row changes
         for backup_id in backup_ids:
             row = rows.get(backup_id)
             if row is None or row.state not in USABLE_STATES:
                 skipped.append((backup_id, f"its state is now {row.state if row else 'unknown'}"))
                 continue
-            if is_held(session, row):
+            if row.id in held or row.source_id in held_sources:
                 skipped.append((backup_id, "a legal hold was placed on it after the plan was made"))
                 continue
             for region in kept_in.get(backup_id, []):
