@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         expected = hash_tree(tree)
         for tool in tools:
             target = work / f"restore-{tool.name}"
+            shutil.rmtree(target, ignore_errors=True)  # an earlier run's, with --reuse
             if tool is ours:
                 ours.last_id = sorted(p.name for p in (ours.repo / "manifests").iterdir())[-1]
             tool.restore(target)
