@@ -20,7 +20,10 @@ from app.catalog.models import Backup, Pack, ReplicaObject, ReplicationRegion, S
 PENDING, COPIED, FAILED, MISSING = "pending", "copied", "failed", "missing"
 #: The region's copy was found damaged or missing by verification: copied again, whatever its size.
 DAMAGED = "damaged"
-STATES = (PENDING, COPIED, FAILED, MISSING, DAMAGED)
+#: No kept backup of the region needs it: removed there by the region's garbage collection (docs/GC.md
+#: section 5); a manifest copied later that needs it makes it pending again.
+DROPPED = "dropped"
+STATES = (PENDING, COPIED, FAILED, MISSING, DAMAGED)  # `dropped` is counted in a status only when present
 #: States that still wait for a copy (counted in the lag).
 WAITING = (PENDING, FAILED, DAMAGED)
 #: Discovery re-reads this much before its mark: a row whose transaction committed late is not missed.
@@ -260,6 +263,21 @@ def requeue(session: Session, region: str, kind: str, names: Iterable[str]) -> i
         )
         changed += result.rowcount or 0  # type: ignore[attr-defined]
     return changed
+
+
+def revive(session: Session, region: str, kind: str, names: Sequence[str]) -> None:
+    """Make objects the region's garbage collection dropped pending again (a manifest copied now needs them)."""
+    for start in range(0, len(names), _BATCH):
+        session.execute(
+            update(ReplicaObject)
+            .where(
+                ReplicaObject.region == region,
+                ReplicaObject.kind == kind,
+                ReplicaObject.state == DROPPED,
+                ReplicaObject.name.in_(names[start : start + _BATCH]),
+            )
+            .values(state=PENDING, error=None, source_at=clock.now())
+        )
 
 
 def copied_manifests(session: Session, region: str) -> list[str]:

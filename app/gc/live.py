@@ -26,8 +26,8 @@ class LiveSet:
     chunks: int = 0  # references inserted (duplicates included)
 
 
-def create_tables(conn: Connection) -> None:
-    for table, column in ((LIVE_CHUNKS, "chunk_id"), (ROOT_PACKS, "pack_id")):
+def create_tables(conn: Connection, tables: tuple[str, str] = (LIVE_CHUNKS, ROOT_PACKS)) -> None:
+    for table, column in zip(tables, ("chunk_id", "pack_id"), strict=True):
         conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
         conn.execute(text(f"CREATE TEMPORARY TABLE {table} ({column} VARCHAR(64) PRIMARY KEY)"))
 
@@ -46,9 +46,16 @@ def gather(ctx: Context, conn: Connection) -> LiveSet:
     return live
 
 
-def add_manifest(conn: Connection, repo: Repository, backup_id: str, live: LiveSet, where: str = "") -> None:
-    """One manifest's chunks and root packs into the live tables; an unreadable one raises
-    IntegrityError (`where` names a region it was read from)."""
+def add_manifest(
+    conn: Connection,
+    repo: Repository,
+    backup_id: str,
+    live: LiveSet,
+    where: str = "",
+    tables: tuple[str, str] = (LIVE_CHUNKS, ROOT_PACKS),
+) -> None:
+    """One manifest's chunks and root packs into the live tables (`tables`: chunks, root packs); an
+    unreadable one raises IntegrityError (`where` names a region it was read from)."""
     try:
         root, entries = repo.read_manifest_with_root(backup_id)
     except EquisplitError as exc:
@@ -60,10 +67,10 @@ def add_manifest(conn: Connection, repo: Repository, backup_id: str, live: LiveS
         ) from exc
     live.manifests += 1
     own = manifest.root_chunks(root)
-    _insert(conn, ROOT_PACKS, "pack_id", {c.pack_id for c in own})
+    _insert(conn, tables[1], "pack_id", {c.pack_id for c in own})
     ids = [c.chunk_id for c in own] + [c for _, chunk_ids in manifest.file_chunks(entries) for c in chunk_ids]
     live.chunks += len(ids)
-    _insert(conn, LIVE_CHUNKS, "chunk_id", ids)
+    _insert(conn, tables[0], "chunk_id", ids)
 
 
 def _insert(conn: Connection, table: str, column: str, values: Iterable[str]) -> None:

@@ -24,6 +24,7 @@ from app.errors import EquisplitError, LockedError, ObjectNotFoundError
 from app.gc import blockers
 from app.gc.live import LIVE_CHUNKS, ROOT_PACKS, create_tables, gather
 from app.gc.region_live import gather_regional
+from app.gc.region_sweep import sweep_regions
 from app.gc.regions import delete_many_everywhere, not_yet_copied
 from app.gc.repack import RepackReport, repack
 from app.repo.format import Kind
@@ -52,6 +53,8 @@ class GcReport:
     #: candidates whose live chunks' new packs some region has no copy of yet
     held_for_regions: list[str] = field(default_factory=list)
     repack: RepackReport | None = None
+    #: per region, packs removed there only: no backup its own retention keeps needs them (section 5)
+    region_dropped: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -66,6 +69,7 @@ class GcReport:
             "waiting": self.waiting,
             "held_for_regions": self.held_for_regions,
             "repack": self.repack.to_json() if self.repack else None,
+            "region_dropped": self.region_dropped,
             "problems": self.problems,
         }
 
@@ -107,6 +111,16 @@ def _collect(
         _mark(ctx, session, report, cutoff, lease, actor)
         report.repack, problems = repack(
             ctx, session, cutoff, dry_run=report.dry_run, actor=actor, check=lease.check if lease else None
+        )
+        report.problems.extend(problems)
+        report.region_dropped, problems = sweep_regions(
+            ctx,
+            conn,
+            session,
+            cutoff,
+            dry_run=report.dry_run,
+            actor=actor,
+            check=lease.check if lease else None,
         )
         report.problems.extend(problems)
         if sweep_marked and not grace and (report.marked or report.repack.packs):

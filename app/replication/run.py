@@ -265,6 +265,11 @@ def _manifest_ready(ctx: Context, region: str, row: ReplicaObject) -> str:
                 (replicas.Candidate("packs", p, size, clock.as_utc(at)) for p, size, at in rows),
             )
         return ADDED
+    dropped = [p for p, state in known.items() if state == replicas.DROPPED]
+    if dropped:  # the region's garbage collection removed them; this backup needs them there again
+        with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
+            replicas.revive(session, region, "packs", dropped)
+        return ADDED
     if any(state != replicas.COPIED for state in known.values()):
         return HELD
     if backup.pg_stop_wal and source is not None:

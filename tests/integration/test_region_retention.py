@@ -45,11 +45,18 @@ KEEP_ALL = {**ONLY_NEWEST, "backup_retention_minimum": 10}
 SHORT_REGION = f"{REGION}:daily=1,weekly=0,monthly=0,yearly=0,minimum=1,keep_within_hours=0"
 
 
-def _backups(system: BackupSystem, src: Path, snapshots: Path, count: int = 4) -> list[str]:
-    """`count` backups of `src`, each after a change, with a copy of the tree as it was for each."""
+def _round(i: int) -> str:
+    return "".join(f"round {i} line {n}\n" for n in range((i + 1) * 3000))
+
+
+def _backups(
+    system: BackupSystem, src: Path, snapshots: Path, count: int = 4, *, replace: bool = False
+) -> list[str]:
+    """`count` backups of `src`, each after a change (a new file, or with `replace` the same file with new
+    content), with a copy of the tree as it was for each."""
     ids = []
     for i in range(count):
-        (src / f"round{i}.txt").write_text(f"round {i}\n" * (i + 1) * 1000)
+        (src / ("round.txt" if replace else f"round{i}.txt")).write_text(_round(i))
         ids.append(system.create_incremental_backup("docs").id)
         shutil.copytree(src, snapshots / ids[-1], symlinks=True)
     return ids
@@ -68,8 +75,12 @@ def _primary_manifests(system: BackupSystem) -> set[str]:
 
 
 def _audited_deletions(system: BackupSystem) -> list[AuditEntry]:
+    return _audited_deletions_of(system, "backup.deleted")
+
+
+def _audited_deletions_of(system: BackupSystem, action: str) -> list[AuditEntry]:
     with system.context.sessions() as session:
-        return list(session.scalars(select(AuditEntry).where(AuditEntry.action == "backup.deleted")))
+        return list(session.scalars(select(AuditEntry).where(AuditEntry.action == action)))
 
 
 def test_a_region_keeping_years_longer_restores_what_the_primary_deleted(
@@ -271,3 +282,45 @@ def test_on_two_s3_endpoints_a_region_keeping_longer_restores_with_the_primary_b
     finally:
         in_region.close()
     assert_same_tree(tmp_path / "as-of" / ids[0], tmp_path / "restored")
+
+
+def test_a_region_drops_the_packs_only_its_dropped_backups_needed_and_gets_them_back_when_needed(
+    make_system: Factory, tmp_path: Path
+) -> None:
+    system = make_system(**KEEP_ALL, backup_region_retention=SHORT_REGION)
+    src = tmp_path / "src"  # one file, new content each time: each backup's data only it needs
+    src.mkdir()
+    system.add_source("docs", src)
+    ids = _backups(system, src, tmp_path / "as-of", count=3, replace=True)
+    replicate(system.context)
+    region_packs = system.settings.home / "regions" / REGION / "packs"
+    before = {p.name for p in region_packs.rglob("*") if p.is_file()}
+    system.apply_retention(confirm=True)
+
+    dry = collect_garbage(system.context, confirm=False)
+    assert dry.region_dropped[REGION] and {p.name for p in region_packs.rglob("*") if p.is_file()} == before
+    gc = collect_garbage(system.context, confirm=True, actor="test")
+    assert gc.problems == [] and gc.deleted == [] and gc.marked == []  # the primary keeps every backup
+    dropped = set(gc.region_dropped[REGION])
+    assert dropped == set(dry.region_dropped[REGION])
+    assert {p.name for p in region_packs.rglob("*") if p.is_file()} == before - dropped
+    assert all(system.context.storage.stat(Kind.PACKS, p) for p in dropped)  # only in the region
+    audited = [a for a in _audited_deletions_of(system, "pack.deleted") if a.object in dropped]
+    assert len(audited) == len(dropped) and {a.detail["region"] for a in audited} == {REGION}
+    assert collect_garbage(system.context, confirm=True, actor="test").region_dropped[REGION] == []
+
+    in_region = BackupSystem(system.settings, region=REGION)
+    try:
+        in_region.restore(ids[2], tmp_path / "kept")  # what the region keeps still restores
+        assert_same_tree(tmp_path / "as-of" / ids[2], tmp_path / "kept")
+        [again] = replicate(system.context)
+        assert again.copied == 0  # a dropped pack is not copied back for nothing
+        (src / "round.txt").write_text(_round(0))  # the first backup's content once more: deduplicated
+        back = system.create_incremental_backup("docs").id
+        [revived] = replicate(system.context)
+        assert revived.error is None
+        assert dropped & {p.name for p in region_packs.rglob("*") if p.is_file()}  # copied there again
+        in_region.restore(back, tmp_path / "back")
+        assert_same_tree(src, tmp_path / "back")
+    finally:
+        in_region.close()
