@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.catalog.db import make_engine, require_migrated, session_factory
+from app.catalog.db import catalog_role, make_engine, require_migrated, session_factory, transaction
 from app.errors import RepositoryError, WrongKeyError
 from app.repo.keys import MasterKey, load_master_key
 from app.repo.repository import Repository
@@ -31,6 +31,8 @@ class Handoff:
     storage_url: str
     keyring_blob: bytes | None = None
     config: dict[str, Any] | None = None
+    #: The job's process kind (Context.process): a worker's worker processes take its catalog role.
+    process: str | None = None
 
 
 class Context:
@@ -48,13 +50,21 @@ class Context:
         #: Serialises catalog writes from upload threads; SQLite allows one writer at a time.
         self.catalog_write_lock = threading.Lock()
         self._handed: tuple[bytes, dict[str, Any]] | None = None
+        #: The kind of process ("cli", "worker"), set before the catalog is first opened: its configuration
+        #: is audited then (docs/AUDIT.md section 6), and a worker takes the catalog's worker role
+        #: (section 4). None: neither (the Python API, a WAL push).
+        self.process: str | None = None
+        #: Whether this process's configuration is still to be compared with the recorded one.
+        self.audits_configuration = True
 
     def handoff(self) -> Handoff:
         """What a worker process needs to open this context's repository as it is open here."""
         repo = self.__dict__.get("repository")
         if repo is None or repo.keyring_blob is None:
-            return Handoff(self.settings, self.region, self.storage_url)
-        return Handoff(self.settings, self.region, self.storage_url, repo.keyring_blob, repo.config)
+            return Handoff(self.settings, self.region, self.storage_url, process=self.process)
+        return Handoff(
+            self.settings, self.region, self.storage_url, repo.keyring_blob, repo.config, process=self.process
+        )
 
     @classmethod
     def from_handoff(cls, handoff: Handoff) -> Context:
@@ -62,18 +72,35 @@ class Context:
         process opened it (read again from storage only if this process's master key does not open
         that keyring, e.g. a key rotation finished in between)."""
         ctx = cls(handoff.settings, region=handoff.region)
+        ctx.process = handoff.process  # a worker's worker takes its catalog role too
+        ctx.audits_configuration = False  # the job's process compared it
         if handoff.keyring_blob is not None and handoff.config is not None:
             ctx._handed = (handoff.keyring_blob, handoff.config)
         return ctx
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.catalog_url)
+        role, required = catalog_role(self.settings, self.process)
+        return make_engine(self.settings.catalog_url, role=role, role_required=required)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         require_migrated(self.engine)
-        return session_factory(self.engine)
+        factory = session_factory(self.engine)
+        if self.process is not None and self.audits_configuration:
+            self._record_configuration(factory, self.process)
+        return factory
+
+    def record_configuration(self) -> None:
+        """Audit this process's configuration now (a catalog rebuild does it once the trail is back)."""
+        if self.process is not None and self.audits_configuration:
+            self._record_configuration(self.sessions, self.process)
+
+    def _record_configuration(self, factory: sessionmaker[Session], process: str) -> None:
+        from app.audit.config import record_configuration
+
+        with self.catalog_write_lock, transaction(factory) as session:
+            record_configuration(session, self.settings, process)
 
     @property
     def storage_url(self) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from app import clock
+from app.audit.access import record_access
 from app.catalog import jobs
 from app.catalog.db import transaction
 from app.catalog.models import AuditEntry, Job, Source
@@ -84,7 +85,7 @@ class BackupScheduler:
             entries = session.scalars(
                 select(AuditEntry).where(AuditEntry.at >= since).order_by(AuditEntry.id)
             )
-            return [
+            rows = [
                 {
                     "id": e.id,
                     "at": clock.iso(e.at),
@@ -95,6 +96,8 @@ class BackupScheduler:
                 }
                 for e in entries
             ]
+        record_access(self.context, "audit_log", "audit trail", since=clock.iso(since), entries=len(rows))
+        return rows
 
     def cancel_job(self, job_id: str, actor: str | None = None) -> dict[str, Any]:
         from app.backup.finalize import fail_backup

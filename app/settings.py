@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     audit_anchor_interval: int = Field(default=3600, ge=60)
     dr_approval_required: Annotated[list[str], NoDecode] = Field(default_factory=list)
     dr_actor: str | None = None
+    #: PostgreSQL catalog role of worker processes (docs/AUDIT.md section 4): `SET ROLE` on each pooled
+    #: connection, so the trail is insert-only for them; "" turns it off. Which processes take it:
+    #: `workers` (Celery workers, when the role exists and the user may take it), `all` (the CLI too, and
+    #: a role that cannot be taken is an error), `never`.
+    backup_catalog_worker_role: str = Field(default="equisplit_worker", pattern=r"^([a-z_][a-z0-9_]{0,62})?$")
+    backup_catalog_use_worker_role: str = Field(default="workers", pattern="^(workers|all|never)$")
 
     health_check_interval: int = Field(default=60, gt=0)
     health_check_timeout: int = Field(default=30, gt=0)

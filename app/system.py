@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app import clock
+from app.audit.access import record_access
 from app.catalog import audit, sources
 from app.catalog.backups import LOGICAL_TYPE, backup_stats, get_backup, list_backups
 from app.catalog.db import migrate, transaction
@@ -247,7 +248,11 @@ class BackupSystem:
             source_id = sources.get_source(session, source).id if source else None
             return [backup_summary(b, name) for b, name in list_backups(session, source_id)]
 
-    def show_backup(self, selector: str, source: str | None = None, *, files: bool = False) -> dict[str, Any]:
+    def show_backup(
+        self, selector: str, source: str | None = None, *, files: bool = False, audited: bool = True
+    ) -> dict[str, Any]:
+        """One backup's summary (and with `files`, its manifest's entries). Audited as `data.accessed`
+        unless `audited` is False (a command printing the summary of the backup it just made)."""
         from app.catalog.backups import resolve
         from app.catalog.models import Source
 
@@ -286,6 +291,10 @@ class BackupSystem:
                 {k: e.get(k) for k in ("path", "type", "size", "mode", "mtime_ns")}
                 for e in manifest["entries"]
             ]
+        read = "backup files" if manifest is not None else "backup"
+        extra = {"entries": len(info["entries"])} if manifest is not None else {}
+        if audited:
+            record_access(self.context, backup.id, read, self.actor, **extra)
         return info
 
     def _units(self, backup_id: str) -> list[dict[str, Any]]:
@@ -345,7 +354,7 @@ class BackupSystem:
             self._use_approval("restore", [backup_id, *([source] if source else [])], approval)
         from app.restore.engine import restore_backup
 
-        return restore_backup(
+        plan = restore_backup(
             self.context,
             backup_id,
             target,
@@ -358,6 +367,9 @@ class BackupSystem:
             progress=progress,
             actor=self.actor,
         )
+        if dry_run:  # a dry run shows what the backup holds; a restore audits itself when it ends
+            record_access(self.context, plan.backup_id, "restore plan", self.actor, files=plan.files)
+        return plan
 
     def rotate_keys(
         self,
@@ -505,7 +517,9 @@ class BackupSystem:
         from app.gdpr.ledger import erasures_of
 
         with self.context.sessions() as session:
-            return erasures_of(session, source)
+            rows = erasures_of(session, source)
+        record_access(self.context, "erasures", "erasure ledger", self.actor, source=source, entries=len(rows))
+        return rows
 
     # Retention and legal holds (docs/RETENTION.md) ------------------------------------------------------
 
@@ -553,6 +567,8 @@ class BackupSystem:
 
         repo = self.context.repository  # the key is checked before the catalog is touched
         prepared = prepare_catalog(self.context.engine)
+        # The configuration is recorded after the anchored entries are back (they keep their ids).
+        process, self.context.process = self.context.process, None
         with transaction(self.context.sessions) as session:
             # The trail first: anchored entries keep their ids, before this rebuild appends its own.
             trail = restore_from_anchors(session, repo)
@@ -574,5 +590,7 @@ class BackupSystem:
                 },
                 self.actor,
             )
+        self.context.process = process
+        self.context.record_configuration()
         return report
 

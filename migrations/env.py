@@ -12,7 +12,7 @@ from alembic import context
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 
-from app.catalog.db import make_engine, normalise_url
+from app.catalog.db import ROLE_INFO, make_engine, normalise_url
 from app.catalog.models import Base
 from app.errors import ConfigurationError
 
@@ -54,9 +54,21 @@ def run_migrations_offline() -> None:
 
 
 def _run_on(connection: Connection) -> None:
-    context.configure(connection=connection, **_configure_options(connection.dialect.name))
-    with context.begin_transaction():
-        context.run_migrations()
+    # A connection that took the workers' catalog role migrates as the session user (the owner), and
+    # takes the role again after (app.catalog.db.ROLE_INFO).
+    role = connection.info.get(ROLE_INFO)
+    if role:
+        connection.exec_driver_sql("RESET ROLE")
+        connection.commit()
+    try:
+        context.configure(connection=connection, **_configure_options(connection.dialect.name))
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        if role:
+            connection.rollback()
+            connection.exec_driver_sql(f'SET ROLE "{role}"')
+            connection.commit()
 
 
 def run_migrations_online() -> None:

@@ -33,6 +33,7 @@ def process_context() -> Context:
     global _context, _context_pid
     if _context is None or _context_pid != os.getpid():
         _context = Context(load_settings())
+        _context.process = "worker"  # its configuration is audited when it opens the catalog
         _context_pid = os.getpid()
     return _context
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import ExceptionContext, make_url
@@ -14,6 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.catalog import sqlite_file
 from app.errors import CatalogError, ConfigurationError
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 def normalise_url(url: str) -> str:
@@ -32,8 +35,56 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for the catalog URL; a malformed URL raises ConfigurationError naming DATABASE_URL."""
+#: Where a connection's record notes the role it took (migrations step out of it and back).
+ROLE_INFO = "equisplit_catalog_role"
+
+
+def catalog_role(settings: Settings, process: str | None) -> tuple[str | None, bool]:
+    """The role a process's catalog connections take (docs/AUDIT.md section 4) and whether failing to
+    take it is an error: workers take it when they can; with `all`, every process must."""
+    role, mode = settings.backup_catalog_worker_role, settings.backup_catalog_use_worker_role
+    if not role or mode == "never":
+        return None, False
+    if mode == "all":
+        return role, True
+    return (role, False) if process == "worker" else (None, False)
+
+
+def _take_role(role: str, required: bool) -> Any:
+    """A `connect` listener: `SET ROLE` on each new connection, committed so the pool's rollbacks keep
+    it. Not required: only when the role exists and the session user may take it."""
+
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            if not required:
+                cursor.execute(
+                    "SELECT pg_has_role(session_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s", (role,)
+                )
+                row = cursor.fetchone()
+                if not row or not row[0]:
+                    dbapi_connection.rollback()
+                    return
+            cursor.execute(f'SET ROLE "{role}"')  # the name is checked by the setting's pattern
+            dbapi_connection.commit()
+            record.info[ROLE_INFO] = role
+        except Exception as exc:
+            dbapi_connection.rollback()
+            raise ConfigurationError(
+                f"the catalog user cannot take role {role} (BACKUP_CATALOG_WORKER_ROLE): "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                hint="run `equisplit-dr init` as the catalog's owner (its migration creates the role), grant "
+                "the role to the user of DATABASE_URL, or set BACKUP_CATALOG_USE_WORKER_ROLE=workers",
+            ) from None
+        finally:
+            cursor.close()
+
+    return on_connect
+
+
+def make_engine(url: str, *, role: str | None = None, role_required: bool = False) -> Engine:
+    """An engine for the catalog URL; a malformed URL raises ConfigurationError naming DATABASE_URL.
+    With `role` (PostgreSQL only), each connection takes that role (see `catalog_role`)."""
     url = normalise_url(url)
     try:
         parsed = make_url(url)
@@ -55,7 +106,10 @@ def make_engine(url: str) -> Engine:
             f"DATABASE_URL names an unsupported database ({parsed.get_backend_name()})",
             hint="use SQLite or PostgreSQL",
         )
-    return create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    engine = create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    if role:
+        event.listen(engine, "connect", _take_role(role, role_required))
+    return engine
 
 
 def sqlite_path(engine: Engine) -> Path | None:

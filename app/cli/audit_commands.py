@@ -19,10 +19,16 @@ approval_app = typer.Typer(no_args_is_help=True, help="Second-person approvals o
 
 @audit_app.command("verify")
 @handles_errors
-def audit_verify(as_json: JsonOpt = False) -> None:
+def audit_verify(
+    as_json: JsonOpt = False,
+    from_region: Annotated[
+        str | None,
+        typer.Option("--from-region", help="Compare with the anchors in this secondary region, not the primary."),
+    ] = None,
+) -> None:
     """Check every entry's hash and link, and the head against the newest anchor in storage. Names the
     first bad entry (edited, removed, reordered, truncated, rewritten); exit 18 unless the trail verifies."""
-    with _system() as system:
+    with _system(from_region, audited=False) as system:
         check = system.verify_audit_trail()
     if as_json:
         print_json(check.to_json())

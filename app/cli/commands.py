@@ -26,16 +26,23 @@ def handles_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def open_system(region: str | None = None) -> Any:
-    """A BackupSystem on the environment's settings (of the primary, or of a secondary region)."""
+def open_system(region: str | None = None, *, audited: bool = True) -> Any:
+    """A BackupSystem on the environment's settings (of the primary, or of a secondary region). Its
+    configuration is audited when it opens the catalog (docs/AUDIT.md section 6), unless `audited` is
+    False: `audit verify` writes nothing, so a truncated trail stays a prefix `catalog rebuild` extends."""
     from app.settings import load_settings
     from app.system import BackupSystem
 
-    return BackupSystem(load_settings(), region=region)
+    system = BackupSystem(load_settings(), region=region)
+    if audited:
+        system.context.process = "cli"
+    return system
 
 
 def open_scheduler() -> Any:
     from app.scheduler import BackupScheduler
     from app.settings import load_settings
 
-    return BackupScheduler(load_settings())
+    scheduler = BackupScheduler(load_settings())
+    scheduler.context.process = "cli"
+    return scheduler

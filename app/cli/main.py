@@ -159,7 +159,7 @@ def backup_run(
         result = system.create_backup(
             source, type_, progress, checksum=checksum or None, allow_shrink=allow_shrink
         )
-        info = system.show_backup(result.id)
+        info = system.show_backup(result.id, audited=False)
     if as_json:
         print_json(info)
         _report_problems(result)
@@ -434,9 +434,15 @@ def keys_rotate(
 
 @catalog_app.command("rebuild")
 @handles_errors
-def catalog_rebuild(as_json: JsonOpt = False) -> None:
+def catalog_rebuild(
+    as_json: JsonOpt = False,
+    from_region: Annotated[
+        str | None,
+        typer.Option("--from-region", help="Rebuild from this secondary region's copy (the primary is gone)."),
+    ] = None,
+) -> None:
     """Rebuild the catalog from storage alone (no `init` needed); a damaged SQLite catalog is kept aside."""
-    with _system() as system:
+    with _system(from_region) as system:
         report = system.rebuild_catalog()
     data = {
         "packs": report.packs,

@@ -31,7 +31,7 @@ def pg_export(
     try:
         with BackupSystem(load_settings()) as system, progress_bar("export", not as_json) as progress:
             result = system.create_logical_export(source, database, progress)
-            info = system.show_backup(result.id)
+            info = system.show_backup(result.id, audited=False)
     except EquisplitError as exc:
         fail(exc)
     if as_json:

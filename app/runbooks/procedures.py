@@ -60,7 +60,7 @@ def _full_restore(system: BackupSystem, target: Path, only: str | None, approval
         return ", ".join(f"{p.name} ok" for p in probes if p.ok)
 
     def verify_latest() -> str:
-        latest = {name: system.show_backup("latest", name)["id"] for name in sources()}
+        latest = {name: system.show_backup("latest", name, audited=False)["id"] for name in sources()}
         damaged = []
         for name, backup_id in latest.items():
             report = system.verify_backup(backup_id, data="none")

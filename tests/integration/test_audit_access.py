@@ -1,0 +1,54 @@
+"""Read-only commands that reveal what a backup holds, or what the trail says, are audited as
+`data.accessed` with their actor and what was read (docs/AUDIT.md section 7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from app.catalog.db import make_engine
+from app.catalog.models import AuditEntry
+from tests.support.cli import cli_env_for, run_cli
+from tests.support.trees import make_tree
+
+
+def _accesses(url: str) -> list[tuple[str, str | None, dict[str, Any]]]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(AuditEntry.actor, AuditEntry.object, AuditEntry.detail)
+                .where(AuditEntry.action == "data.accessed")
+                .order_by(AuditEntry.id)
+            )
+            return [(a, o, d) for a, o, d in rows]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_show_files_logs_and_a_dry_run_are_audited_as_data_access(tmp_path: Path, fresh_pg_url: str) -> None:
+    src = make_tree(tmp_path / "src", big_mib=0, small=4)
+    env = cli_env_for(tmp_path / "home", database_url=fresh_pg_url, dr_actor="carol")
+    for args in (("init",), ("source", "add", "docs", "--path", str(src)), ("backup", "run", "-s", "docs")):
+        run_cli(env, *args, ok=True)
+    assert _accesses(fresh_pg_url) == []  # a backup run prints its own summary: not a data access
+
+    shown = run_cli(env, "backup", "show", "latest", "-s", "docs", "--json", ok=True)
+    backup_id = shown.stdout.split('"id": "', 1)[1].split('"', 1)[0]
+    listed = run_cli(env, "backup", "show", "latest", "-s", "docs", "--files", ok=True)
+    assert "file" in listed.stdout
+    run_cli(env, "backup", "logs", "--json", ok=True)
+    run_cli(env, "restore", backup_id, "--target", str(tmp_path / "out"), "--dry-run", ok=True)
+
+    rows = _accesses(fresh_pg_url)
+    assert [(actor, obj, d["read"]) for actor, obj, d in rows] == [
+        ("carol", backup_id, "backup"),
+        ("carol", backup_id, "backup files"),
+        ("carol", "audit_log", "audit trail"),
+        ("carol", backup_id, "restore plan"),
+    ]
+    assert rows[1][2]["entries"] >= 4 and rows[3][2]["files"] >= 4
