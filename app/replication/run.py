@@ -21,6 +21,7 @@ from app.catalog.db import transaction
 from app.catalog.models import Backup, Pack, ReplicaObject, Source
 from app.context import Context
 from app.errors import EquisplitError, LockedError
+from app.replication.anchors import copy_anchors
 from app.replication.copy import COPIED, MISSING, CopyOutcome, copy_object, sync_keyring
 from app.replication.regions import Region, configured_regions, is_enabled
 from app.storage import Storage, open_storage
@@ -121,6 +122,7 @@ def _copy_repository_head(ctx: Context, region: str, primary: Storage, storage: 
     """The keyring and config, before anything that needs them; a failure here stops the pass."""
     sync_keyring(primary, storage)
     config = copy_object(primary, storage, "config", "config")
+    copy_anchors(primary, storage)  # the audit trail's sealed heads (app/replication/anchors.py)
     with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
         size = primary.stat("keys", "keyring")
         replicas.mark(session, region, "keys", "keyring", replicas.COPIED, size=size.size if size else None)
