@@ -177,6 +177,13 @@ class Settings(BaseSettings):
     dr_slack_webhook: SecretStr | None = None
     dr_pagerduty_key: SecretStr | None = None
     sentry_dsn: SecretStr | None = None
+    #: Sentry's web API, to resolve an incident's issue when it clears (docs/MONITORING.md section 2):
+    #: an auth token (scope event:write), the organization and project slugs, and the API's base URL
+    #: (default: https://sentry.io for a sentry.io DSN, else the DSN's own host).
+    sentry_auth_token: SecretStr | None = None
+    sentry_org: str | None = None
+    sentry_project: str | None = None
+    sentry_api_url: str | None = None
 
     # Health thresholds and alert channels (docs/MONITORING.md); `monitoring thresholds` prints them.
     alert_stale_warning_hours: float = Field(default=8, gt=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from app.alerts.message import Channel
 from app.alerts.pagerduty import PagerDutyChannel
 from app.alerts.sentry import SentryChannel
+from app.alerts.sentry_api import SentryIssues, api_base_from_dsn
 from app.alerts.slack import SlackChannel
 from app.alerts.smtp import SmtpChannel
 from app.settings import Settings
@@ -37,7 +38,17 @@ def configured_channels(settings: Settings) -> dict[str, Channel]:
     timeout = float(settings.health_check_timeout)
     found: dict[str, Channel] = {}
     if settings.sentry_dsn is not None:
-        found["sentry"] = SentryChannel(settings.sentry_dsn.get_secret_value(), timeout)
+        dsn = settings.sentry_dsn.get_secret_value()
+        issues = None
+        if settings.sentry_auth_token is not None and settings.sentry_org and settings.sentry_project:
+            issues = SentryIssues(
+                settings.sentry_api_url or api_base_from_dsn(dsn),
+                settings.sentry_org,
+                settings.sentry_project,
+                settings.sentry_auth_token.get_secret_value(),
+                timeout,
+            )
+        found["sentry"] = SentryChannel(dsn, timeout, issues)
     if settings.smtp_host and settings.dr_alert_emails:
         found["email"] = SmtpChannel(
             settings.smtp_host,

@@ -11,11 +11,26 @@ from app.errors import AlertDeliveryError
 
 
 def post_json(channel: str, what: str, url: str, body: dict[str, Any], timeout: float) -> bytes:
+    return request_json(channel, what, url, body, timeout)
+
+
+def request_json(
+    channel: str,
+    what: str,
+    url: str,
+    body: dict[str, Any] | None,
+    timeout: float,
+    *,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """One HTTP request with a JSON body (or none); the answer's bytes. Failures name the channel and
+    the answer, never the URL or a header (they hold the secret)."""
     request = urllib.request.Request(
         url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": "equisplit-dr"},
-        method="POST",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json", "User-Agent": "equisplit-dr", **(headers or {})},
+        method=method,
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

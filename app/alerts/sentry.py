@@ -1,21 +1,25 @@
 """Sentry: one event per alert on a client of its own (SENTRY_DSN), with the level, tags (condition,
 source, key, action) and a fingerprint per condition key, so Sentry groups an incident's events into
-one issue; a resolve is an info event on a fingerprint of its own, so it never reopens that issue."""
+one issue. A resolve resolves that issue through Sentry's web API when an auth token, organization and
+project are set (app/alerts/sentry_api.py); otherwise it is an info event on a fingerprint of its own,
+so it never reopens that issue."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from app.alerts.message import RESOLVE, Alert
+from app.alerts.sentry_api import SentryIssues
 
 
 class SentryChannel:
     name = "sentry"
 
-    def __init__(self, dsn: str, timeout: float) -> None:
+    def __init__(self, dsn: str, timeout: float, issues: SentryIssues | None = None) -> None:
         self._dsn = dsn
         self._timeout = timeout
         self._client: Any = None
+        self._issues = issues
 
     def _scope(self) -> Any:
         import sentry_sdk
@@ -29,6 +33,9 @@ class SentryChannel:
         return scope
 
     def send(self, alert: Alert) -> None:
+        if alert.action == RESOLVE and self._issues is not None:
+            self._issues.resolve(alert.key)  # a failure raises AlertDeliveryError: the resolve stays owed
+            return
         scope = self._scope()
         level = (
             "info" if alert.action == RESOLVE else ("fatal" if alert.severity == "critical" else "warning")
