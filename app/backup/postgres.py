@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from app import clock
+from app import clock, forkserver
 from app.backup import objects
 from app.backup.blocks import BlockRule
 from app.backup.hooks import SourceInfo, SourceWalk
 from app.backup.reader import read_file
 from app.backup.writer import ChunkWriter
 from app.catalog import wal as catalog_wal
-from app.catalog.models import WalSegment
+from app.catalog.models import Backup, WalSegment
 from app.context import Context
 from app.errors import BackupFailedError, SourceError, first_line
 from app.sources.confined import SourceRoot
@@ -114,6 +114,9 @@ class PostgresHooks:
         self.label = ""
         self.control: Entry | None = None
         self.tablespaces: list[Tablespace] = []
+        #: Whether `begin` started the fork server of the units' processes, and whether the walk's size
+        #: watch took it over (the engine then stops it, app/backup/engine.py); else `close` does.
+        self.warmed = self.handed_over = False
 
     # Before the walk -----------------------------------------------------------------------------------
 
@@ -197,13 +200,39 @@ class PostgresHooks:
                 f"source's DSN",
                 hint="fix the source's --pgdata, or its DSN",
             )
+        self._warm_up_processes(ctx, conn, backup_id)
         self.label = f"equisplit-dr {backup_id}"
         self.started_at = clock.now()
         conn.execute("SELECT pg_backup_start(%s, true)", [self.label])
 
+    def _warm_up_processes(self, ctx: Context, conn: psycopg.Connection[Any], backup_id: str) -> None:
+        """Start the fork server of the units' worker processes now, for a backup that reads every
+        file of a cluster big enough to use them (BACKUP_PROCESSES_MIN_BYTES), so that its imports
+        overlap pg_backup_start's checkpoint and the walk. Otherwise the walk's size watch starts it
+        only once the walk has found that many bytes, and the first units wait for it (docs/POSTGRES.md
+        section 1, step 3)."""
+        import psycopg
+
+        if forkserver.processes_for(ctx.settings) <= 1:
+            return
+        with ctx.sessions() as session:
+            backup = session.get(Backup, backup_id)
+            if backup is None or backup.type not in ("full", "archive"):
+                return  # an incremental may read little: the watch decides, on what it will read
+        try:
+            row = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()
+        except psycopg.Error:  # no CONNECT on some database: the watch decides
+            return
+        if row is not None and row[0] is not None and int(row[0]) >= ctx.settings.backup_processes_min_bytes:
+            forkserver.warm_up()
+            self.warmed = True
+
     # The walk ------------------------------------------------------------------------------------------
 
     def walk(self, ctx: Context, watch: SizeWatch | None = None) -> SourceWalk:
+        if self.warmed and watch is not None:
+            watch.fired = True  # it started early (begin): the engine uses and stops it
+            self.handed_over = True
         found = walk_pgdata(self.pgdata, watch)
         if found.errors:
             first = found.errors[0]
@@ -365,6 +394,9 @@ class PostgresHooks:
         if conn is not None:
             with contextlib.suppress(Exception):  # a dead connection has nothing left to close
                 conn.close()
+        if self.warmed and not self.handed_over:  # the backup failed before its walk
+            self.warmed = False
+            forkserver.stop_server(used=False)
 
 
 def _ignore(_n: int) -> None:

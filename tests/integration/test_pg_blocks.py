@@ -93,3 +93,48 @@ def test_a_block_incremental_stores_only_changed_groups_and_recovers_every_kind_
         assert result.success, f"{result.message}\n{result.problems}"
         assert result.plan.backup.id == block_incr.id
         assert recovery_area.sql(port, FINGERPRINT)[0] == expected
+
+
+def _fork_server_pid() -> int | None:
+    from multiprocessing import forkserver as mp_forkserver
+
+    server = getattr(mp_forkserver, "_forkserver", None)
+    return getattr(server, "_forkserver_pid", None)
+
+
+def test_a_full_backup_starts_its_worker_processes_before_the_checkpoint_and_stops_them(
+    archive: Archive, cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import forkserver
+    from app.backup.postgres import PostgresHooks
+
+    pgbench(cluster, "-i", "-s", "1", "-q")
+    monkeypatch.setattr(archive.ctx.settings, "backup_processes", 2)
+    monkeypatch.setattr(archive.ctx.settings, "backup_processes_min_bytes", 1 << 20)
+    monkeypatch.setattr(archive.ctx.settings, "backup_unit_bytes", 4 << 20)
+    events: list[str] = []
+    warm_up, walk = forkserver.warm_up, PostgresHooks.walk
+
+    def noting_warm_up() -> None:
+        events.append("warm_up")  # in begin, before pg_backup_start (its checkpoint) and the walk
+        warm_up()
+
+    def noting_walk(self: PostgresHooks, *args: object) -> object:
+        events.append("walk")
+        return walk(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(forkserver, "warm_up", noting_warm_up)
+    monkeypatch.setattr(PostgresHooks, "walk", noting_walk)
+    result = run_backup(archive.ctx, SOURCE, "full")
+    assert result.state == "complete" and result.stats["units"] > 1
+    assert events == ["warm_up", "walk"]
+    assert _fork_server_pid() is None  # the engine stopped it
+
+    # A backup that fails after the early start stops it too.
+    def failing_walk(self: PostgresHooks, *args: object) -> object:
+        raise RuntimeError("walk failed")
+
+    monkeypatch.setattr(PostgresHooks, "walk", failing_walk)
+    with pytest.raises(Exception, match="walk failed"):
+        run_backup(archive.ctx, SOURCE, "full")
+    assert events[-1] == "warm_up" and _fork_server_pid() is None
