@@ -360,3 +360,43 @@ def test_a_restore_running_through_mark_and_sweep_keeps_its_packs_until_it_finis
     with system.context.sessions() as session:
         assert readers.running(session) == set()  # it left the register when it finished
     assert set(collect_garbage(system.context, confirm=True, actor="test").deleted) == old_packs
+
+
+def test_a_lease_is_renewed_while_held_and_a_run_that_lost_it_stops(make_system: Factory) -> None:
+    """The background renewal keeps a short lease alive past its ttl; once another job has taken it
+    (after it expired), the next renewal finds it gone and `check()` stops the job."""
+    import time
+    from datetime import timedelta
+
+    from sqlalchemy import update as sql_update
+
+    from app.catalog.locks import Lease
+    from app.errors import LockedError
+
+    system = make_system()
+    sessions = system.context.sessions
+    with Lease(sessions, "test-lease", timedelta(seconds=0.6)) as lease:
+        first = _expiry(sessions, "test-lease")
+        deadline = time.monotonic() + 30
+        while _expiry(sessions, "test-lease") == first:  # renewed every ttl/3
+            assert time.monotonic() < deadline, "the lease was never renewed"
+            time.sleep(0.05)
+        lease.check()  # still ours
+        with sessions() as session:  # another job took it over
+            session.execute(sql_update(Lock).where(Lock.name == "test-lease").values(holder="elsewhere:1:x"))
+            session.commit()
+        while True:
+            try:
+                lease.check()
+            except LockedError as exc:
+                assert "lost" in exc.message
+                break
+            assert time.monotonic() < deadline, "the lost lease was never noticed"
+            time.sleep(0.05)
+    with sessions() as session:  # giving back a lease that is not ours leaves the other job's alone
+        assert session.scalar(select(Lock.holder).where(Lock.name == "test-lease")) == "elsewhere:1:x"
+
+
+def _expiry(sessions: object, name: str) -> object:
+    with sessions() as session:  # type: ignore[operator]
+        return session.scalar(select(Lock.expires_at).where(Lock.name == name))
