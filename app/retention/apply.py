@@ -38,12 +38,15 @@ class ApplyReport:
     problems: list[str] = field(default_factory=list)
     #: Per secondary region, the backups its own policy deleted there (docs/RETENTION.md section 5).
     region_deleted: dict[str, list[str]] = field(default_factory=dict)
+    #: Per secondary region, the WAL files its own thinning removed there.
+    region_wal_deleted: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "dry_run": self.dry_run,
             "deleted": self.deleted,
             "region_deleted": self.region_deleted,
+            "region_wal_deleted": self.region_wal_deleted,
             "skipped": self.skipped,
             "wal_deleted": self.wal_deleted,
             "wal_bytes": self.wal_bytes,
@@ -59,6 +62,7 @@ def apply_plan(ctx: Context, plan: RetentionPlan, *, confirm: bool, actor: str |
             wal_deleted=sum(len(w.names) for w in plan.wal),
             wal_bytes=sum(w.bytes for w in plan.wal),
             region_deleted={r.region: [b.id for b in plan.region_deletions(r)] for r in plan.regions},
+            region_wal_deleted={r.region: sum(len(w.names) for w in r.wal) for r in plan.regions},
         )
     report = ApplyReport(dry_run=False)
     ids = [b.id for b in plan.deletions]
@@ -69,9 +73,10 @@ def apply_plan(ctx: Context, plan: RetentionPlan, *, confirm: bool, actor: str |
         report.deleted.extend(marked)
         # idempotent: a missing object is no error; a region whose policy keeps it keeps its copy
         report.problems.extend(delete_many_everywhere(ctx, Kind.MANIFESTS, marked, spare=kept_in))
-    report.region_deleted, skipped_in_regions, problems = delete_in_regions(ctx, plan, actor)
-    report.skipped.extend(skipped_in_regions)
-    report.problems.extend(problems)
+    regions = delete_in_regions(ctx, plan, actor)
+    report.region_deleted, report.region_wal_deleted = regions.deleted, regions.wal_deleted
+    report.skipped.extend(regions.skipped)
+    report.problems.extend(regions.problems)
     for thinning in plan.wal:
         deleted, size = _thin_wal(ctx, thinning, actor)
         report.wal_deleted += deleted

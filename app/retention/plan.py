@@ -21,6 +21,7 @@ from app.replication.regions import configured_regions, is_enabled
 from app.retention.keep import Candidate, keep_reasons
 from app.retention.policy import RetentionPolicy
 from app.retention.regions import RegionBackup, RegionPlan, keeping_regions, plan_region
+from app.retention.wal_window import wal_bounds
 from app.settings import region_url
 
 #: WAL files that thinning may delete (history and backup-label files are tiny and always kept).
@@ -184,19 +185,10 @@ def _thin(
 ) -> WalThinning | None:
     """WAL archived before the window's base backup started, outside every older kept backup's own range
     (and outside the range of each base backup only a region keeps, `regional`)."""
-    bases = sorted(
-        (b for b in kept if b.pg_start_wal and b.pg_stopped_at is not None),
-        key=lambda b: clock.as_utc(b.pg_stopped_at or b.started_at),
-    )
-    if not bases:
+    bounds = wal_bounds(kept, policy, now, regional)
+    if bounds is None:
         return None  # no base backup to recover from: every WAL file is kept
-    present = [clock.as_utc(b.started_at) for b in bases if clock.as_utc(b.started_at) <= now]
-    window_start = (max(present) if present else now) - policy.pitr_window
-    before = [b for b in bases if b.pg_stopped_at and clock.as_utc(b.pg_stopped_at) < window_start]
-    window_base = before[-1] if before else bases[0]
-    kept_from = clock.as_utc(window_base.pg_started_at or window_base.started_at)
-    ranges = [(b.pg_timeline, b.pg_start_wal or "", b.pg_stop_wal or "") for b in [*bases, *regional]
-              if b.pg_start_wal]  # fmt: skip
+    kept_from, ranges = bounds
     thinning = WalThinning(source.name, source.id, kept_from=kept_from)
     for row in session.scalars(
         select(WalSegment)

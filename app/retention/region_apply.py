@@ -7,6 +7,7 @@ garbage collection (docs/GC.md section 5)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -21,6 +22,7 @@ from app.context import Context
 from app.errors import EquisplitError
 from app.repo.format import Kind
 from app.retention.plan import RetentionPlan
+from app.retention.region_wal import thin_region_wal
 from app.retention.regions import RegionPlan
 from app.settings import region_url
 from app.storage import open_storage
@@ -28,24 +30,34 @@ from app.storage import open_storage
 _BATCH = 200
 
 
-def delete_in_regions(
-    ctx: Context, plan: RetentionPlan, actor: str | None
-) -> tuple[dict[str, list[str]], list[dict[str, str]], list[str]]:
-    """Every region's deletions: (region -> deleted ids, skipped with why, problems)."""
-    deleted: dict[str, list[str]] = {}
-    skipped: list[dict[str, str]] = []
-    problems: list[str] = []
+@dataclass
+class RegionsApplied:
+    deleted: dict[str, list[str]] = field(default_factory=dict)  # region -> backup ids
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    wal_deleted: dict[str, int] = field(default_factory=dict)  # region -> WAL files
+
+
+def delete_in_regions(ctx: Context, plan: RetentionPlan, actor: str | None) -> RegionsApplied:
+    """Every region's deletions, then its WAL thinning."""
+    done = RegionsApplied()
+    deleted, skipped, problems = done.deleted, done.skipped, done.problems
     for region in plan.regions:
         doomed = plan.region_deletions(region)
-        done: list[str] = []
+        marked_all: list[str] = []
         for start in range(0, len(doomed), _BATCH):
             batch = [b.id for b in doomed[start : start + _BATCH]]
             marked, left = _mark_deleted(ctx, region, batch, actor)
-            done.extend(marked)
+            marked_all.extend(marked)
             skipped.extend({"backup": b, "region": region.region, "why": why} for b, why in left)
             problems.extend(_delete_manifests(ctx, region.region, marked))
-        deleted[region.region] = done
-    return deleted, skipped, problems
+        deleted[region.region] = marked_all
+        done.wal_deleted[region.region] = 0
+        for thinning in region.wal:
+            count, trouble = thin_region_wal(ctx, region.region, thinning, actor)
+            done.wal_deleted[region.region] += count
+            problems.extend(trouble)
+    return done
 
 
 def _mark_deleted(

@@ -16,6 +16,7 @@ from app.catalog import backup_regions, replicas
 from app.catalog.models import Backup, Source
 from app.retention.keep import Candidate, keep_reasons
 from app.retention.policy import RetentionPolicy
+from app.retention.region_wal import RegionWal, plan_region_wal
 from app.settings import Settings
 
 
@@ -57,6 +58,8 @@ class RegionPlan:
     #: The rules BACKUP_REGION_RETENTION sets for this region (empty: the primary's policy).
     overrides: dict[str, int]
     backups: list[RegionBackup] = field(default_factory=list)
+    #: The WAL the region's kept base backups and window do not need there.
+    wal: list[RegionWal] = field(default_factory=list)
 
     @property
     def deletions(self) -> list[RegionBackup]:
@@ -70,6 +73,7 @@ class RegionPlan:
             "keep": sum(1 for b in self.backups if b.keep),
             "delete": len(self.deletions),
             "backups": [b.to_json() for b in self.backups],
+            "wal": [w.to_json() for w in self.wal],
         }
 
 
@@ -105,6 +109,7 @@ def plan_region(
         )
         for b, s, state in rows
     ]
+    plan.wal = plan_region_wal(session, region, [(b, s) for b, s, _ in rows if reasons[b.id]], policy, now)
     return plan
 
 

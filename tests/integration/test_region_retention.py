@@ -16,15 +16,20 @@ from sqlalchemy import select, update
 
 from app import clock
 from app.catalog import backup_regions
-from app.catalog.models import AuditEntry, Backup, BackupRegion, ReplicaObject
+from app.catalog.models import AuditEntry, Backup, BackupRegion, ReplicaObject, WalSegment
+from app.context import Context
 from app.errors import RestoreTargetError
 from app.gc.run import collect_garbage
 from app.replication.run import replicate
 from app.repo.format import Kind
+from app.retention.apply import apply_plan
+from app.retention.plan import plan_retention
 from app.storage import open_storage
 from app.system import BackupSystem
 from tests.integration.test_replication_s3 import region_bucket  # noqa: F401
 from tests.support.cli import cli_env_for, run_cli
+from tests.support.pgarchive import SOURCE, Archive
+from tests.support.pgcluster import PgCluster
 from tests.support.s3server import TEST_REGION, RestartableS3Server, s3_client, second_s3_endpoint  # noqa: F401
 from tests.support.system import Factory
 from tests.support.trees import assert_same_tree, make_tree
@@ -324,3 +329,71 @@ def test_a_region_drops_the_packs_only_its_dropped_backups_needed_and_gets_them_
         assert_same_tree(src, tmp_path / "back")
     finally:
         in_region.close()
+
+
+@pytest.mark.slow
+def test_wal_is_thinned_in_each_region_by_its_own_window(
+    archive: Archive, archived_cluster: PgCluster
+) -> None:
+    """Before, WAL thinning deleted only the primary's objects: every region kept every WAL file forever."""
+    from app.backup.engine import run_backup
+
+    settings = archive.ctx.settings.model_copy(
+        update={
+            "secondary_regions": [REGION, "eu-central-1"],
+            "backup_region_retention": {"eu-central-1": {"pitr_window_days": 90}},
+        }
+    )
+    ctx = Context(settings)
+    try:
+        archived_cluster.sql("CREATE TABLE t (id serial PRIMARY KEY, note text)")
+        a = run_backup(ctx, SOURCE, "full")
+        between = []
+        for note in ("x", "y"):
+            archived_cluster.sql("INSERT INTO t (note) VALUES (%s)", note)
+            between.append(archived_cluster.switch_wal())
+        archived_cluster.wait_archived(*between)
+        b = run_backup(ctx, SOURCE, "full")
+        run_backup(ctx, SOURCE, "full")
+        now = clock.now()
+        with ctx.sessions() as session:  # A 60 days old, the WAL after it 50, B 45: as in test_retention
+            for backup, days in ((a, 60), (b, 45)):
+                row = session.get(Backup, backup.id)
+                assert row is not None and row.pg_stopped_at is not None and row.pg_started_at is not None
+                shift = timedelta(days=days)
+                row.started_at, row.pg_started_at = row.started_at - shift, row.pg_started_at - shift
+                row.pg_stopped_at = row.pg_stopped_at - shift
+            a_row, b_row = session.get(Backup, a.id), session.get(Backup, b.id)
+            assert a_row is not None and b_row is not None
+            a_stop, b_start = a_row.pg_stop_wal or "", b_row.pg_start_wal or ""
+            for seg in session.scalars(select(WalSegment)):
+                if seg.name[:24] <= a_stop:
+                    seg.archived_at = now - timedelta(days=60)
+                elif seg.name[:24] < b_start:
+                    seg.archived_at = now - timedelta(days=50)
+            session.commit()
+        for passed in replicate(ctx):  # the regions hold every WAL file, dated as the primary's
+            assert passed.error is None
+        plan = plan_retention(ctx)
+        [primary] = plan.wal
+        regions = {r.region: r for r in plan.regions}
+        [west] = regions[REGION].wal  # the primary's policy: the same files
+        assert [n.split("-", 1)[1] for n in west.names] == primary.names and set(between) <= set(
+            primary.names
+        )
+        assert regions["eu-central-1"].wal == []  # 90 days: every file since A is in its window
+
+        report = apply_plan(ctx, plan, confirm=True, actor="test")
+        assert report.region_wal_deleted == {REGION: len(west.names), "eu-central-1": 0}
+        home = settings.home / "regions"
+        for name in west.names:
+            assert not (home / REGION / Kind.WAL / name).exists()
+            assert (home / "eu-central-1" / Kind.WAL / name).exists()
+        with ctx.sessions() as session:
+            audited = [
+                e for e in session.scalars(select(AuditEntry).where(AuditEntry.action == "wal.deleted"))
+                if e.detail.get("region") == REGION
+            ]  # fmt: skip
+        assert sum(e.detail["count"] for e in audited) == len(west.names)
+    finally:
+        ctx.close()
