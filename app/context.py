@@ -141,6 +141,7 @@ class Context:
                 self.master_key,
                 s.backup_encryption_key_file or s.default_key_file,
                 may_finish=default_key and self.region is None,
+                cache_root=s.cache_dir,
             )
         except RepositoryError as exc:
             if self.region is None:

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     #: A source whose file count or bytes fell by more than this share (per cent) since its last complete
     #: backup, or to nothing, makes the backup `partial` unless confirmed (`backup run --allow-shrink`).
     backup_shrink_warn_percent: int = Field(default=50, ge=0, le=100)
+    #: The local metadata cache (app/repo/cache.py): on by default, in <home>/cache unless set.
+    backup_cache: bool = True
+    backup_cache_dir: Path | None = None
 
     #: Cron rules (minute hour day-of-month month day-of-week) of the scheduled backups.
     backup_schedule_full: str = "0 2 * * *"
@@ -356,6 +359,13 @@ class Settings(BaseSettings):
     @property
     def home(self) -> Path:
         return self.equisplit_dr_home
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """Where the local metadata cache is kept (BACKUP_CACHE_DIR, or <home>/cache); None when off."""
+        if not self.backup_cache:
+            return None
+        return self.backup_cache_dir or self.home / "cache"
 
     @property
     def catalog_url(self) -> str:

@@ -113,7 +113,7 @@ class BackupSystem:
             repo = ctx.repository  # verifies the key
             created = False
         else:
-            repo = Repository.init(ctx.storage, ctx.master_key())
+            repo = Repository.init(ctx.storage, ctx.master_key(), cache_root=s.cache_dir)
             repo.master_source = ctx.master_key
             created = True
         ctx.__dict__["repository"] = repo
@@ -280,7 +280,7 @@ class BackupSystem:
         info["units"] = self._units(backup.id)
         manifest: dict[str, Any] | None = None
         if files and backup.state in ("complete", "partial"):
-            manifest = self.context.repository.read_manifest(backup.id)
+            manifest = self.context.repository.read_manifest(backup.id, cached=True)
         if backup.type == LOGICAL_TYPE and backup.state == "complete":
             header = (
                 manifest["backup"] if manifest else self.context.repository.read_manifest_header(backup.id)

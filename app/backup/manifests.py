@@ -61,10 +61,13 @@ def store_entries(
         chunk_id: ManifestChunk(chunk_id, loc.pack_id, loc.offset, loc.length, loc.raw_length)
         for chunk_id, loc in known.items()
     }
-    missing = [piece for chunk_id, piece in zip(ids, pieces, strict=True) if chunk_id not in where]
+    missing = [
+        (chunk_id, piece) for chunk_id, piece in zip(ids, pieces, strict=True) if chunk_id not in where
+    ]
     writer = None
     if missing:
-        writer = _store(ctx, backup_id, repo, missing, where)
+        writer = _store(ctx, backup_id, repo, [piece for _, piece in missing], where)
+        _cache(ctx, repo, missing)
     return StoredEntries(
         len(data),
         len(entries),
@@ -79,6 +82,18 @@ def write_root(repo: Repository, backup_id: str, header: dict[str, Any], stored:
     """Write the manifest's root naming `stored`'s chunks; returns its stored size."""
     root = manifest.root(header, stored.size, stored.count, stored.chunks)
     return repo.write_manifest_root(backup_id, root)
+
+
+def _cache(ctx: Context, repo: Repository, stored: list[tuple[str, memoryview]]) -> None:
+    """Keep a sealed copy of each manifest chunk just stored in the local metadata cache, so the next
+    backup (its parent's entries) and a restore read none of them from storage (app/repo/cache.py)."""
+    if repo.cache is None:
+        return
+    s = ctx.settings
+    level = s.backup_compression_level if s.backup_compression else None
+    for chunk_id, piece in stored:
+        repo.cache.put_chunk(chunk_id, repo.seal_chunk(chunk_id, piece, level))
+    repo.cache.trim()
 
 
 def _store(

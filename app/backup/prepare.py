@@ -65,7 +65,7 @@ def _parent_for(ctx: Context, source_id: int, backup_type: str) -> tuple[str, Ba
 def _parent_of(ctx: Context, parent: Backup | None) -> Parent | None:
     if parent is None:
         return None
-    manifest = ctx.repository.read_manifest(parent.id)
+    manifest = ctx.repository.read_manifest(parent.id, cached=True)  # root from storage, entries cached
     started = clock.as_utc(parent.started_at).timestamp()
     files = {d["path"]: d for d in manifest["entries"] if d["type"] == "file"}
     return Parent(files, int(started * 1_000_000_000))

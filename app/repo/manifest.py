@@ -8,7 +8,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from app.errors import IntegrityError, ObjectNotFoundError, RepositoryError
+from app.errors import EquisplitError, IntegrityError, ObjectNotFoundError, RepositoryError
+from app.repo.cache import MetadataCache
 from app.repo.chunker import Chunker, ChunkerParams
 from app.repo.format import Kind
 from app.repo.jsondoc import dump_json, load_json
@@ -134,28 +135,53 @@ def plan_reads(chunks: Sequence[ManifestChunk]) -> list[BlobRead]:
     return reads
 
 
-def read_entries(source: ChunkSource, backup_id: str, doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The entries a version 2 root's `entries` object names, read from storage alone. A missing pack
-    is ObjectNotFoundError, a damaged chunk IntegrityError; both name the backup and the pack."""
+def read_entries(
+    source: ChunkSource, backup_id: str, doc: dict[str, Any], *, cache: MetadataCache | None = None
+) -> list[dict[str, Any]]:
+    """The entries a version 2 root's `entries` object names, read from storage alone, or with `cache`
+    each chunk whose cached copy opens from there (app/repo/cache.py), the others from storage and then
+    cached. A missing pack is ObjectNotFoundError, a damaged chunk IntegrityError; both name the backup
+    and the pack."""
     if doc.get("format") != ENTRIES_FORMAT:
         raise RepositoryError(
             f"manifest {backup_id}: entries format {doc.get('format')!r} is unknown",
             hint="it was written by a newer equisplit-dr: upgrade to read it",
         )
     chunks = [ManifestChunk.from_json(item) for item in doc["chunks"]]
-    plaintexts: list[bytes] = [b""] * len(chunks)
-    for read in plan_reads(chunks):
+    plaintexts: list[bytes | None] = [None] * len(chunks)
+    if cache is not None:
+        for position, chunk in enumerate(chunks):
+            plaintexts[position] = _from_cache(source, cache, chunk)
+    places = [position for position, plain in enumerate(plaintexts) if plain is None]
+    for read in plan_reads([chunks[position] for position in places]):
         data = _fetch(source, backup_id, read)
-        for position, chunk in read.chunks:
+        for index, chunk in read.chunks:
             start = chunk.offset - read.offset
             blob = memoryview(data)[start : start + chunk.length]
-            plaintexts[position] = _open(source, backup_id, chunk, blob)
-    data = b"".join(plaintexts)
+            plaintexts[places[index]] = _open(source, backup_id, chunk, blob)
+            if cache is not None:
+                cache.put_chunk(chunk.chunk_id, blob)
+    if cache is not None and places:
+        cache.trim()
+    data = b"".join(plain or b"" for plain in plaintexts)
     if len(data) != doc["bytes"]:
         raise IntegrityError(
             f"manifest {backup_id}: its entries are {len(data)} bytes, its root says {doc['bytes']}"
         )
     return decode_entries(data, int(doc["count"]), backup_id)
+
+
+def _from_cache(source: ChunkSource, cache: MetadataCache, chunk: ManifestChunk) -> bytes | None:
+    """The plaintext of a cached manifest chunk, if its copy opens and hashes to its id (a copy that
+    does not is dropped, and the chunk read from storage)."""
+    blob = cache.chunk(chunk.chunk_id)
+    if blob is None:
+        return None
+    try:
+        return source.open_chunk(chunk.chunk_id, blob, raw_length=chunk.raw_length)
+    except (EquisplitError, ValueError):
+        cache.drop(chunk.chunk_id)
+        return None
 
 
 def _fetch(source: ChunkSource, backup_id: str, read: BlobRead) -> bytes:

@@ -6,10 +6,12 @@ import json
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from app.errors import IntegrityError, ObjectNotFoundError, RepositoryError, WrongKeyError
+from app.errors import EquisplitError, IntegrityError, ObjectNotFoundError, RepositoryError, WrongKeyError
 from app.repo import codecs, manifest
+from app.repo.cache import MetadataCache
 from app.repo.chunker import Chunker, ChunkerParams, ChunkIds
 from app.repo.crypto import check_header, describe, envelope_key_id
 from app.repo.format import FORMAT_VERSION, PACK_TRAILER, Kind, ObjectType
@@ -34,8 +36,11 @@ class Repository:
         *,
         master: MasterKey | None = None,
         keyring_blob: bytes | None = None,
+        cache: MetadataCache | None = None,
     ) -> None:
         self.storage = storage
+        #: The local metadata cache (app/repo/cache.py), if this process keeps one.
+        self.cache = cache
         self.keyring = keyring
         self.config = config
         #: The master key and keyring object this process opened, to notice a rotation (`refresh_keys`).
@@ -59,8 +64,10 @@ class Repository:
         *,
         chunker: ChunkerParams | None = None,
         pack_target_size: int = DEFAULT_PACK_TARGET,
+        cache_root: Path | None = None,
     ) -> Repository:
-        """Create a repository; refuse if storage already holds one."""
+        """Create a repository; refuse if storage already holds one. With `cache_root`, it keeps a local
+        metadata cache there (app/repo/cache.py), starting with the config."""
         if storage.stat(Kind.KEYS, KEYRING_NAME) is not None or storage.stat(Kind.CONFIG, "config"):
             raise RepositoryError(
                 f"storage {storage.location} already holds a repository",
@@ -82,7 +89,10 @@ class Repository:
             ObjectType.CONFIG, "config", codecs.encode(json.dumps(config).encode(), None)
         )
         storage.put(Kind.CONFIG, "config", sealed)
-        return cls(storage, keyring, config, master=master, keyring_blob=blob)
+        cache = MetadataCache(cache_root, repository_id) if cache_root is not None else None
+        if cache is not None:
+            cache.put_config(sealed)
+        return cls(storage, keyring, config, master=master, keyring_blob=blob, cache=cache)
 
     @classmethod
     def adopt(
@@ -101,8 +111,10 @@ class Repository:
         return self._keyring_blob
 
     @classmethod
-    def open(cls, storage: Storage, master: MasterKey) -> Repository:
-        """Open with `master`; WrongKeyError before anything else is read if it is the wrong key."""
+    def open(cls, storage: Storage, master: MasterKey, *, cache_root: Path | None = None) -> Repository:
+        """Open with `master`; WrongKeyError before anything else is read if it is the wrong key. With
+        `cache_root`, the repository keeps a local metadata cache there (app/repo/cache.py), and the
+        config is taken from it when a copy there opens."""
         try:
             blob = storage.get(Kind.KEYS, KEYRING_NAME)
         except ObjectNotFoundError:
@@ -114,16 +126,20 @@ class Repository:
             keyring = Keyring.open(blob, master)
         except WrongKeyError as exc:
             raise _naming_a_pending_rotation(storage, exc) from None
-        sealed = storage.get(Kind.CONFIG, "config")
-
-        config = json.loads(codecs.decode(_open(keyring, sealed, ObjectType.CONFIG, "config"), "config"))
+        cache = MetadataCache(cache_root, keyring.repository_id) if cache_root is not None else None
+        config = _cached_config(keyring, cache)
+        if config is None:
+            sealed = storage.get(Kind.CONFIG, "config")
+            config = json.loads(codecs.decode(_open(keyring, sealed, ObjectType.CONFIG, "config"), "config"))
+            if cache is not None:
+                cache.put_config(sealed)
         if int(config.get("version", 0)) != FORMAT_VERSION:
             raise RepositoryError(
                 f"repository format version {config.get('version')} is not supported "
                 f"(this build reads version {FORMAT_VERSION})",
                 hint="upgrade equisplit-dr",
             )
-        return cls(storage, keyring, config, master=master, keyring_blob=blob)
+        return cls(storage, keyring, config, master=master, keyring_blob=blob, cache=cache)
 
     def rotate_master_key(
         self,
@@ -268,13 +284,16 @@ class Repository:
             raise ValueError(f"a manifest root is written as version {manifest.MANIFEST_VERSION}")
         return self.write_json(Kind.MANIFESTS, backup_id, ObjectType.MANIFEST, root)
 
-    def read_manifest(self, backup_id: str) -> dict[str, Any]:
+    def read_manifest(self, backup_id: str, *, cached: bool = False) -> dict[str, Any]:
         """`{"version", "backup", "entries": [entry, ...]}` of a version 1 or 2 manifest (docs/FORMAT.md
-        section 6); a version 2 manifest's entries are read from the chunks its root lists."""
+        section 6); a version 2 manifest's entries are read from the chunks its root lists. The root is
+        always read from storage; with `cached`, each manifest chunk whose copy in the local metadata
+        cache opens is taken from there (a backup's parent, a restore), and those read are cached."""
         doc = self._read_manifest_root(backup_id)
         if doc["version"] == 1:
             return doc
-        entries = manifest.read_entries(self, backup_id, doc["entries"])
+        cache = self.cache if cached else None
+        entries = manifest.read_entries(self, backup_id, doc["entries"], cache=cache)
         return {"version": doc["version"], "backup": doc["backup"], "entries": entries}
 
     def read_manifest_with_root(self, backup_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -305,6 +324,19 @@ class Repository:
 
     def list_manifests(self) -> list[str]:
         return sorted(info.name for info in self.storage.list(Kind.MANIFESTS))
+
+
+def _cached_config(keyring: Keyring, cache: MetadataCache | None) -> dict[str, Any] | None:
+    """The config from the cache, if a copy there opens with the keyring (else it is dropped)."""
+    sealed = cache.config() if cache is not None else None
+    if cache is None or sealed is None:
+        return None
+    try:
+        doc = json.loads(codecs.decode(_open(keyring, sealed, ObjectType.CONFIG, "config"), "config"))
+    except (EquisplitError, ValueError):
+        cache.drop("config")
+        return None
+    return doc if isinstance(doc, dict) and doc.get("repository_id") == keyring.repository_id else None
 
 
 def _open(keyring: Keyring, sealed: bytes | memoryview, object_type: ObjectType, object_id: str) -> bytes:

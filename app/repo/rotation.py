@@ -84,19 +84,24 @@ def rotate(
 
 
 def open_repository(
-    storage: Storage, load_master: Callable[[], MasterKey], key_file: Path | None, *, may_finish: bool
+    storage: Storage,
+    load_master: Callable[[], MasterKey],
+    key_file: Path | None,
+    *,
+    may_finish: bool,
+    cache_root: Path | None = None,
 ) -> Repository:
     """Open the repository. If the key does not open it and a rotation's pending key file does, the
     rotation stopped after its switch: with `may_finish` (the key came from `key_file`) the pending
     file replaces the key file and the rotation is finished; otherwise the error names the file."""
     pending = pending_key_file(key_file) if key_file is not None else None
     try:
-        repo = Repository.open(storage, load_master())
+        repo = Repository.open(storage, load_master(), cache_root=cache_root)
     except WrongKeyError as exc:
         if pending is None or not pending.exists() or not may_finish or key_file is None:
             raise _naming_pending_file(exc, pending) from None
         try:
-            repo = Repository.open(storage, MasterKey.from_file(pending))
+            repo = Repository.open(storage, MasterKey.from_file(pending), cache_root=cache_root)
         except WrongKeyError:
             raise _naming_pending_file(exc, pending) from None
         promote_key_file(pending, key_file)

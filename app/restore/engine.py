@@ -476,7 +476,7 @@ def _restore_backup(
     # the same restore left unfinished (a failure, a lost worker) resumes, replacing what it wrote
     resuming = resumes(target, identity, allow_existing=overwrite or skip_existing)
     occupied = check_target(target, allow_existing=overwrite or skip_existing or resuming)
-    manifest = ctx.repository.read_manifest(backup.id)
+    manifest = ctx.repository.read_manifest(backup.id, cached=True)  # root from storage, entries cached
     entries = _select(manifest, wanted)
     existing: dict[str, str] = {}
     if occupied:

@@ -119,8 +119,11 @@ def _manifest_pack(system: BackupSystem, backup_id: str) -> tuple[str, int, int]
 
 
 def test_a_damaged_manifest_chunk_fails_the_restore_naming_backup_and_pack(
-    system: BackupSystem, tmp_path: Path
+    make_system: Factory, tmp_path: Path
 ) -> None:
+    """Read from storage (no local metadata cache: with one, the restore takes its verified copy of the
+    chunk, as tests/unit/repo/test_cache.py shows, and verification finds the damage)."""
+    system = make_system(backup_cache=False)
     src = many_files(tmp_path / "src", 300)
     system.add_source("docs", src)
     result = system.create_full_backup("docs")
@@ -136,7 +139,8 @@ def test_a_damaged_manifest_chunk_fails_the_restore_naming_backup_and_pack(
     assert system.show_backup(result.id)["id"] == result.id, "the catalog's summary needs no entries"
 
 
-def test_a_missing_manifest_pack_is_named(system: BackupSystem, tmp_path: Path) -> None:
+def test_a_missing_manifest_pack_is_named(make_system: Factory, tmp_path: Path) -> None:
+    system = make_system(backup_cache=False)  # read from storage, as above
     src = many_files(tmp_path / "src", 300)
     system.add_source("docs", src)
     result = system.create_full_backup("docs")
