@@ -18,6 +18,7 @@ from app.catalog import chunks, jobs
 from app.catalog.backups import LOGICAL_TYPE, get_backup, latest_backup
 from app.catalog.db import transaction
 from app.catalog.models import Backup, Source
+from app.catalog.readers import reading
 from app.context import Context
 from app.errors import (
     BackupNotFoundError,
@@ -88,7 +89,30 @@ def import_export(
 ) -> ImportReport:
     """Restore the logical export `selector` into the empty database at `target_dsn`. Everything that
     can be checked is checked before the target is written: the export, its chunks and packs, the
-    target's emptiness, the programs."""
+    target's emptiness, the programs. Registered as a running reader while it runs (garbage collection
+    keeps the packs it may have located: docs/GC.md)."""
+    with reading(ctx.sessions, ctx.catalog_write_lock, "import", selector):
+        return _import_export(
+            ctx,
+            selector,
+            target_dsn,
+            source=source,
+            no_privileges=no_privileges,
+            progress=progress,
+            actor=actor,
+        )
+
+
+def _import_export(
+    ctx: Context,
+    selector: str,
+    target_dsn: str,
+    *,
+    source: str | None,
+    no_privileges: bool,
+    progress: Progress | None,
+    actor: str | None,
+) -> ImportReport:
     repo = ctx.repository
     backup, source_name = resolve_export(ctx, selector, source)
     if backup.type != LOGICAL_TYPE:
