@@ -61,6 +61,38 @@ def list_segments(session: Session, source_id: int, since: datetime | None = Non
     return list(session.scalars(query.order_by(WalSegment.timeline, WalSegment.name)))
 
 
+def segments_from(session: Session, source_id: int, first_segno: int) -> list[Any]:
+    """The source's WAL segment rows from segment number `first_segno` on (every timeline), by timeline
+    then name, as rows of the columns recovery planning reads (name, timeline, segno, size, stored_size,
+    written_at): what a recovery from a base backup starting there can use, not the whole archive."""
+    query = (
+        select(
+            WalSegment.name,
+            WalSegment.timeline,
+            WalSegment.segno,
+            WalSegment.size,
+            WalSegment.stored_size,
+            WalSegment.written_at,
+        )
+        .where(
+            WalSegment.source_id == source_id,
+            WalSegment.kind == names.SEGMENT,
+            WalSegment.segno.is_not(None),
+            WalSegment.segno >= first_segno,
+        )
+        .order_by(WalSegment.timeline, WalSegment.name)
+    )
+    return list(session.execute(query).all())
+
+
+def history_names(session: Session, source_id: int) -> list[tuple[str, int]]:
+    """(name, timeline) of the source's archived timeline history files."""
+    query = select(WalSegment.name, WalSegment.timeline).where(
+        WalSegment.source_id == source_id, WalSegment.kind == names.HISTORY
+    )
+    return [(row.name, row.timeline) for row in session.execute(query.order_by(WalSegment.timeline))]
+
+
 def record_segment(session: Session, source_id: int, record: WalRecord) -> WalSegment:
     """Insert the row for a durable object and advance the source's archive, in the caller's transaction.
 

@@ -26,11 +26,11 @@ from app.pitr import server
 from app.pitr.configure import chown_tree, configure, tablespaces_of
 from app.pitr.history import parse_history
 from app.pitr.options import RecoveryOptions, RecoveryResult
-from app.pitr.plan import ArchivedSegment, BaseBackup, RecoveryPlan, make_plan
+from app.pitr.plan import ArchivedSegment, BaseBackup, RecoveryPlan, choose_backup, make_plan
 from app.pitr.target import RecoveryTarget
 from app.pitr.watch import start_and_watch
 from app.restore.engine import check_backup_data, restore_backup
-from app.wal import lsn, names, segment
+from app.wal import lsn, segment
 
 __all__ = ["RecoveryOptions", "RecoveryResult", "check_wal", "plan_recovery", "recover"]
 
@@ -70,33 +70,36 @@ def plan_recovery(
                 if state == "complete" and b.pg_stop_lsn is not None
             ]
         backups = [_base_backup(row) for row in rows]
-        wal_rows = catalog_wal.list_segments(session, source.id)
+        history_files = catalog_wal.history_names(session, source.id)
         archive = catalog_wal.get_archive(session, source.id)
+        source_id = source.id
     segment_size = archive.segment_size if archive else None
     if segment_size is None:
         raise RecoveryError(
             f"source {source_name} has no archived WAL",
             hint="set archive_command = 'equisplit-dr wal push %p --source NAME' on the server",
         )
-    segments = [
-        ArchivedSegment(r.name, r.timeline, r.segno, r.size, r.stored_size, r.written_at)
-        for r in wal_rows
-        if r.kind == names.SEGMENT and r.segno is not None
-    ]
     histories: dict[int, list[tuple[int, int]]] = {}
-    for row in wal_rows:
-        if row.kind != names.HISTORY:
-            continue
+    for name, timeline in history_files:
         try:
-            data = segment.read(ctx.repository, source_name, row.name)[1]
+            data = segment.read(ctx.repository, source_name, name)[1]
         except (ObjectNotFoundError, IntegrityError) as exc:
             raise RecoveryError(
-                f"timeline history {row.name} of source {source_name} cannot be read from storage",
+                f"timeline history {name} of source {source_name} cannot be read from storage",
                 detail=exc.message,
                 hint="restore it from a replica; recovery cannot follow timelines without it",
             ) from None
-        histories[row.timeline] = parse_history(row.timeline, data.decode(errors="replace"))
-    return make_plan(source_name, target, backups, segments, histories, segment_size, backup_id=backup_id)
+        histories[timeline] = parse_history(timeline, data.decode(errors="replace"))
+    # The backup first, then only the WAL from its start on: the archive may keep far more (retention
+    # keeps WAL back to the oldest backup), and planning holds what recovery from this backup can use.
+    backup = choose_backup(target, backups, histories, backup_id)
+    with ctx.sessions() as session:
+        wal_rows = catalog_wal.segments_from(session, source_id, lsn.segno_of(backup.start_lsn, segment_size))
+    segments = [
+        ArchivedSegment(r.name, r.timeline, r.segno, r.size, r.stored_size, r.written_at) for r in wal_rows
+    ]
+    del wal_rows
+    return make_plan(source_name, target, [backup], segments, histories, segment_size, backup_id=backup.id)
 
 
 def _base_backup(row: Backup) -> BaseBackup:
@@ -243,7 +246,12 @@ def _warn_erasures_pending(ctx: Context, source: str, result: RecoveryResult) ->
     with ctx.sessions() as session:
         pending = erasures_of(session, source)
     if pending:
-        result.erasures = {"where": str(result.target_dir), "applied": [], "failed": [], "pending": [e["id"] for e in pending]}
+        result.erasures = {
+            "where": str(result.target_dir),
+            "applied": [],
+            "failed": [],
+            "pending": [e["id"] for e in pending],
+        }
         warning = (
             f"{len(pending)} erasure request(s) NOT re-applied: the server was not started; recover with --start "
             "(which re-applies them before handing the server back), or apply each `gdpr list` SQL before use"
