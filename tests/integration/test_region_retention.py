@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,10 +27,11 @@ from app.retention.apply import apply_plan
 from app.retention.plan import plan_retention
 from app.storage import open_storage
 from app.system import BackupSystem
+from tests.integration.test_replication_pitr import cluster  # noqa: F401
 from tests.integration.test_replication_s3 import region_bucket  # noqa: F401
 from tests.support.cli import cli_env_for, run_cli
-from tests.support.pgarchive import SOURCE, Archive
-from tests.support.pgcluster import PgCluster
+from tests.support.pgarchive import SOURCE, Archive, write_fetch_script
+from tests.support.pgcluster import PgCluster, RecoveryArea, chown_to_postgres, free_port
 from tests.support.s3server import TEST_REGION, RestartableS3Server, s3_client, second_s3_endpoint  # noqa: F401
 from tests.support.system import Factory
 from tests.support.trees import assert_same_tree, make_tree
@@ -397,3 +399,50 @@ def test_wal_is_thinned_in_each_region_by_its_own_window(
         assert sum(e.detail["count"] for e in audited) == len(west.names)
     finally:
         ctx.close()
+
+
+@pytest.mark.slow
+def test_dr_recover_from_a_region_starts_from_a_base_backup_only_that_region_keeps(
+    archive: Archive,
+    cluster: PgCluster,  # noqa: F811
+    recovery_area: RecoveryArea,
+) -> None:
+    archive.env.update(
+        {k.upper(): str(v) for k, v in ONLY_NEWEST.items()},
+        BACKUP_PITR_WINDOW_DAYS="1",
+        BACKUP_REGION_RETENTION=f"{REGION}:minimum=5,pitr_window_days=30",
+    )
+    cluster.sql("CREATE TABLE marks (id serial PRIMARY KEY, note text)")
+    first = json.loads(archive.cli("backup", "run", "--source", SOURCE, "--type", "full", "--json").stdout)
+    cluster.sql("INSERT INTO marks (note) VALUES ('after the first')")
+    cluster.wait_archived(cluster.switch_wal())
+    second = json.loads(archive.cli("backup", "run", "--source", SOURCE, "--type", "full", "--json").stdout)
+    archive.cli("backup", "run", "--source", SOURCE, "--type", "full", "--json")  # the newest
+    with archive.ctx.sessions() as session:  # ten and five days old: both before the primary's 1-day window
+        for backup_id, days in ((first["id"], 10), (second["id"], 5)):
+            row = session.get(Backup, backup_id)
+            assert row is not None and row.pg_started_at is not None and row.pg_stopped_at is not None
+            shift = timedelta(days=days)
+            row.started_at, row.pg_started_at = row.started_at - shift, row.pg_started_at - shift
+            row.pg_stopped_at = row.pg_stopped_at - shift
+        stop_lsn = session.get(Backup, first["id"]).pg_stop_lsn  # type: ignore[union-attr]
+        session.commit()
+    archive.cli("replication", "run")
+    applied = json.loads(archive.cli("retention", "apply", "--confirm", "--json").stdout)["applied"]
+    assert applied["deleted"] == [first["id"]] and applied["region_deleted"] == {REGION: []}
+
+    cluster.stop("fast")
+    shutil.rmtree(archive.home / "repo")  # the primary is gone
+    chown_to_postgres(archive.home)
+    port = free_port()
+    fetch = write_fetch_script(recovery_area.base / "fetch.sh")
+    assert stop_lsn is not None
+    proc = archive.cli(
+        "dr", "recover", "--source", SOURCE, "--lsn", stop_lsn, "--target", str(recovery_area.new_dir()),
+        "--start", "--port", str(port), "--restore-command", fetch, "--from-region", REGION, "--json",
+        ok=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["success"] and result["plan"]["backup"]["id"] == first["id"]
+    assert recovery_area.sql(port, "SELECT count(*) FROM marks") == [(0,)]  # as it was at its end
