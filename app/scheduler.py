@@ -79,8 +79,9 @@ class BackupScheduler:
                 )
             return rows
 
-    def job_logs(self, since: datetime) -> list[dict[str, Any]]:
-        """The audit trail since `since`: who did what, with each failure's error."""
+    def job_logs(self, since: datetime, *, audited: bool = True) -> list[dict[str, Any]]:
+        """The audit trail since `since`: who did what, with each failure's error. Audited as
+        `data.accessed` unless `audited` is False (the caller records it once the trail verified)."""
         with self.context.sessions() as session:
             entries = session.scalars(
                 select(AuditEntry).where(AuditEntry.at >= since).order_by(AuditEntry.id)
@@ -96,8 +97,12 @@ class BackupScheduler:
                 }
                 for e in entries
             ]
-        record_access(self.context, "audit_log", "audit trail", since=clock.iso(since), entries=len(rows))
+        if audited:
+            self.record_logs_access(since, len(rows))
         return rows
+
+    def record_logs_access(self, since: datetime, entries: int) -> None:
+        record_access(self.context, "audit_log", "audit trail", since=clock.iso(since), entries=entries)
 
     def cancel_job(self, job_id: str, actor: str | None = None) -> dict[str, Any]:
         from app.backup.finalize import fail_backup

@@ -39,10 +39,12 @@ def open_system(region: str | None = None, *, audited: bool = True) -> Any:
     return system
 
 
-def open_scheduler() -> Any:
+def open_scheduler(*, audited: bool = True) -> Any:
+    """A BackupScheduler on the environment's settings; `audited` as for `open_system`."""
     from app.scheduler import BackupScheduler
     from app.settings import load_settings
 
     scheduler = BackupScheduler(load_settings())
-    scheduler.context.process = "cli"
+    if audited:
+        scheduler.context.process = "cli"
     return scheduler

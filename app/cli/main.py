@@ -259,10 +259,15 @@ def backup_logs(
     """The audit trail: who did what, when, with each failure's error."""
     from app.timespec import parse_since
 
-    with _scheduler() as scheduler:
-        rows = scheduler.job_logs(parse_since(last))
-    with _system() as system:
-        check = system.verify_audit_trail(need_anchor=False)
+    # Nothing is appended to a trail that does not verify (not even this read, nor the configuration):
+    # a truncated trail must stay a prefix of the anchored one for `catalog rebuild` to extend it.
+    with _scheduler(audited=False) as scheduler:
+        since = parse_since(last)
+        rows = scheduler.job_logs(since, audited=False)
+        with _system(audited=False) as system:
+            check = system.verify_audit_trail(need_anchor=False)
+        if check.ok:
+            scheduler.record_logs_access(since, len(rows))
     # Entries from the first bad one on are not verified; a truncated trail leaves none verified.
     first_bad = check.problem.entry_id if check.problem and check.problem.kind not in ("truncated", "rewritten") else None
     for r in rows:

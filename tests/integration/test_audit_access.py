@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.catalog.db import make_engine
 from app.catalog.models import AuditEntry
@@ -52,3 +53,31 @@ def test_show_files_logs_and_a_dry_run_are_audited_as_data_access(tmp_path: Path
         ("carol", backup_id, "restore plan"),
     ]
     assert rows[1][2]["entries"] >= 4 and rows[3][2]["files"] >= 4
+
+
+def test_reading_a_truncated_trail_appends_nothing_so_rebuild_can_bring_it_back(tmp_path: Path) -> None:
+    env = cli_env_for(tmp_path / "home")
+    src = make_tree(tmp_path / "src", big_mib=0, small=2)
+    for args in (("init",), ("source", "add", "docs", "--path", str(src)), ("audit", "anchor")):
+        run_cli(env, *args, ok=True)
+    url = f"sqlite:///{tmp_path / 'home' / 'catalog.sqlite3'}"
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:  # the newest entries deleted behind the anchor's back
+            conn.execute(text("DROP TRIGGER audit_log_no_delete"))
+            conn.execute(text("DELETE FROM audit_log WHERE id > 1"))
+    finally:
+        engine.dispose()
+    env["BACKUP_RETENTION_DAILY"] = "9"  # a changed configuration is not recorded on such a trail either
+    logs = run_cli(env, "backup", "logs", "--json", ok=True)
+    assert "UNVERIFIED audit trail" in logs.stderr
+    assert run_cli(env, "audit", "verify").returncode == 18
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM audit_log")) == 1
+    finally:
+        engine.dispose()
+    rebuilt = run_cli(env, "catalog", "rebuild", "--json", ok=True)
+    assert json.loads(rebuilt.stdout)["audit"]["restored"] >= 2
+    assert run_cli(env, "audit", "verify").returncode == 0
