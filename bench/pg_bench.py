@@ -943,6 +943,9 @@ def benchmark(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         phases[tool.key] = run_phase(tool, cluster, servers, work, args, loaded["per_client"],
                                      segments_dir if tool is ours else None)
 
+    if len(tools) > 1 and args.alternate:
+        alternate_restores(tools, phases, work, args)
+
     log("\n=== equisplit-dr alone: `wal push` latency, and PITR from S3 ===")
     segments = sorted(segments_dir.iterdir())[: args.push_segments]
     if not segments:
@@ -988,6 +991,39 @@ def benchmark(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
 
     cluster.stop()
     return {"phases": phases, "loaded": loaded, "work": work}
+
+
+def alternate_restores(tools: list[Any], phases: dict[str, Phase], work: Path, args: argparse.Namespace) -> None:
+    """Restores of each tool's incremental backup in alternating order (A B, B A, ...), after both
+    phases, so each pair runs under the same load of a shared machine; the ratio of each pair is kept
+    (`restore_pairs`), and the median of them is the figure to trust when others load the machine."""
+    log(f"\n=== restores of each tool's incremental, {args.alternate} rounds in alternating order ===")
+    area = work / "restores-alternating"
+    area.mkdir()
+    chown_to_postgres(area)
+    ours, theirs = tools[-1], tools[0]
+    pairs: list[dict[str, float]] = []
+    for r in range(args.alternate):
+        got: dict[str, Timed] = {}
+        for tool in (tools if r % 2 == 0 else tools[::-1]):
+            target = area / f"{tool.key}{r + 1}"
+            sync()
+            if args.quiet_wait:
+                wait_for_quiet(args.quiet_wait)
+            timed, _ = tool.restore(target)
+            got[tool.key] = timed
+            log(f"  {tool.name:<13} restore, round {r + 1:<8} {timed.wall:7.2f} s wall, {timed.cpu:6.2f} s CPU "
+                f"(others {timed.others:.2f} cores)")
+            shutil.rmtree(target)
+        a, b = got[ours.key], got[theirs.key]
+        pairs.append({"wall_ratio": b.wall / a.wall, "cpu_ratio": b.cpu / a.cpu if a.cpu else 0.0,
+                      "ours_wall": a.wall, "theirs_wall": b.wall, "ours_cpu": a.cpu, "theirs_cpu": b.cpu,
+                      "others": (a.others + b.others) / 2})
+    phases[ours.key].figures["restore_pairs"] = pairs
+    log(f"  paired restore ratios ({theirs.name} / {ours.name}, > 1: ours faster): wall "
+        f"{[round(p['wall_ratio'], 2) for p in pairs]}, median {statistics.median(p['wall_ratio'] for p in pairs):.2f}x;"
+        f" CPU {[round(p['cpu_ratio'], 2) for p in pairs]}, median "
+        f"{statistics.median(p['cpu_ratio'] for p in pairs):.2f}x")
 
 
 def report(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -1052,7 +1088,8 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     loaded = data["loaded"]
     summary: dict[str, Any] = {"scale": args.scale, "random_mb": args.random_mb,
                                "pgbench_transactions_per_client": loaded["per_client"],
-                               "database_bytes": loaded["database_bytes"], "metrics": {}}
+                               "database_bytes": loaded["database_bytes"], "metrics": {},
+                               "restore_pairs": ours.figures.get("restore_pairs")}
     log("\n" + "=" * 112)
     log(f"RESULTS  pgbench scale {args.scale} + {args.random_mb} MB random bytes: database "
         f"{loaded['database_bytes'] / MB:.1f} MB; MB = 10^6 bytes; ratio > 1 means equisplit-dr is better")
@@ -1129,6 +1166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pgbackrest", action="store_true", help="measure equisplit-dr alone")
     parser.add_argument("--pgbackrest-cipher", action="store_true",
                         help="encrypt pgBackRest's repository too (aes-256-cbc), as ours always is")
+    parser.add_argument("--alternate", type=int, default=2,
+                        help="after both phases, this many rounds of restores in alternating order (0: none)")
     parser.add_argument("--no-pgbackrest-block", action="store_true",
                         help="pgBackRest without block incremental (by default on where its version has it)")
     parser.add_argument("--no-s3", action="store_true", help="skip the PITR from S3 (moto)")
