@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from app.settings import Settings
 
 #: What the fork server imports before forking workers: everything a worker runs.
-PRELOAD = ["app.backup.procpool", "app.restore.procpool", "app.forkserver_exit"]
+PRELOAD = ["app.forkserver_process", "app.backup.procpool", "app.restore.procpool"]
 #: ... and, for a job whose storage is S3, boto3 with S3's service model loaded (app/storage/s3_preload.py).
 S3_PRELOAD = "app.storage.s3_preload"
 #: A worker adds to the shared progress counter once it has this many bytes to report (it is locked).
@@ -131,8 +131,7 @@ def context(storage_url: str | None = None) -> ForkServerContext:
     whose `storage_url` is S3 also loads boto3 and S3's model (S3_PRELOAD); one already running stays
     as it was started."""
     s3 = storage_url is not None and storage_url.lower().startswith("s3:")
-    # (S3_PRELOAD before PRELOAD's last, app/forkserver_exit.py, which must come last)
-    _CONTEXT.set_forkserver_preload([*PRELOAD[:-1], S3_PRELOAD, PRELOAD[-1]] if s3 else PRELOAD)
+    _CONTEXT.set_forkserver_preload([*PRELOAD, S3_PRELOAD] if s3 else PRELOAD)
     return _CONTEXT
 
 

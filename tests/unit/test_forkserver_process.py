@@ -1,4 +1,4 @@
-"""A job's fork server ends at once when the job stops it (app/forkserver_exit.py): no tear-down of
+"""A job's fork server ends at once when the job stops it (app/forkserver_process.py): no tear-down of
 what it imported, its exit status kept, and nothing it wrote lost."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from app import forkserver
 #: A module-level object whose finalizer runs only in an interpreter's tear-down.
 SCRIPT = """
 import sys
-import app.forkserver_exit
+import app.forkserver_process
 
 class TornDown:
     def __del__(self):
@@ -43,9 +43,9 @@ def test_an_error_keeps_its_exit_status_and_traceback() -> None:
     assert "OSError: the listener broke" in done.stderr
 
 
-def test_the_fork_server_loads_it_last() -> None:
+def test_the_fork_server_loads_it_first() -> None:
     for url in (None, "file:///tmp/repo", "s3://bucket/prefix"):
         forkserver.context(url)
         preload = mp_forkserver._forkserver._preload_modules  # type: ignore[attr-defined]
-        assert preload[-1] == "app.forkserver_exit"
-        assert preload.count("app.forkserver_exit") == 1
+        assert preload[0] == "app.forkserver_process"  # its thresholds hold for the imports after it
+        assert preload.count("app.forkserver_process") == 1
