@@ -115,7 +115,9 @@ def _run_prepared(
         elif prepared.units:
             _run_units_here(ctx, prepared, tracker)
         hooks.finish(
-            ctx, prepared.backup_id, lambda: new_writer(ctx, prepared.backup_id, prepared.storage_class)
+            ctx,
+            prepared.backup_id,
+            lambda: new_writer(ctx, prepared.backup_id, prepared.storage_class, tier=prepared.tier),
         )
         result = finalize_backup(ctx, prepared.backup_id, actor=actor, plan=prepared.plan)
     except BaseException as exc:
@@ -144,7 +146,7 @@ def _run_units_in_processes(
 
 def _run_units_here(ctx: Context, prepared: PreparedBackup, tracker: _Progress) -> None:
     """Every unit in this process, on one shared thread pool and pack writer."""
-    writer = new_writer(ctx, prepared.backup_id, prepared.storage_class)
+    writer = new_writer(ctx, prepared.backup_id, prepared.storage_class, tier=prepared.tier)
     try:
         with (
             ThreadPoolExecutor(ctx.settings.worker_threads, thread_name_prefix="backup-read") as files,

@@ -22,6 +22,7 @@ from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Pack, Source
 from app.context import Context
 from app.errors import BackupFailedError, EquisplitError, JobCancelledError
+from app.repo.format import Tier
 
 #: Unit results read at once by finalize.
 OUTPUT_READERS = 4
@@ -105,7 +106,8 @@ def finalize_backup(
     # Never complete while naming a pack storage lost: such files leave this manifest (named as
     # errors) and their packs the index, so the next backup reads and stores them again.
     pack_check = PackCheck(repo.storage)
-    refs = check_entries(ctx, entries, pack_check, backup_id=backup_id)
+    tier = plan.get("tier", Tier.STANDARD)
+    refs = check_entries(ctx, entries, pack_check, backup_id=backup_id, tier=tier)
     if not refs.sound:
         forget_packs(ctx, refs.missing_packs, backup_id=backup_id, files_of=refs.files_of, actor=actor)
         entries = [e for e in entries if e["path"] not in refs.broken]
@@ -153,6 +155,7 @@ def finalize_backup(
         "finished_at": clock.iso(finished),
         "key_id": repo.keyring.current_key_id.hex(),
         "storage_class": plan["storage_class"],
+        "tier": tier,
         "stats": stats,
         "errors": errors,
         "warnings": warnings,

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 
 from app.catalog import chunks
 from app.context import Context
+from app.repo.format import Tier
 
 #: Ids kept as known; ~200 bytes each in CPython (the string and its LRU entry): ~13 MiB at most.
 CACHE_IDS = 1 << 16
@@ -86,30 +87,31 @@ _lock = threading.Lock()
 _cached: dict[str, KnownChunks] = {}
 
 
-def catalog_lookup(ctx: Context) -> Lookup:
-    """Ask the catalog's chunk index, on a pooled connection held only for the statement (returned
-    to the pool with a rollback, so no snapshot outlives the lookup)."""
+def catalog_lookup(ctx: Context, tier: str = Tier.STANDARD) -> Lookup:
+    """Ask the catalog's chunk index about copies of `tier`, on a pooled connection held only for the
+    statement (returned to the pool with a rollback, so no snapshot outlives the lookup)."""
     engine = ctx.engine
 
     def lookup(chunk_ids: list[str]) -> set[str]:
         connection = engine.raw_connection()
         try:
-            return chunks.present_in(connection, engine.dialect.name, chunk_ids)
+            return chunks.present_in(connection, engine.dialect.name, chunk_ids, tier)
         finally:
             connection.close()
 
     return lookup
 
 
-def known_for(ctx: Context, backup_id: str) -> KnownChunks:
-    """The known chunks for `backup_id`, shared by the units of this process."""
+def known_for(ctx: Context, backup_id: str, tier: str = Tier.STANDARD) -> KnownChunks:
+    """The known chunks for `backup_id` (whose file chunks are of `tier`), shared by the units of this
+    process."""
     with _lock:
         found = _cached.get(backup_id)
         if found is None:
             for old in _cached.values():
                 old.clear()
             _cached.clear()  # one backup at a time is kept: a worker moves on to the next backup
-            found = _cached[backup_id] = KnownChunks(catalog_lookup(ctx))
+            found = _cached[backup_id] = KnownChunks(catalog_lookup(ctx, tier))
         return found
 
 

@@ -25,7 +25,7 @@ from app.catalog.db import transaction
 from app.catalog.models import Chunk, GcCandidate, Pack
 from app.context import Context
 from app.errors import ObjectNotFoundError
-from app.repo.format import Kind
+from app.repo.format import Kind, Tier
 from app.storage.base import Storage
 
 #: Stats in flight at once: S3 answers a HEAD in milliseconds, so latency, not bandwidth, bounds it.
@@ -71,14 +71,19 @@ class ReferenceCheck:
 
 
 def check_entries(
-    ctx: Context, entries: Sequence[dict[str, Any]], check: PackCheck, *, backup_id: str | None = None
+    ctx: Context,
+    entries: Sequence[dict[str, Any]],
+    check: PackCheck,
+    *,
+    backup_id: str | None = None,
+    tier: str = Tier.STANDARD,
 ) -> ReferenceCheck:
-    """Find the packs that hold the chunks the file entries name and stat them (except those
-    `backup_id` wrote: durable and indexed a moment ago); name each file that references a chunk the
-    index does not know or a pack storage does not hold."""
+    """Find the packs of `tier` (the backup's) that hold the chunks the file entries name and stat them
+    (except those `backup_id` wrote: durable and indexed a moment ago); name each file that references
+    a chunk the index holds no copy of in that tier, or a pack storage does not hold."""
     wanted = list({c for e in entries if e.get("type") == "file" for c in e.get("chunks", ())})
     with ctx.sessions() as session:
-        packs, found = _packs_of(session, wanted)
+        packs, found = _packs_of(session, wanted, tier)
         if backup_id is not None:
             packs -= _written_by(session, packs, backup_id)
     result = ReferenceCheck(packs_checked=len(packs))
@@ -86,13 +91,13 @@ def check_entries(
     if not result.missing_packs and found == len(wanted):
         return result  # the usual case: no chunk-by-chunk lookup needed
     with ctx.sessions() as session:
-        where = {chunk_id: loc.pack_id for chunk_id, loc in locate(session, wanted).items()}
+        where = {chunk_id: loc.pack_id for chunk_id, loc in locate(session, wanted, tier).items()}
     unknown = set(wanted) - set(where)
     if unknown:
         # Garbage collection takes a candidate pack's chunks out of the index while the pack stays in
         # storage until its sweep; a backup that loaded the index earlier may use them, and the sweep
         # gives the pack back to the index once a manifest names them (docs/GC.md section 2).
-        marked = _in_gc_candidates(ctx, unknown)
+        marked = _in_gc_candidates(ctx, unknown, tier)
         where.update(marked)
         result.missing_packs |= check.missing(set(marked.values()))
     for e in entries:
@@ -110,11 +115,16 @@ def check_entries(
     return result
 
 
-def _in_gc_candidates(ctx: Context, chunk_ids: set[str]) -> dict[str, str]:
-    """chunk id -> pack, for the `chunk_ids` that a pack marked by garbage collection holds (read from
-    the packs' own indexes; a pack storage no longer holds is skipped: its chunks stay unknown)."""
+def _in_gc_candidates(ctx: Context, chunk_ids: set[str], tier: str) -> dict[str, str]:
+    """chunk id -> pack, for the `chunk_ids` that a pack of `tier` marked by garbage collection holds
+    (read from the packs' own indexes; a pack storage no longer holds is skipped: its chunks stay
+    unknown)."""
     with ctx.sessions() as session:
-        candidates = list(session.scalars(select(GcCandidate.pack_id)))
+        candidates = list(
+            session.scalars(
+                select(GcCandidate.pack_id).join(Pack, Pack.id == GcCandidate.pack_id).where(Pack.tier == tier)
+            )
+        )
     found: dict[str, str] = {}
     for pack_id in candidates:
         try:
@@ -129,10 +139,10 @@ def _in_gc_candidates(ctx: Context, chunk_ids: set[str]) -> dict[str, str]:
     return found
 
 
-def _packs_of(session: Session, chunk_ids: list[str]) -> tuple[set[str], int]:
-    """The distinct packs holding `chunk_ids` and how many of the ids the index knows
-    (`chunks.packs_holding`: a row per pack, not per chunk)."""
-    return packs_holding(session.connection(), chunk_ids)
+def _packs_of(session: Session, chunk_ids: list[str], tier: str) -> tuple[set[str], int]:
+    """The distinct packs of `tier` holding `chunk_ids` and how many of the ids the index holds a copy
+    of in that tier (`chunks.packs_holding`: a row per pack, not per chunk)."""
+    return packs_holding(session.connection(), chunk_ids, tier)
 
 
 def _written_by(session: Session, pack_ids: set[str], backup_id: str) -> set[str]:

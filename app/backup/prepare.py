@@ -15,11 +15,19 @@ from app.backup.hooks import SourceHooks, hooks_for, load_source
 from app.backup.plan import Parent, plan_reads, split_units, unit_bytes_for
 from app.backup.reconcile import reconcile
 from app.catalog import jobs, locks
-from app.catalog.backups import BACKUP_TYPES, FULL_TYPES, latest_backup, new_backup_id
+from app.catalog.backups import (
+    BACKUP_TYPES,
+    FULL_TYPES,
+    STANDARD_FULL_TYPES,
+    STANDARD_TYPES,
+    latest_backup,
+    new_backup_id,
+)
 from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Job
 from app.context import Context
 from app.errors import ConfigurationError
+from app.repo.format import Tier
 from app.sources.watch import SizeWatch
 
 #: Lease of a backup run in one process (renewed by a heartbeat) and of one spread over a cluster
@@ -46,6 +54,8 @@ class PreparedBackup:
     unit_sizes: list[int] = field(default_factory=list)
     files_to_read: int = 0
     plan: dict[str, Any] | None = None
+    #: The tier of the packs it writes and dedups against (docs/ARCHIVE.md): cold for an archive.
+    tier: str = Tier.STANDARD
 
 
 def lease_name(source: str) -> str:
@@ -57,7 +67,8 @@ def _parent_for(ctx: Context, source_id: int, backup_type: str) -> tuple[str, Ba
     if backup_type in FULL_TYPES:
         return backup_type, None
     with ctx.sessions() as session:
-        types = FULL_TYPES if backup_type == "differential" else BACKUP_TYPES
+        # Never an archive: its chunks are cold copies, which a standard backup must not reference.
+        types = STANDARD_FULL_TYPES if backup_type == "differential" else STANDARD_TYPES
         parent = latest_backup(session, source_id, types)
     return (backup_type, parent) if parent is not None else ("full", None)
 
@@ -134,6 +145,7 @@ def prepare_backup(
             if actual_type == "archive" and repo.storage.capabilities.storage_classes
             else None
         )
+        tier = Tier.COLD if actual_type == "archive" else Tier.STANDARD
         with transaction(ctx.sessions) as session:
             session.add(
                 Backup(
@@ -175,6 +187,7 @@ def prepare_backup(
                     {
                         "root": str(root),
                         "storage_class": storage_class,
+                        "tier": tier,
                         "read": walk.read,
                         "entries": [item.to_json() for item in unit.items],
                     },
@@ -192,6 +205,7 @@ def prepare_backup(
             "parent": parent.id if parent else None,
             "started_at": clock.iso(started),
             "storage_class": storage_class,
+            "tier": tier,
             "units": len(units),
             "files_reused": reused,
             "checksum": checksum,
@@ -247,4 +261,5 @@ def prepare_backup(
         [u.bytes for u in units],
         len(to_read),
         plan_doc if keep_plan else None,
+        tier=tier,
     )

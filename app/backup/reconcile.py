@@ -32,7 +32,7 @@ from app.catalog.db import transaction
 from app.catalog.models import Backup, Job, Lock
 from app.context import Context
 from app.errors import IntegrityError, ObjectNotFoundError
-from app.repo.format import Kind
+from app.repo.format import Kind, tier_of
 from app.storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def _verified_manifest(ctx: Context, backup_id: str) -> tuple[dict[str, Any] | N
         doc = repo.read_manifest(backup_id)
     except (IntegrityError, ObjectNotFoundError) as exc:  # damaged or gone; any other error: ask again later
         return None, f"its manifest cannot be read: {exc.message}"
-    refs = check_entries(ctx, doc["entries"], PackCheck(repo.storage))
+    refs = check_entries(ctx, doc["entries"], PackCheck(repo.storage), tier=tier_of(doc["backup"]))
     if not refs.sound:
         path, reason = next(iter(sorted(refs.broken.items())))
         return (

@@ -30,6 +30,7 @@ from app.catalog.db import transaction
 from app.catalog.models import Backup, BackupUnit, Job, Source
 from app.context import Context
 from app.errors import BackupFailedError, JobCancelledError
+from app.repo.format import Tier
 from app.sources.confined import VANISHED, ChangedUnderWalk, Seen, SourceRoot
 from app.sources.files import Entry
 
@@ -54,27 +55,34 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def pack_recorder(ctx: Context, backup_id: str) -> PackRecorder:
-    """Index each pack once durable, attributing it to the backup that stored it."""
+def pack_recorder(ctx: Context, backup_id: str, tier: str = Tier.STANDARD) -> PackRecorder:
+    """Index each pack of `tier` once durable, attributing it to the backup that stored it."""
 
     def record(pack_id: str, size: int, entries: Any) -> None:
         with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
-            chunks.record_pack(session, pack_id, size, entries, backup_id)
+            chunks.record_pack(session, pack_id, size, entries, backup_id, tier)
 
     return record
 
 
 def new_writer(
-    ctx: Context, backup_id: str, storage_class: str | None, claim: Callable[[str], bool] | None = None
+    ctx: Context,
+    backup_id: str,
+    storage_class: str | None,
+    claim: Callable[[str], bool] | None = None,
+    *,
+    tier: str = Tier.STANDARD,
 ) -> ChunkWriter:
+    """The writer of a backup's file chunks: it dedups against, and writes, packs of `tier` alone."""
     s = ctx.settings
     return ChunkWriter(
         ctx.repository,
-        known.known_for(ctx, backup_id),
-        pack_recorder(ctx, backup_id),
+        known.known_for(ctx, backup_id, tier),
+        pack_recorder(ctx, backup_id, tier),
         level=s.backup_compression_level if s.backup_compression else None,
         storage_class=storage_class,
         claim=claim,
+        tier=tier,
     )
 
 
@@ -243,7 +251,9 @@ def _run_claimed(
     # what the walk saw of each file, to notice one replaced since (app/backup/plan.py, Item)
     seen = [Seen(e.get("device", 0), e.get("inode", 0)) for e in doc["entries"]]
     own_writer = writer is None
-    writer = writer or new_writer(ctx, backup_id, doc.get("storage_class"), claim)
+    writer = writer or new_writer(
+        ctx, backup_id, doc.get("storage_class"), claim, tier=doc.get("tier", Tier.STANDARD)
+    )
     cancel = _CancelWatch(ctx, backup_id)
     errors: list[dict[str, str]] = []
     warnings: list[dict[str, str]] = []

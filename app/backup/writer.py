@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app.backup.known import KnownChunks
+from app.repo.format import Tier
 from app.repo.pack import PackBuilder, PackEntry
 from app.repo.repository import Repository
 
@@ -45,6 +46,7 @@ class ChunkWriter:
         max_pending_packs: int = 4,
         storage_class: str | None = None,
         claim: Callable[[str], bool] | None = None,
+        tier: str = Tier.STANDARD,
     ) -> None:
         self._repo = repo
         self._known = known
@@ -55,6 +57,7 @@ class ChunkWriter:
         self._record = record
         self._level = level
         self._storage_class = storage_class
+        self._tier = tier
         self._lock = threading.Lock()
         self._builder = PackBuilder()
         self._pool = ThreadPoolExecutor(upload_threads, thread_name_prefix="pack-upload")
@@ -116,7 +119,7 @@ class ChunkWriter:
     def _upload(self, builder: PackBuilder) -> None:
         try:
             pack_id = secrets.token_hex(32)
-            data = self._repo.finish_pack(pack_id, builder)
+            data = self._repo.finish_pack(pack_id, builder, self._tier)
             self._repo.put_pack(pack_id, data, self._storage_class)
             self._record(pack_id, len(data), builder.entries)
             stored = [entry.chunk_id for entry in builder.entries]

@@ -19,6 +19,9 @@ BACKUP_TYPES = ("full", "incremental", "differential", "archive")
 LOGICAL_TYPE = "logical"
 #: Types that read every file, so a differential can use them as its base.
 FULL_TYPES = ("full", "archive")
+#: The parents a standard backup may compare against: never an archive (docs/ARCHIVE.md).
+STANDARD_TYPES = ("full", "incremental", "differential")
+STANDARD_FULL_TYPES = ("full",)
 USABLE_STATES = ("complete", "partial")
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app import clock
 from app.catalog.models import Chunk, Pack
+from app.repo.format import Tier
 from app.repo.pack import PackEntry
 
 _BATCH = 2000
@@ -41,13 +42,17 @@ def _insert_ignoring_duplicates(session: Session, table: Any) -> Insert:
 LOOKUP_BATCH = 900
 
 
-def present_chunk_ids(connection: Connection, chunk_ids: Iterable[str]) -> set[str]:
-    """Which of `chunk_ids` the index holds: one primary-key lookup per LOOKUP_BATCH ids, so the cost
-    grows with the ids asked about, never with the index."""
-    return present_in(connection.connection.dbapi_connection, connection.dialect.name, chunk_ids)
+def present_chunk_ids(
+    connection: Connection, chunk_ids: Iterable[str], tier: str = Tier.STANDARD
+) -> set[str]:
+    """Which of `chunk_ids` the index holds a copy of in `tier`: one primary-key lookup per
+    LOOKUP_BATCH ids, so the cost grows with the ids asked about, never with the index."""
+    return present_in(connection.connection.dbapi_connection, connection.dialect.name, chunk_ids, tier)
 
 
-def present_in(dbapi_connection: Any, dialect: str, chunk_ids: Iterable[str]) -> set[str]:
+def present_in(
+    dbapi_connection: Any, dialect: str, chunk_ids: Iterable[str], tier: str = Tier.STANDARD
+) -> set[str]:
     """`present_chunk_ids` on a DB-API connection: a dedup lookup runs for every batch a writer cuts,
     and SQLAlchemy's statement machinery cost more than the lookup itself (~0.3 ms against ~0.05 ms)."""
     wanted = list(dict.fromkeys(chunk_ids))
@@ -56,7 +61,7 @@ def present_in(dbapi_connection: Any, dialect: str, chunk_ids: Iterable[str]) ->
     try:
         for start in range(0, len(wanted), LOOKUP_BATCH):
             batch = wanted[start : start + LOOKUP_BATCH]
-            cursor.execute(_present_statement(dialect, len(batch)), tuple(batch))
+            cursor.execute(_present_statement(dialect, len(batch)), (*batch, tier))
             found.update(row[0] for row in cursor.fetchall())
     finally:
         cursor.close()
@@ -66,7 +71,7 @@ def present_in(dbapi_connection: Any, dialect: str, chunk_ids: Iterable[str]) ->
 @functools.lru_cache(maxsize=64)
 def _present_statement(dialect: str, count: int) -> str:
     mark = "%s" if dialect == "postgresql" else "?"
-    return f"SELECT id FROM {Chunk.__tablename__} WHERE id IN ({', '.join([mark] * count)})"
+    return f"SELECT id FROM {Chunk.__tablename__} WHERE id IN ({', '.join([mark] * count)}) AND tier = {mark}"
 
 
 #: Ids per `packs_holding` statement on PostgreSQL: one array parameter (`= ANY(%s)`), which the server
@@ -74,8 +79,11 @@ def _present_statement(dialect: str, count: int) -> str:
 PG_PACKS_BATCH = 5000
 
 
-def packs_holding(connection: Connection, chunk_ids: Sequence[str]) -> tuple[set[str], int]:
-    """The distinct packs holding `chunk_ids` and how many of the ids the index knows: one grouped
+def packs_holding(
+    connection: Connection, chunk_ids: Sequence[str], tier: str = Tier.STANDARD
+) -> tuple[set[str], int]:
+    """The distinct packs of `tier` holding `chunk_ids` and how many of the ids the index holds a copy
+    of in that tier: one grouped
     query per batch (a row per pack, not per chunk), on the DB-API connection: SQLAlchemy spent more
     time binding a few thousand ids than the statement took (finalize's pack check, on the serial path
     of a cluster backup)."""
@@ -89,9 +97,9 @@ def packs_holding(connection: Connection, chunk_ids: Sequence[str]) -> tuple[set
         for start in range(0, len(chunk_ids), step):
             batch = list(chunk_ids[start : start + step])
             if postgres:
-                cursor.execute(_PG_PACKS, (batch,))
+                cursor.execute(_PG_PACKS, (batch, tier))
             else:
-                cursor.execute(_sqlite_packs_statement(len(batch)), batch)
+                cursor.execute(_sqlite_packs_statement(len(batch)), (*batch, tier))
             for pack_id, count in cursor.fetchall():
                 packs.add(pack_id)
                 found += int(count)
@@ -100,26 +108,37 @@ def packs_holding(connection: Connection, chunk_ids: Sequence[str]) -> tuple[set
     return packs, found
 
 
-_PG_PACKS = f"SELECT pack_id, count(*) FROM {Chunk.__tablename__} WHERE id = ANY(%s) GROUP BY pack_id"
+_PG_PACKS = f"SELECT pack_id, count(*) FROM {Chunk.__tablename__} WHERE id = ANY(%s) AND tier = %s GROUP BY pack_id"
 
 
 @functools.lru_cache(maxsize=64)
 def _sqlite_packs_statement(count: int) -> str:
-    return f"SELECT pack_id, count(*) FROM {Chunk.__tablename__} WHERE id IN ({', '.join('?' * count)}) GROUP BY pack_id"
+    marks = ", ".join("?" * count)
+    return f"SELECT pack_id, count(*) FROM {Chunk.__tablename__} WHERE id IN ({marks}) AND tier = ? GROUP BY pack_id"
 
 
 def record_pack(
-    session: Session, pack_id: str, size: int, entries: Sequence[PackEntry], backup_id: str | None
+    session: Session,
+    pack_id: str,
+    size: int,
+    entries: Sequence[PackEntry],
+    backup_id: str | None,
+    tier: str = Tier.STANDARD,
 ) -> None:
-    """Index a durable pack and its chunks; a chunk already indexed elsewhere keeps its first pack."""
-    record_packs(session, [(pack_id, size, entries)], backup_id)
+    """Index a durable pack of `tier` and its chunks; a chunk already indexed in that tier keeps its
+    first pack."""
+    record_packs(session, [(pack_id, size, entries)], backup_id, tier)
 
 
 def record_packs(
-    session: Session, packs: Sequence[tuple[str, int, Sequence[PackEntry]]], backup_id: str | None
+    session: Session,
+    packs: Sequence[tuple[str, int, Sequence[PackEntry]]],
+    backup_id: str | None,
+    tier: str = Tier.STANDARD,
 ) -> None:
-    """`record_pack` of several packs in one insert of pack rows and one per _BATCH chunk rows: a
-    catalog rebuild indexes packs by the thousand, and two statements a pack cost more than the rows."""
+    """`record_pack` of several packs of one tier in one insert of pack rows and one per _BATCH chunk
+    rows: a catalog rebuild indexes packs by the thousand, and two statements a pack cost more than the
+    rows."""
     if not packs:
         return
     now = clock.now()
@@ -132,6 +151,7 @@ def record_packs(
                 "chunk_count": len(entries),
                 "backup_id": backup_id,
                 "created_at": now,
+                "tier": tier,
             }
             for pack_id, size, entries in packs
         ],
@@ -143,6 +163,7 @@ def record_packs(
             "offset": e.offset,
             "length": e.length,
             "raw_length": e.raw_length,
+            "tier": tier,
         }
         for pack_id, _size, entries in packs
         for e in entries
@@ -152,15 +173,17 @@ def record_packs(
         session.execute(stmt, rows[start : start + _BATCH])
 
 
-def locate(session: Session, chunk_ids: Iterable[str]) -> dict[str, ChunkLocation]:
-    """Where each chunk is; ids the index does not know are absent from the result."""
+def locate(
+    session: Session, chunk_ids: Iterable[str], tier: str = Tier.STANDARD
+) -> dict[str, ChunkLocation]:
+    """Where each chunk's copy of `tier` is; ids the index holds no such copy of are absent."""
     wanted = list(dict.fromkeys(chunk_ids))
     found: dict[str, ChunkLocation] = {}
     for start in range(0, len(wanted), _BATCH):
         batch = wanted[start : start + _BATCH]
         for row in session.execute(
             select(Chunk.id, Chunk.pack_id, Chunk.offset, Chunk.length, Chunk.raw_length).where(
-                Chunk.id.in_(batch)
+                Chunk.id.in_(batch), Chunk.tier == tier
             )
         ):
             found[row.id] = ChunkLocation(row.pack_id, row.offset, row.length, row.raw_length)

@@ -73,13 +73,20 @@ class Pack(Base):
     chunk_count: Mapped[int] = mapped_column(Integer)
     backup_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime]
+    #: standard | cold (docs/ARCHIVE.md): the tier of every chunk copy it holds; says its index's type.
+    tier: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
 
 
 class Chunk(Base):
+    """One copy of a chunk: at most one per tier (docs/ARCHIVE.md), in a pack of that tier."""
+
     __tablename__ = "chunks"
     __table_args__ = (Index("ix_chunks_pack", "pack_id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tier: Mapped[str] = mapped_column(
+        String(16), primary_key=True, default="standard", server_default="standard"
+    )
     pack_id: Mapped[str] = mapped_column(ForeignKey("packs.id"))
     offset: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)

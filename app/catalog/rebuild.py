@@ -25,7 +25,7 @@ from app.catalog.backups import record_postgres
 from app.catalog.db import migrate, sqlite_path
 from app.catalog.models import Backup, Chunk, Job, Pack, Source
 from app.catalog.rebuild_wal import rebuild_wal_index
-from app.repo.format import Kind
+from app.repo.format import TIERS, Kind
 from app.repo.pack import PackEntry
 from app.repo.repository import Repository
 from app.storage import ObjectInfo
@@ -95,16 +95,16 @@ def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
     session.execute(delete(Pack))
     unreadable: list[str] = []
     n_packs = n_chunks = 0
-    batch: list[tuple[str, int, Sequence[PackEntry]]] = []
+    # Batches by tier: a pack's index says its tier (docs/FORMAT.md section 5).
+    batches: dict[str, list[tuple[str, int, Sequence[PackEntry]]]] = {tier: [] for tier in TIERS}
     rows = 0
-    for info, entries in pack_indexes(repo, unreadable):
-        batch.append((info.name, info.size, entries))
+    for info, entries, tier in pack_indexes(repo, unreadable):
+        batches[tier].append((info.name, info.size, entries))
         rows += len(entries)
-        if len(batch) >= INSERT_PACKS or rows >= INSERT_CHUNKS:
-            chunks.record_packs(session, batch, None)
-            n_packs, n_chunks, batch, rows = n_packs + len(batch), n_chunks + rows, [], 0
-    chunks.record_packs(session, batch, None)
-    n_packs, n_chunks = n_packs + len(batch), n_chunks + rows
+        if sum(map(len, batches.values())) >= INSERT_PACKS or rows >= INSERT_CHUNKS:
+            n_packs, n_chunks = n_packs + _record(session, batches), n_chunks + rows
+            rows = 0
+    n_packs, n_chunks = n_packs + _record(session, batches), n_chunks + rows
     n_backups = created = n_jobs = 0
     for root in repo.storage.list(Kind.MANIFESTS):  # in name order (the storage contract), streamed
         backup_id = root.name
@@ -135,23 +135,36 @@ def rebuild_catalog(session: Session, repo: Repository) -> RebuildReport:
     return RebuildReport(n_packs, n_chunks, n_backups, created + wal_sources, unreadable, n_jobs, n_wal)
 
 
-def pack_indexes(repo: Repository, unreadable: list[str]) -> Iterator[tuple[ObjectInfo, list[PackEntry]]]:
+def _record(session: Session, batches: dict[str, list[tuple[str, int, Sequence[PackEntry]]]]) -> int:
+    """Index the packs of `batches` (per tier) and empty them; returns how many packs."""
+    done = 0
+    for tier, batch in batches.items():
+        chunks.record_packs(session, batch, None, tier)
+        done += len(batch)
+        batch.clear()
+    return done
+
+
+def pack_indexes(
+    repo: Repository, unreadable: list[str]
+) -> Iterator[tuple[ObjectInfo, list[PackEntry], str]]:
     """Every pack's index, in listing order, READ_AHEAD of them read at once: the listing is streamed and
     memory holds READ_AHEAD indexes, whatever the repository's size. A pack whose index cannot be read
-    is named in `unreadable` and skipped (a damaged pack must not stop the rebuild of the rest)."""
-    window: deque[tuple[ObjectInfo, Future[list[PackEntry]]]] = deque()
+    is named in `unreadable` and skipped (a damaged pack must not stop the rebuild of the rest). Each
+    comes with its tier, which its index's type says."""
+    window: deque[tuple[ObjectInfo, Future[tuple[list[PackEntry], str]]]] = deque()
 
-    def take() -> tuple[ObjectInfo, list[PackEntry]] | None:
+    def take() -> tuple[ObjectInfo, list[PackEntry], str] | None:
         info, future = window.popleft()
         try:
-            return info, future.result()
+            return info, *future.result()
         except Exception as exc:
             unreadable.append(f"pack {info.name}: {exc}")
             return None
 
     with ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="rebuild-read") as pool:
         for info in repo.list_packs():
-            window.append((info, pool.submit(repo.read_pack_index, info.name, info.size)))
+            window.append((info, pool.submit(repo.read_pack_index_tier, info.name, info.size)))
             if len(window) >= READ_AHEAD and (done := take()) is not None:
                 yield done
         while window:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 REGION_CHUNKS = "gc_region_chunks"
 REGION_ROOTS = "gc_region_roots"
-_chunks = table(REGION_CHUNKS, column("chunk_id"))
+_chunks = table(REGION_CHUNKS, column("chunk_id"), column("tier"))
 _roots = table(REGION_ROOTS, column("pack_id"))
 _BATCH = 500
 
@@ -134,7 +134,7 @@ def _dead_packs(session: Session, region: str, cutoff: datetime) -> list[tuple[s
     it names, older than `cutoff`, and not a candidate of the primary's collection (that one decides)."""
     live_in_pack = (
         select(Chunk.id)
-        .join(_chunks, _chunks.c.chunk_id == Chunk.id)
+        .join(_chunks, (_chunks.c.chunk_id == Chunk.id) & (_chunks.c.tier == Chunk.tier))
         .where(Chunk.pack_id == Pack.id)
         .exists()
     )

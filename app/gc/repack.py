@@ -22,12 +22,14 @@ from app.errors import EquisplitError, IntegrityError
 from app.gc import blockers
 from app.gc.live import LIVE_CHUNKS, ROOT_PACKS
 from app.repo.crypto import check_header
-from app.repo.format import PACK_TRAILER, Kind, ObjectType
+from app.repo.format import PACK_TRAILER, Kind, ObjectType, Tier
 from app.repo.pack import PackBuilder, parse_trailer
 
 log = logging.getLogger(__name__)
 
-_live = table(LIVE_CHUNKS, column("chunk_id"))
+_live = table(LIVE_CHUNKS, column("chunk_id"), column("tier"))
+#: Only standard packs are repacked: a cold one is not read back (a retrieval), docs/ARCHIVE.md.
+_is_live = (_live.c.chunk_id == Chunk.id) & (_live.c.tier == Chunk.tier)
 _roots = table(ROOT_PACKS, column("pack_id"))
 REASON = "repacked"
 
@@ -92,10 +94,11 @@ def choose(session: Session, cutoff: datetime, threshold: float, max_unused: flo
     query = (
         select(Pack.id, Pack.size, Pack.chunk_count, live_bytes.label("live"), func.count().label("n"))
         .join(Chunk, Chunk.pack_id == Pack.id)
-        .join(_live, _live.c.chunk_id == Chunk.id)
+        .join(_live, _is_live)
         .outerjoin(Backup, Backup.id == Pack.backup_id)
         .where(
             Pack.created_at < cutoff,
+            Pack.tier == Tier.STANDARD,
             Backup.storage_class.is_(None),
             ~select(_roots.c.pack_id).where(_roots.c.pack_id == Pack.id).exists(),
             ~select(GcCandidate.pack_id).where(GcCandidate.pack_id == Pack.id).exists(),
@@ -192,7 +195,7 @@ def _copy_live(ctx: Context, session: Session, sparse: SparsePack, builder: Pack
     rows = list(
         session.execute(
             select(Chunk.id, Chunk.offset, Chunk.length, Chunk.raw_length)
-            .join(_live, _live.c.chunk_id == Chunk.id)
+            .join(_live, _is_live)
             .where(Chunk.pack_id == sparse.pack_id)
             .order_by(Chunk.offset)
         )

@@ -27,12 +27,12 @@ from app.gc.region_live import gather_regional
 from app.gc.region_sweep import sweep_regions
 from app.gc.regions import delete_many_everywhere, not_yet_copied
 from app.gc.repack import RepackReport, repack
-from app.repo.format import Kind
+from app.repo.format import TIERS, Kind, Tier
 from app.repo.pack import PackEntry
 
 log = logging.getLogger(__name__)
 
-_live = table(LIVE_CHUNKS, column("chunk_id"))
+_live = table(LIVE_CHUNKS, column("chunk_id"), column("tier"))
 _roots = table(ROOT_PACKS, column("pack_id"))
 _BATCH = 500
 _READERS = 8  # candidates' indexes read from storage at once
@@ -175,28 +175,30 @@ def _sweep(
         for start in range(0, len(ready), _BATCH):
             batch = ready[start : start + _BATCH]
             indexes = list(pool.map(lambda c: _read_index(ctx, c.pack_id, c.size), batch))
-            ids = [e.chunk_id for entries in indexes if not isinstance(entries, str) for e in entries]
-            live = set(_live_among(session, ids))
-            where = chunks.locate(session, live)
+            ids = [e.chunk_id for index in indexes if not isinstance(index, str) for e in index[0]]
+            live = _live_among(session, ids)
+            # Live and located in each pack's own tier: a cold copy never stands in for a standard one.
+            where = {tier: chunks.locate(session, [c for c, t in live if t == tier], tier) for tier in TIERS}
             rooted = _rooted(session, [c.pack_id for c in batch])
             doomed: list[tuple[str, dict[str, Any]]] = []
-            for cand, entries in zip(batch, indexes, strict=True):
-                if isinstance(entries, str):  # its chunk ids cannot be known: never delete it blind
-                    report.problems.append(f"pack {cand.pack_id} kept: its index cannot be read ({entries})")
+            for cand, index in zip(batch, indexes, strict=True):
+                if isinstance(index, str):  # its chunk ids cannot be known: never delete it blind
+                    report.problems.append(f"pack {cand.pack_id} kept: its index cannot be read ({index})")
                     report.waiting += 1
                     continue
-                verdict = _judge(ctx, session, report, cand, entries, live, where, rooted, present, lease, actor)
+                verdict = _judge(ctx, session, report, cand, index, live, where, rooted, present, lease, actor)
                 if verdict is not None:
                     doomed.append(verdict)
             _delete_packs(ctx, session, doomed, report, lease, actor)
 
 
-def _read_index(ctx: Context, pack_id: str, size: int) -> list[PackEntry] | str:
-    """A candidate's own index (empty if the pack is gone already), or why it cannot be read."""
+def _read_index(ctx: Context, pack_id: str, size: int) -> tuple[list[PackEntry], str] | str:
+    """A candidate's own index and tier (no entries if the pack is gone already), or why it cannot be
+    read."""
     try:
-        return ctx.repository.read_pack_index(pack_id, size)
+        return ctx.repository.read_pack_index_tier(pack_id, size)
     except ObjectNotFoundError:
-        return []
+        return [], Tier.STANDARD
     except EquisplitError as exc:
         return exc.message
 
@@ -211,9 +213,9 @@ def _judge(
     session: Session,
     report: GcReport,
     cand: Row[Any],
-    entries: list[PackEntry],
-    live: set[str],
-    where: dict[str, chunks.ChunkLocation],
+    index: tuple[list[PackEntry], str],
+    live: set[tuple[str, str]],
+    where_by_tier: dict[str, dict[str, chunks.ChunkLocation]],
     rooted: set[str],
     present: dict[str, bool],
     lease: Lease | None,
@@ -221,8 +223,11 @@ def _judge(
 ) -> tuple[str, dict[str, Any]] | None:
     """Keep a ready candidate waiting, return it to the index, or doom it (returned, for deletion)."""
     # A live chunk of its index is needed from it unless the chunk index holds it in another pack
-    # storage has (a repacked pack's live chunks were copied; a chunk may be stored twice).
-    live_ids = [e.chunk_id for e in entries if e.chunk_id in live]
+    # storage has (a repacked pack's live chunks were copied; a chunk may be stored twice). Both in the
+    # pack's own tier (its index's type says which).
+    entries, tier = index
+    where = where_by_tier[tier]
+    live_ids = [e.chunk_id for e in entries if (e.chunk_id, tier) in live]
     homeless = [c for c in live_ids if c not in where or where[c].pack_id == cand.pack_id]
     elsewhere = {where[c].pack_id for c in live_ids if c in where and where[c].pack_id != cand.pack_id}
     gone = sorted(p for p in elsewhere if not _present(ctx, p, present))
@@ -244,7 +249,7 @@ def _judge(
         if lease:
             lease.check()
         with ctx.catalog_write_lock:
-            chunks.record_pack(session, cand.pack_id, cand.size, entries, None)
+            chunks.record_pack(session, cand.pack_id, cand.size, entries, None, tier)
             session.execute(delete(GcCandidate).where(GcCandidate.pack_id == cand.pack_id))
             audit.append(
                 session,
@@ -291,19 +296,22 @@ def _delete_packs(
     report.problems.extend(delete_many_everywhere(ctx, Kind.PACKS, ids))
 
 
-def _live_among(session: Session, ids: list[str]) -> list[str]:
-    """The ids of `ids` that are live."""
-    found: list[str] = []
+def _live_among(session: Session, ids: list[str]) -> set[tuple[str, str]]:
+    """(id, tier) of each of `ids` live in a tier."""
+    found: set[tuple[str, str]] = set()
     for start in range(0, len(ids), _BATCH):
         batch = ids[start : start + _BATCH]
-        found.extend(session.scalars(select(_live.c.chunk_id).where(_live.c.chunk_id.in_(batch))))
+        rows = session.execute(select(_live.c.chunk_id, _live.c.tier).where(_live.c.chunk_id.in_(batch)))
+        found.update((chunk_id, tier) for chunk_id, tier in rows)
     return found
 
 
-def _held_elsewhere(session: Session, pack_id: str, live_ids: list[str]) -> tuple[list[str], set[str]]:
-    """The live ids the chunk index places in no other pack than `pack_id`, and the other packs it
-    places the rest in."""
-    where = chunks.locate(session, live_ids)
+def _held_elsewhere(
+    session: Session, pack_id: str, live_ids: list[str], tier: str
+) -> tuple[list[str], set[str]]:
+    """The live ids the chunk index places in no other pack of `tier` than `pack_id`, and the other
+    packs it places the rest in."""
+    where = chunks.locate(session, live_ids, tier)
     homeless = [c for c in live_ids if c not in where or where[c].pack_id == pack_id]
     return homeless, {loc.pack_id for loc in where.values() if loc.pack_id != pack_id}
 
@@ -333,7 +341,10 @@ def _mark(
     not already waiting."""
     now = clock.now()
     live_in_pack = (
-        select(Chunk.id).join(_live, _live.c.chunk_id == Chunk.id).where(Chunk.pack_id == Pack.id).exists()
+        select(Chunk.id)
+        .join(_live, (_live.c.chunk_id == Chunk.id) & (_live.c.tier == Chunk.tier))
+        .where(Chunk.pack_id == Pack.id)
+        .exists()
     )
     query = select(Pack.id, Pack.size, Pack.chunk_count).where(
         Pack.created_at < cutoff,

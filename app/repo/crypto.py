@@ -23,6 +23,7 @@ from app.repo.format import (
 
 _NAMES = {
     ObjectType.PACK_INDEX: "index of pack",
+    ObjectType.COLD_PACK_INDEX: "index of cold pack",
     ObjectType.UNIT_RESULT: "unit result",
     ObjectType.WAL_SEGMENT: "wal segment",
 }

@@ -33,6 +33,8 @@ class ObjectType(IntEnum):
     WAL_SEGMENT = 5
     UNIT_RESULT = 6
     AUDIT_ANCHOR = 7
+    #: The index of a cold-tier pack (docs/ARCHIVE.md): same layout as PACK_INDEX; the type says the tier.
+    COLD_PACK_INDEX = 8
 
 
 class Kind:
@@ -45,3 +47,22 @@ class Kind:
     UNITS = "units"
     AUDIT = "audit"
     WAL = "wal"
+
+
+class Tier:
+    """The tier of a pack and of the chunk copies it holds (docs/ARCHIVE.md). A backup of one tier
+    dedups only against copies of its own tier; an archive backup's file chunks are cold."""
+
+    STANDARD = "standard"
+    COLD = "cold"
+
+
+TIERS = (Tier.STANDARD, Tier.COLD)
+#: The sealed index type of each tier's packs (docs/FORMAT.md section 5).
+PACK_INDEX_TYPES = {Tier.STANDARD: ObjectType.PACK_INDEX, Tier.COLD: ObjectType.COLD_PACK_INDEX}
+
+
+def tier_of(header: dict[str, object]) -> str:
+    """The tier a manifest's header gives its file chunks; a header without one (written before tiers,
+    archives included) is standard."""
+    return Tier.COLD if header.get("tier") == Tier.COLD else Tier.STANDARD

@@ -14,7 +14,7 @@ from app.repo import codecs, manifest
 from app.repo.cache import MetadataCache
 from app.repo.chunker import Chunker, ChunkerParams, ChunkIds
 from app.repo.crypto import check_header, describe, envelope_key_id
-from app.repo.format import FORMAT_VERSION, PACK_TRAILER, Kind, ObjectType
+from app.repo.format import FORMAT_VERSION, PACK_INDEX_TYPES, PACK_TRAILER, Kind, ObjectType, Tier
 from app.repo.jsondoc import dump_json, load_json
 from app.repo.keys import Keyring, MasterKey
 from app.repo.pack import PackBuilder, PackEntry, parse_index, parse_trailer
@@ -225,9 +225,10 @@ class Repository:
             raise IntegrityError(f"chunk {chunk_id} does not hash to its id")
         return data
 
-    def finish_pack(self, pack_id: str, builder: PackBuilder) -> bytes:
+    def finish_pack(self, pack_id: str, builder: PackBuilder, tier: str = Tier.STANDARD) -> bytes:
+        """The pack's bytes; its sealed index's type names its tier (docs/FORMAT.md section 5)."""
         index = self.keyring.current.seal(
-            ObjectType.PACK_INDEX, pack_id, codecs.encode(builder.index_plaintext(), 3, probe=False)
+            PACK_INDEX_TYPES[tier], pack_id, codecs.encode(builder.index_plaintext(), 3, probe=False)
         )
         return builder.finish(index)
 
@@ -239,6 +240,10 @@ class Repository:
 
     def read_pack_index(self, pack_id: str, size: int | None = None) -> list[PackEntry]:
         """The entries of a pack, read from its tail alone."""
+        return self.read_pack_index_tier(pack_id, size)[0]
+
+    def read_pack_index_tier(self, pack_id: str, size: int | None = None) -> tuple[list[PackEntry], str]:
+        """The entries and the tier of a pack, read from its tail alone."""
         if size is None:
             info = self.storage.stat(Kind.PACKS, pack_id)
             if info is None:
@@ -250,14 +255,19 @@ class Repository:
         start = size - PACK_TRAILER - index_len
         if start < 0:
             raise IntegrityError(f"pack {pack_id}: index length {index_len} exceeds the pack")
-        return self.open_pack_index(pack_id, self.storage.get(Kind.PACKS, pack_id, start, index_len))
+        return self.open_pack_index_tier(pack_id, self.storage.get(Kind.PACKS, pack_id, start, index_len))
 
     def open_pack_index(self, pack_id: str, sealed: bytes | memoryview) -> list[PackEntry]:
         """The entries of a pack's sealed index (the envelope between its blobs and its trailer)."""
+        return self.open_pack_index_tier(pack_id, sealed)[0]
+
+    def open_pack_index_tier(self, pack_id: str, sealed: bytes | memoryview) -> tuple[list[PackEntry], str]:
+        """`open_pack_index` and the pack's tier, which the index's (authenticated) type says."""
+        tier = Tier.COLD if len(sealed) > 5 and sealed[5] == ObjectType.COLD_PACK_INDEX else Tier.STANDARD
         plain = codecs.decode(
-            self._open_sealed(sealed, ObjectType.PACK_INDEX, pack_id), f"pack {pack_id} index"
+            self._open_sealed(sealed, PACK_INDEX_TYPES[tier], pack_id), f"pack {pack_id} index"
         )
-        return parse_index(plain, pack_id)
+        return parse_index(plain, pack_id), tier
 
     def list_packs(self) -> Iterator[ObjectInfo]:
         return self.storage.list(Kind.PACKS)

@@ -25,6 +25,7 @@ from app.errors import (
     ObjectNotFoundError,
     RestoreTargetError,
 )
+from app.repo.format import tier_of
 from app.repo.pack import coalesce
 from app.repo.repository import Repository
 from app.restore import metadata
@@ -177,8 +178,8 @@ class Restorer:
 
     def plan(self, entries: list[dict[str, Any]]) -> tuple[RestorePlan, dict[str, chunks.ChunkLocation]]:
         wanted = {c for e in entries if e["type"] == "file" for c in e["chunks"]}
-        with self.ctx.sessions() as session:
-            where = chunks.locate(session, wanted)
+        with self.ctx.sessions() as session:  # an archive reads its own (cold) copies: docs/ARCHIVE.md
+            where = chunks.locate(session, wanted, tier_of(self.manifest["backup"]))
         plan = RestorePlan(
             self.backup.id,
             self.source,

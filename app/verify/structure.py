@@ -13,7 +13,7 @@ from app.catalog import chunks as chunk_index
 from app.catalog.models import Backup
 from app.errors import EquisplitError
 from app.repo import manifest
-from app.repo.format import Kind
+from app.repo.format import Kind, tier_of
 from app.repo.repository import Repository
 from app.verify.problems import CHUNK_UNKNOWN, MANIFEST, WAL_MISSING, Problem
 from app.wal import names
@@ -42,14 +42,15 @@ def check_structure(
     check.packs.update(c.pack_id for c in manifest.root_chunks(root))
     unknown: dict[str, Problem] = {}
     wanted: dict[str, list[str]] = {}
+    tier = tier_of(root["backup"])  # an archive's file chunks are its cold copies (docs/ARCHIVE.md)
     for path, ids in manifest.file_chunks(entries):
         check.chunks += len(ids)
         for chunk_id in ids:
             wanted.setdefault(chunk_id, []).append(path)
         if len(wanted) >= _LOCATE_BATCH:
-            _locate(sessions, wanted, check, unknown)
+            _locate(sessions, wanted, check, unknown, tier)
             wanted = {}
-    _locate(sessions, wanted, check, unknown)
+    _locate(sessions, wanted, check, unknown, tier)
     check.problems.extend(unknown.values())
     check.problems.extend(_missing_wal(repo, root["backup"], source))
     return check
@@ -60,11 +61,12 @@ def _locate(
     wanted: dict[str, list[str]],
     check: BackupCheck,
     unknown: dict[str, Problem],
+    tier: str,
 ) -> None:
     if not wanted:
         return
     with sessions() as session:
-        where = chunk_index.locate(session, wanted)
+        where = chunk_index.locate(session, wanted, tier)
     check.packs.update(loc.pack_id for loc in where.values())
     for chunk_id, paths in wanted.items():
         if chunk_id in where:

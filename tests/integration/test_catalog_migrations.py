@@ -127,3 +127,31 @@ def test_offline_mode_emits_the_schema_as_sql(engine: Engine) -> None:
     for table in MODEL_TABLES:
         assert f"CREATE TABLE {table} " in sql
     assert table_names(engine) == set()
+
+
+def test_tiers_migration_keeps_the_chunk_index_and_downgrades_to_one_copy(engine: Engine) -> None:
+    """0012_tiers: every indexed chunk becomes a standard copy; a cold copy of the same id can then be
+    indexed beside it; a downgrade keeps the standard copy (docs/ARCHIVE.md)."""
+    config = alembic_config(engine)
+    command.upgrade(config, "0011_region_retention")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO packs (id, size, chunk_count, created_at) VALUES ('p1', 10, 1, :at), "
+                "('p2', 10, 1, :at)"
+            ),
+            {"at": "2026-12-05 00:00:00"},
+        )
+        conn.execute(text("INSERT INTO chunks VALUES ('c1', 'p1', 0, 10, 20)"))
+
+    command.upgrade(config, "head")
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT id, tier FROM chunks")).all() == [("c1", "standard")]
+        assert conn.execute(text("SELECT DISTINCT tier FROM packs")).all() == [("standard",)]
+        conn.execute(text("UPDATE packs SET tier = 'cold' WHERE id = 'p2'"))
+        conn.execute(text("INSERT INTO chunks VALUES ('c1', 'p2', 0, 10, 20, 'cold')"))
+    assert schema_differences(engine) == []
+
+    command.downgrade(config, "0011_region_retention")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, pack_id FROM chunks")).all() == [("c1", "p1")]

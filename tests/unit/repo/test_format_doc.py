@@ -133,11 +133,12 @@ def test_type_ids_match_object_type() -> None:
         "wal segment": ObjectType.WAL_SEGMENT,
         "unit result": ObjectType.UNIT_RESULT,
         "audit anchor": ObjectType.AUDIT_ANCHOR,
+        "cold pack index": ObjectType.COLD_PACK_INDEX,
     }
     rows = table_with("3", ["type id", "name", "object id"])
     documented = {name: int(type_id) for type_id, name, _ in rows}
     assert documented == {name: int(member) for name, member in by_doc_name.items()}
-    assert sorted(documented.values()) == [1, 2, 3, 4, 5, 6, 7]
+    assert sorted(documented.values()) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert set(ObjectType) == set(by_doc_name.values()), "every type in the code is documented"
 
 
