@@ -200,6 +200,13 @@ class ApprovalError(EquisplitError):
     exit_code = 19
 
 
+class ThawPendingError(StorageError):
+    """Packs in an archive storage class (GLACIER, DEEP_ARCHIVE) are not readable yet: their restore
+    (thaw) was requested, or requests are off, and did not finish in time (docs/ARCHIVE.md)."""
+
+    exit_code = 23
+
+
 class ErasureError(EquisplitError):
     """An erasure request could not be re-applied to a restored copy: it may still hold erased data."""
 

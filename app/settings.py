@@ -91,8 +91,21 @@ class Settings(BaseSettings):
     #: ... once the walk finds this many bytes to read; below it, threads in the backup's own process.
     backup_processes_min_bytes: int = Field(default=64 << 20, ge=0)
     backup_unit_bytes: int = Field(default=256 << 20, ge=1 << 20)
-    #: Archive backups go to this S3 storage class: instant retrieval, so a restore needs no thaw first.
-    backup_archive_storage_class: str = Field(default="GLACIER_IR", pattern="^[A-Z_]+$")
+    #: Archive backups' file chunks go to this S3 storage class (docs/ARCHIVE.md). GLACIER_IR reads at
+    #: once; GLACIER and DEEP_ARCHIVE cost less but must be thawed (restored) before a restore reads them.
+    backup_archive_storage_class: str = Field(
+        default="GLACIER_IR",
+        pattern="^(STANDARD|STANDARD_IA|ONEZONE_IA|INTELLIGENT_TIERING|GLACIER_IR|GLACIER|DEEP_ARCHIVE)$",
+    )
+    #: Thawing packs in GLACIER or DEEP_ARCHIVE before a read (docs/ARCHIVE.md): whether to send the
+    #: restore requests (off: only wait for thaws requested by someone else), for how many days the
+    #: readable copy stays, at which retrieval tier, how long to wait (seconds; 0: request and stop), and
+    #: how often to ask.
+    backup_thaw_request: bool = True
+    backup_thaw_days: int = Field(default=7, ge=1, le=365)
+    backup_thaw_tier: str = Field(default="Standard", pattern="^(Expedited|Standard|Bulk)$")
+    backup_thaw_timeout: int = Field(default=900, ge=0)
+    backup_thaw_poll_seconds: float = Field(default=60.0, gt=0)
     backup_on_unreadable: str = Field(default="skip", pattern="^(skip|fail)$")
     #: Directories a restore task from the broker may write under (absolute, comma-separated); none
     #: set: <home>/restores. The CLI and BackupSystem restore wherever their user may write.

@@ -342,6 +342,7 @@ class BackupSystem:
         progress: Progress | None = None,
         within_roots: bool = False,
         approval: int | None = None,
+        request_only: bool = False,
     ) -> RestorePlan:
         """Restore a backup into `target`; `within_roots` (a task from the broker) refuses a target
         outside BACKUP_RESTORE_ROOTS, links resolved, before anything is read or written. With
@@ -350,7 +351,7 @@ class BackupSystem:
             from app.restore.roots import confine
 
             target = confine(target, self.context.settings.restore_roots)
-        if not dry_run:
+        if not dry_run and not request_only:
             self._use_approval("restore", [backup_id, *([source] if source else [])], approval)
         from app.restore.engine import restore_backup
 
@@ -366,6 +367,7 @@ class BackupSystem:
             keep_partial=keep_partial,
             progress=progress,
             actor=self.actor,
+            request_only=request_only,
         )
         if dry_run:  # a dry run shows what the backup holds; a restore audits itself when it ends
             record_access(self.context, plan.backup_id, "restore plan", self.actor, files=plan.files)

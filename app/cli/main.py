@@ -356,10 +356,18 @@ def restore(
     approval: Annotated[
         int | None, typer.Option("--approval", help="A granted approval id (when DR_APPROVAL_REQUIRED has restore).")
     ] = None,
+    request_only: Annotated[
+        bool,
+        typer.Option(
+            "--request-only",
+            help="An archive in GLACIER or DEEP_ARCHIVE: request the thaw of its packs and return; write nothing.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a backup (an id, or `latest` with --source) into a directory."""
-    with _system(from_region) as system, progress_bar("restore", not as_json and not dry_run) as progress:
+    quiet = as_json or dry_run or request_only
+    with _system(from_region) as system, progress_bar("restore", not quiet) as progress:
         plan = system.restore(
             backup_id,
             target,
@@ -371,7 +379,19 @@ def restore(
             keep_partial=keep_partial,
             progress=progress,
             approval=approval,
+            request_only=request_only,
         )
+    if request_only:
+        thaw = plan.thaw or {"packs": 0, "requested": 0, "already_thawing": 0, "pending": []}
+        if as_json:
+            print_json({"backup": plan.backup_id, "thaw": thaw})
+        else:
+            console.print(
+                f"backup {plan.backup_id}: thaw requested for {thaw['requested']} pack(s), "
+                f"{thaw['already_thawing']} already thawing, {len(thaw['pending'])} of {thaw['packs']} "
+                "not readable yet; run the restore again once they are"
+            )
+        return
     summary = {
         "backup": plan.backup_id,
         "source": plan.source,
@@ -387,6 +407,7 @@ def restore(
         "warnings": plan.warnings,
         "skipped": plan.skipped,
         "replaced": plan.replaced,
+        "thaw": plan.thaw,
     }
     if as_json:
         print_json(summary)

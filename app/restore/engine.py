@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from app import forkserver
+from app.archive.thaw import thaw_for_backup
 from app.catalog import audit, backup_regions, chunks, jobs
 from app.catalog.backups import resolve
 from app.catalog.db import transaction
@@ -72,6 +73,8 @@ class RestorePlan:
     replaced: int = 0
     #: Worker processes that wrote the files (1: threads in this process).
     processes: int = 1
+    #: The thaw of its cold packs, for an archive in GLACIER or DEEP_ARCHIVE (docs/ARCHIVE.md).
+    thaw: dict[str, Any] | None = None
 
 
 class _FileState:
@@ -401,6 +404,7 @@ def restore_backup(
     keep_partial: bool = False,
     progress: Callable[[int, int], None] | None = None,
     actor: str | None = None,
+    request_only: bool = False,
 ) -> RestorePlan:
     """Restore `selector` (a backup id or `latest` of `source`) into `target`, registered as a running
     reader while it runs (garbage collection keeps the packs it may have located: docs/GC.md)."""
@@ -419,6 +423,7 @@ def restore_backup(
             keep_partial=keep_partial,
             progress=progress,
             actor=actor,
+            request_only=request_only,
         )
 
 
@@ -435,11 +440,14 @@ def _restore_backup(
     keep_partial: bool = False,
     progress: Callable[[int, int], None] | None = None,
     actor: str | None = None,
+    request_only: bool = False,
 ) -> RestorePlan:
     """Restore `selector` (a backup id or `latest` of `source`) into `target`. Every refusal (an
     unsafe or non-empty target, an entry of another kind in the way) is decided before anything is
     written, and a dry run makes the same ones. A non-empty target needs `overwrite` (replace what
-    the backup holds) or `skip_existing` (restore only what is missing); docs/RESTORE.md."""
+    the backup holds) or `skip_existing` (restore only what is missing); docs/RESTORE.md. An archive in
+    GLACIER or DEEP_ARCHIVE has its packs thawed first (docs/ARCHIVE.md); `request_only` requests the
+    thaw and returns, writing nothing."""
     from app.catalog.sources import get_source
 
     if overwrite and skip_existing:
@@ -491,6 +499,17 @@ def _restore_backup(
     plan.replaced = there if overwrite else 0
     if dry_run:
         check_packs(ctx, entries, where)
+        return plan
+    # Cold packs in a class that must be thawed: requested and waited for before the target is touched.
+    thawed = thaw_for_backup(
+        ctx.storage,
+        ctx.settings,
+        manifest["backup"],
+        {loc.pack_id for loc in where.values()},
+        request_only=request_only,
+    )
+    plan.thaw = thawed.to_json() if thawed else None
+    if request_only:
         return plan
     # Worker processes for a big restore (docs/BACKUP.md, "Using every core"); the fork server starts
     # now, so its imports overlap the job row and the directories.

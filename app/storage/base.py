@@ -66,6 +66,35 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class ThawState:
+    """Whether an object in an archive storage class can be read now (docs/ARCHIVE.md)."""
+
+    #: In a class that must be restored before a read (S3 GLACIER, DEEP_ARCHIVE).
+    frozen: bool
+    #: A restore was requested and is still under way.
+    thawing: bool = False
+
+    @property
+    def readable(self) -> bool:
+        return not self.frozen
+
+
+@runtime_checkable
+class Thawing(Protocol):
+    """What a backend with archive storage classes adds (S3): the thaw state of an object, and a restore
+    request for it. Other backends have nothing to thaw and do not implement it."""
+
+    def thaw_state(self, kind: str, name: str) -> ThawState | None:
+        """None for a missing object."""
+        ...
+
+    def request_thaw(self, kind: str, name: str, days: int, tier: str) -> None:
+        """Ask for a temporary readable copy for `days` days, at retrieval `tier` (Expedited, Standard,
+        Bulk). Harmless for an object already thawing or thawed."""
+        ...
+
+
 def exists(storage: Storage, kind: str, name: str) -> bool:
     """Whether the object is in storage."""
     return storage.stat(kind, name) is not None

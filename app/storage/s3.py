@@ -20,7 +20,7 @@ from botocore.exceptions import (
 )
 
 from app.errors import ConfigurationError, ObjectNotFoundError, StorageError
-from app.storage.base import Capabilities, ObjectInfo, PutOptions
+from app.storage.base import Capabilities, ObjectInfo, PutOptions, ThawState
 from app.storage.local import check_address, check_kind, check_prefix, check_range
 from app.storage.retry import permanent
 from app.storage.url import redact_url
@@ -233,6 +233,39 @@ class S3Storage:
         except BotoCoreError as error:
             raise self._translate(error, "stat", key) from error
         return ObjectInfo(kind, name, int(head["ContentLength"]))
+
+    def thaw_state(self, kind: str, name: str) -> ThawState | None:
+        """From HEAD: the storage class, and the `Restore` header (`ongoing-request="true"` while a
+        restore runs, `"false"` once the temporary copy is readable)."""
+        check_address(kind, name)
+        key = self._key(kind, name)
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if _code(error) in _NOT_FOUND:
+                return None
+            raise self._translate(error, "stat", key) from error
+        except BotoCoreError as error:
+            raise self._translate(error, "stat", key) from error
+        if head.get("StorageClass") not in ARCHIVE_STORAGE_CLASSES:
+            return ThawState(frozen=False)
+        restore = str(head.get("Restore") or "")
+        if 'ongoing-request="false"' in restore:
+            return ThawState(frozen=False)
+        return ThawState(frozen=True, thawing='ongoing-request="true"' in restore)
+
+    def request_thaw(self, kind: str, name: str, days: int, tier: str) -> None:
+        check_address(kind, name)
+        key = self._key(kind, name)
+        request = {"Days": days, "GlacierJobParameters": {"Tier": tier}}
+        try:
+            self._client.restore_object(Bucket=self.bucket, Key=key, RestoreRequest=request)
+        except ClientError as error:
+            # Already under way (409), or a class with nothing to restore: the object is, or will be, readable.
+            if _code(error) not in ("RestoreAlreadyInProgress", "InvalidObjectState"):
+                raise self._translate(error, "restore", key) from error
+        except BotoCoreError as error:
+            raise self._translate(error, "restore", key) from error
 
     def list(self, kind: str, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object of `kind` whose name starts with `prefix`, in name order."""

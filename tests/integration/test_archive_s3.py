@@ -1,0 +1,172 @@
+"""The archive tier on S3 through moto's server (docs/ARCHIVE.md): an archive in DEEP_ARCHIVE after a
+full backup of the same tree holds every file chunk in DEEP_ARCHIVE packs of its own; a restore before
+the thaw fails cleanly naming the frozen packs; request, wait, restore is byte-identical; re-running
+requests nothing again; garbage collection keeps each tier's copies while its backups need them."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from app.archive.thaw import ThawOptions, thaw_packs
+from app.catalog.models import Backup, Chunk
+from app.errors import ThawPendingError
+from app.gc.run import collect_garbage
+from app.repo import manifest
+from app.repo.format import Kind, ObjectType, Tier
+from app.system import BackupSystem
+from tests.support.s3server import s3_client
+from tests.support.system import Factory
+from tests.support.trees import assert_same_tree, make_tree
+
+pytestmark = pytest.mark.s3
+
+COLD = {
+    "backup_archive_storage_class": "DEEP_ARCHIVE",
+    "backup_gc_grace_hours": 0,
+    "backup_thaw_poll_seconds": 0.05,
+}
+
+
+class Bucket:
+    def __init__(self, url: str, endpoint: str) -> None:
+        self.name, _, rest = url[len("s3://") :].partition("/")
+        self.prefix = rest.split("?")[0]
+        self.client: Any = s3_client(endpoint)
+
+    def storage_class(self, kind: str, name: str) -> str:
+        head = self.client.head_object(Bucket=self.name, Key=f"{self.prefix}/{kind}/{name}")
+        return str(head.get("StorageClass", "STANDARD"))
+
+    def thaw(self, pack_id: str) -> None:
+        self.client.restore_object(
+            Bucket=self.name, Key=f"{self.prefix}/packs/{pack_id}", RestoreRequest={"Days": 1}
+        )
+
+    def packs(self) -> set[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.name, Prefix=f"{self.prefix}/packs/"
+        )
+        return {item["Key"].rsplit("/", 1)[-1] for page in pages for item in page.get("Contents", [])}
+
+
+def cold_packs_of(system: BackupSystem, backup_id: str) -> set[str]:
+    entries = system.context.repository.read_manifest(backup_id)["entries"]
+    ids = {c for _, chunk_ids in manifest.file_chunks(entries) for c in chunk_ids}
+    with system.context.sessions() as session:
+        rows = session.scalars(select(Chunk.pack_id).where(Chunk.id.in_(ids), Chunk.tier == Tier.COLD))
+        return set(rows)
+
+
+def delete_backup(system: BackupSystem, backup_id: str) -> None:
+    """What retention does to a backup no rule keeps: its row `deleted`, then its manifest root."""
+    with system.context.sessions() as session:
+        session.execute(update(Backup).where(Backup.id == backup_id).values(state="deleted"))
+        session.commit()
+    system.context.storage.delete(Kind.MANIFESTS, backup_id)
+
+
+def test_deep_archive_restores_after_the_thaw_and_gc_keeps_each_tier(
+    make_system: Factory, s3_bucket_url: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    key = secrets.token_hex(32)
+    home = tmp_path / "home"
+    # Requests off, no wait: what an operator sees before anyone asked for a thaw.
+    system = make_system(home=home, key=key, storage=s3_bucket_url, backup_thaw_request=False,
+                         backup_thaw_timeout=0, **COLD)  # fmt: skip
+    bucket = Bucket(s3_bucket_url, s3_endpoint)
+    src = make_tree(tmp_path / "src", big_mib=2, small=4)
+    system.add_source("docs", src)
+    full = system.create_full_backup("docs")
+    archive = system.create_archive_backup("docs")
+
+    cold = cold_packs_of(system, archive.id)
+    assert cold and {bucket.storage_class(Kind.PACKS, p) for p in cold} == {"DEEP_ARCHIVE"}
+    root = system.context.repository.read_json(Kind.MANIFESTS, archive.id, ObjectType.MANIFEST)
+    own = {c[1] for c in root["entries"]["chunks"]}
+    assert own and not own & cold and {bucket.storage_class(Kind.PACKS, p) for p in own} == {"STANDARD"}
+    assert bucket.storage_class(Kind.MANIFESTS, archive.id) == "STANDARD"
+    assert bucket.storage_class(Kind.KEYS, "keyring") == bucket.storage_class(Kind.CONFIG, "config") == "STANDARD"
+    full_packs = bucket.packs() - cold - own
+    assert full_packs and {bucket.storage_class(Kind.PACKS, p) for p in full_packs} == {"STANDARD"}
+
+    with pytest.raises(ThawPendingError) as refused:
+        system.restore(archive.id, tmp_path / "early")
+    assert refused.value.exit_code == 23
+    assert f"{len(cold)} of {len(cold)} cold pack(s) are not readable yet" in refused.value.message
+    assert "BACKUP_THAW_REQUEST" in (refused.value.hint or "")
+    assert sorted(cold)[0] in (refused.value.detail or "")
+    assert not (tmp_path / "early").exists() or not any((tmp_path / "early").iterdir())
+
+    # --request-only: the requests go out, nothing is written; a second run requests nothing again
+    requesting = make_system(home=home, key=key, storage=s3_bucket_url, init=False, **COLD)
+    first = requesting.restore(archive.id, tmp_path / "out", request_only=True)
+    assert first.thaw is not None and first.thaw["requested"] == len(cold)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    again = requesting.restore(archive.id, tmp_path / "out", request_only=True)
+    assert again.thaw == {**again.thaw, "requested": 0, "pending": []}
+
+    plan = requesting.restore(archive.id, tmp_path / "out")
+    assert plan.thaw is not None and plan.thaw["pending"] == []
+    assert_same_tree(src, tmp_path / "out")
+
+    # GC: the full goes, its standard packs with it; the archive still restores from its own packs
+    delete_backup(requesting, full.id)
+    for _ in range(2):  # mark, then sweep
+        collect_garbage(requesting.context, confirm=True, actor="test")
+    assert not bucket.packs() & full_packs
+    assert cold <= bucket.packs()
+    requesting.restore(archive.id, tmp_path / "again")
+    assert_same_tree(src, tmp_path / "again")
+
+    # and the other way round: a new full, then the archive goes with its cold packs
+    newer = requesting.create_full_backup("docs")
+    delete_backup(requesting, archive.id)
+    for _ in range(2):
+        collect_garbage(requesting.context, confirm=True, actor="test")
+    assert not bucket.packs() & cold
+    assert {bucket.storage_class(Kind.PACKS, p) for p in bucket.packs()} == {"STANDARD"}
+    requesting.restore(newer.id, tmp_path / "full")
+    assert_same_tree(src, tmp_path / "full")
+
+
+def test_the_wait_ends_when_someone_else_thaws_the_packs(
+    make_system: Factory, s3_bucket_url: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """With requests off, the wait polls until the packs are readable (here an operator restores them
+    by hand once the first poll has seen them frozen), reporting progress."""
+    system = make_system(storage=s3_bucket_url, **COLD)
+    bucket = Bucket(s3_bucket_url, s3_endpoint)
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=1, small=2))
+    archive = system.create_archive_backup("docs")
+    cold = sorted(cold_packs_of(system, archive.id))
+    seen: list[tuple[int, int]] = []
+    first_round = threading.Event()
+
+    def progress(readable: int, total: int) -> None:
+        seen.append((readable, total))
+        first_round.set()
+
+    def operator() -> None:
+        first_round.wait(30)
+        for pack_id in cold:
+            bucket.thaw(pack_id)
+
+    hand = threading.Thread(target=operator)
+    hand.start()
+    try:
+        report = thaw_packs(
+            system.context.storage,
+            cold,
+            ThawOptions(request=False, timeout=60, poll_seconds=0.05),
+            progress=progress,
+        )
+    finally:
+        hand.join()
+    assert report.requested == [] and report.pending == []
+    assert seen[0] == (0, len(cold)) and seen[-1] == (len(cold), len(cold))
