@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app import clock
+from app.archive.thaw import ThawOptions, needs_thaw, thaw_packs
 from app.catalog import audit, replicas, verifications
 from app.catalog.backups import USABLE_STATES, get_backup
 from app.catalog.db import transaction
@@ -70,6 +71,9 @@ def _verify_backups(ctx: Context, options: VerifyOptions, *, actor: str | None) 
         missing = [p for p in all_packs if sizes[p] is None]
         present = [p for p in all_packs if sizes[p] is not None]
         to_read = list(dict.fromkeys(choose_packs(options, present, last_ok, clock.now()) + wrong_size))
+        # Cold packs of an archive in GLACIER or DEEP_ARCHIVE are thawed (requested, waited for) first.
+        frozen = {p for (b, _), c in zip(selected, checks, strict=True) if needs_thaw(b.storage_class) for p in c.packs}
+        thaw_packs(repo.storage, [p for p in to_read if p in frozen], ThawOptions.from_settings(ctx.settings))
         to_read += missing  # a missing pack's "read" finds it missing and names its chunks
         pack_checks = _check_packs(ctx, pool, to_read, bandwidth)
     for pack_id in wrong_size:
