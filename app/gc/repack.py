@@ -125,11 +125,11 @@ def choose(session: Session, cutoff: datetime, threshold: float, max_unused: flo
 
 
 def _usage(session: Session) -> tuple[int, int]:
-    """The live bytes (indexed chunks the live set holds) and the stored bytes of every pack that is not
-    a candidate: the repository as it stays."""
+    """The live bytes (indexed chunks the live set holds) and the stored bytes of every standard pack
+    that is not a candidate: the repository as it stays (cold packs are never repacked)."""
     live = (
         select(Chunk.pack_id, func.sum(Chunk.length).label("live"))
-        .join(_live, _live.c.chunk_id == Chunk.id)
+        .join(_live, _is_live)
         .group_by(Chunk.pack_id)
         .subquery()
     )
@@ -137,7 +137,10 @@ def _usage(session: Session) -> tuple[int, int]:
         select(func.coalesce(func.sum(live.c.live), 0), func.coalesce(func.sum(Pack.size), 0))
         .select_from(Pack)
         .outerjoin(live, live.c.pack_id == Pack.id)
-        .where(~select(GcCandidate.pack_id).where(GcCandidate.pack_id == Pack.id).exists())
+        .where(
+            Pack.tier == Tier.STANDARD,
+            ~select(GcCandidate.pack_id).where(GcCandidate.pack_id == Pack.id).exists(),
+        )
     ).one()
     return int(row[0]), int(row[1])
 
