@@ -43,6 +43,9 @@ def test_secondary_regions_map_and_defaults(monkeypatch: pytest.MonkeyPatch, tmp
         ("BACKUP_REPLICATION_INTERVAL", "10"),
         ("BACKUP_SHRINK_WARN_PERCENT", "150"),
         ("BACKUP_SHRINK_WARN_PERCENT", "half"),
+        ("BACKUP_ARCHIVE_STORAGE_CLASS", "SNOW"),
+        ("BACKUP_THAW_TIER", "Fast"),
+        ("BACKUP_THAW_DAYS", "0"),
     ],
 )
 def test_a_malformed_value_names_its_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -120,3 +123,9 @@ def test_a_malformed_region_retention_is_refused_naming_the_variable_and_the_fix
     with pytest.raises(ConfigurationError, match="BACKUP_REGION_RETENTION") as caught:
         load_settings()
     assert says in str(caught.value)
+
+
+@pytest.mark.parametrize("storage_class", ["GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"])
+def test_archive_classes_that_need_a_thaw_are_accepted(monkeypatch: pytest.MonkeyPatch, storage_class: str) -> None:
+    monkeypatch.setenv("BACKUP_ARCHIVE_STORAGE_CLASS", storage_class)
+    assert load_settings().backup_archive_storage_class == storage_class
