@@ -130,10 +130,10 @@ def test_offline_mode_emits_the_schema_as_sql(engine: Engine) -> None:
 
 
 def test_tiers_migration_keeps_the_chunk_index_and_downgrades_to_one_copy(engine: Engine) -> None:
-    """0012_tiers: every indexed chunk becomes a standard copy; a cold copy of the same id can then be
+    """0014_tiers: every indexed chunk becomes a standard copy; a cold copy of the same id can then be
     indexed beside it; a downgrade keeps the standard copy (docs/ARCHIVE.md)."""
     config = alembic_config(engine)
-    command.upgrade(config, "0011_region_retention")
+    command.upgrade(config, "0013_worker_role")
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -152,6 +152,6 @@ def test_tiers_migration_keeps_the_chunk_index_and_downgrades_to_one_copy(engine
         conn.execute(text("INSERT INTO chunks VALUES ('c1', 'p2', 0, 10, 20, 'cold')"))
     assert schema_differences(engine) == []
 
-    command.downgrade(config, "0011_region_retention")
+    command.downgrade(config, "0013_worker_role")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id, pack_id FROM chunks")).all() == [("c1", "p1")]

@@ -1,8 +1,8 @@
 """Tiers (docs/ARCHIVE.md): each pack and each chunk copy is `standard` or `cold`; a chunk may be
 indexed once per tier, so the chunk index's key becomes (id, tier). Every existing row is standard.
 
-Revision ID: 0012_tiers
-Revises: 0011_region_retention
+Revision ID: 0014_tiers
+Revises: 0013_worker_role
 Create Date: 2026-12-05 06:10:00
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012_tiers"
-down_revision: str | Sequence[str] | None = "0011_region_retention"
+revision: str = "0014_tiers"
+down_revision: str | Sequence[str] | None = "0013_worker_role"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
