@@ -5,8 +5,11 @@ TRUNCATE of audit rows even with the append-only triggers dropped."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -63,6 +66,40 @@ def test_a_worker_backs_up_as_the_worker_role_and_cannot_rewrite_the_trail(
         owner.dispose()
     with BackupSystem() as system:
         assert system.verify_audit_trail().ok
+
+
+def _worker_config_rows(engine: sa.Engine, at_least: int) -> list[Any]:
+    """The configuration entries of workers, once there are `at_least` (each pool child compares its
+    settings in its warm-up thread, after the worker says it is ready)."""
+    deadline = time.monotonic() + 60
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT action, detail FROM audit_log WHERE object = 'worker' ORDER BY id")
+            ).all()
+        if len(rows) >= at_least or time.monotonic() > deadline:
+            return list(rows)
+        time.sleep(0.3)
+
+
+def test_a_worker_started_with_a_changed_setting_records_it_once(cluster: Cluster) -> None:
+    engine = make_engine(cluster.env["DATABASE_URL"])
+    try:
+        cluster.start_worker("w1")
+        assert [a for a, _ in _worker_config_rows(engine, 1)] == ["config.recorded"], cluster.logs()
+        changed = {"BACKUP_RETENTION_WEEKLY": "5"}
+        cluster.start_worker("w2", concurrency=2, extra_env=changed)
+        cluster.start_worker("w3", concurrency=2, extra_env=changed)
+        _worker_config_rows(engine, 2)
+        time.sleep(2)  # every other child of w2 and w3 has had its turn: none records it again
+        rows = _worker_config_rows(engine, 2)
+    finally:
+        engine.dispose()
+    assert [a for a, _ in rows] == ["config.recorded", "config.changed"], cluster.logs()
+    assert rows[1][1]["changed"] == {"BACKUP_RETENTION_WEEKLY": {"old": "12", "new": "5"}}
+    key = cluster.env["BACKUP_ENCRYPTION_KEY"]
+    assert rows[0][1]["settings"]["BACKUP_ENCRYPTION_KEY"].startswith("scrypt:")
+    assert key not in cluster.logs() and all(key not in json.dumps(d) for _, d in rows)
 
 
 def test_the_cli_takes_the_role_only_when_asked(cluster: Cluster) -> None:
