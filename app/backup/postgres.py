@@ -224,7 +224,7 @@ class PostgresHooks:
         except psycopg.Error:  # no CONNECT on some database: the watch decides
             return
         if row is not None and row[0] is not None and int(row[0]) >= ctx.settings.backup_processes_min_bytes:
-            forkserver.warm_up()
+            forkserver.warm_up(ctx.storage_url)  # as the engine would: S3 modules preloaded for S3
             self.warmed = True
 
     # The walk ------------------------------------------------------------------------------------------

@@ -115,9 +115,9 @@ def test_a_full_backup_starts_its_worker_processes_before_the_checkpoint_and_sto
     events: list[str] = []
     warm_up, walk = forkserver.warm_up, PostgresHooks.walk
 
-    def noting_warm_up() -> None:
+    def noting_warm_up(storage_url: str | None = None) -> None:
         events.append("warm_up")  # in begin, before pg_backup_start (its checkpoint) and the walk
-        warm_up()
+        warm_up(storage_url)
 
     def noting_walk(self: PostgresHooks, *args: object) -> object:
         events.append("walk")
