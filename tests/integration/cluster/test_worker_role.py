@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from app.catalog.db import make_engine
 from app.context import Context
+from app.errors import ConfigurationError
 from app.settings import load_settings
 from app.system import BackupSystem
 from tests.support.cluster import Cluster
@@ -106,11 +107,19 @@ def test_the_cli_takes_the_role_only_when_asked(cluster: Cluster) -> None:
     cli = Context(load_settings())
     cli.process = "cli"
     asked = Context(load_settings().model_copy(update={"backup_catalog_use_worker_role": "all"}))
+    missing = Context(
+        load_settings().model_copy(
+            update={"backup_catalog_use_worker_role": "all", "backup_catalog_worker_role": "eqdr_missing_role"}
+        )
+    )
     try:
         with cli.engine.connect() as conn:
             assert conn.scalar(text("SELECT current_user")) == sa.make_url(os.environ["DATABASE_URL"]).username
         with asked.engine.connect() as conn:
             assert conn.scalar(text("SELECT current_user")) == "equisplit_worker"
+        with pytest.raises(ConfigurationError, match="cannot take role eqdr_missing_role"), missing.engine.connect():
+            pass
     finally:
         cli.close()
         asked.close()
+        missing.close()
