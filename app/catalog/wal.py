@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, select
+from sqlalchemy import Insert, func, select
 from sqlalchemy.orm import Session
 
 from app import clock
@@ -83,6 +83,46 @@ def segments_from(session: Session, source_id: int, first_segno: int) -> list[An
         .order_by(WalSegment.timeline, WalSegment.name)
     )
     return list(session.execute(query).all())
+
+
+def segment_runs(
+    session: Session, source_id: int, since: datetime | None = None
+) -> list[tuple[int, int, int]]:
+    """(timeline, first, last) of every run of consecutive archived segment numbers of the source
+    (archived at or after `since`), by timeline then first: counted by the database (a run is where
+    `segno - row_number()` stays the same), so a status costs a row per run, not per segment."""
+    where = [
+        WalSegment.source_id == source_id,
+        WalSegment.kind == names.SEGMENT,
+        WalSegment.segno.is_not(None),
+    ]
+    if since is not None:
+        where.append(WalSegment.archived_at >= since)
+    step = func.row_number().over(partition_by=WalSegment.timeline, order_by=WalSegment.segno)
+    numbered = select(WalSegment.timeline, WalSegment.segno, (WalSegment.segno - step).label("run")).where(
+        *where
+    )
+    inner = numbered.subquery()
+    first = func.min(inner.c.segno)
+    query = (
+        select(inner.c.timeline, first, func.max(inner.c.segno))
+        .group_by(inner.c.timeline, inner.c.run)
+        .order_by(inner.c.timeline, first)
+    )
+    return [(int(t), int(a), int(b)) for t, a, b in session.execute(query)]
+
+
+def other_files(
+    session: Session, source_id: int, since: datetime | None = None
+) -> list[tuple[str, str, int]]:
+    """(name, kind, timeline) of the source's WAL files that are not segments: partial segments, timeline
+    histories, backup history files (archived at or after `since`)."""
+    query = select(WalSegment.name, WalSegment.kind, WalSegment.timeline).where(
+        WalSegment.source_id == source_id, WalSegment.kind != names.SEGMENT
+    )
+    if since is not None:
+        query = query.where(WalSegment.archived_at >= since)
+    return [(str(n), str(k), int(t)) for n, k, t in session.execute(query.order_by(WalSegment.name))]
 
 
 def history_names(session: Session, source_id: int) -> list[tuple[str, int]]:

@@ -84,17 +84,47 @@ def compute_status(
     max_data_loss_seconds: int,
 ) -> WalStatus:
     """The status of one source's archive from its catalog rows (pure)."""
-    segment_size = archive.segment_size if archive else None
-    by_timeline: dict[int, list[WalSegment]] = {}
+    segnos: dict[int, list[int]] = {}
+    others: list[tuple[str, str, int]] = []
     for row in rows:
-        by_timeline.setdefault(row.timeline, []).append(row)
+        if row.kind == names.SEGMENT and row.segno is not None:
+            segnos.setdefault(row.timeline, []).append(row.segno)
+        elif row.kind != names.SEGMENT:
+            others.append((row.name, row.kind, row.timeline))
+    found = [
+        (timeline, first, last) for timeline, numbers in segnos.items() for first, last in runs(numbers)[0]
+    ]
+    return status_from_runs(
+        source, archive, found, others, now=now, since=since, max_data_loss_seconds=max_data_loss_seconds
+    )
+
+
+def status_from_runs(
+    source: str,
+    archive: WalArchive | None,
+    found: Iterable[tuple[int, int, int]],
+    others: Iterable[tuple[str, str, int]],
+    *,
+    now: datetime,
+    since: datetime | None,
+    max_data_loss_seconds: int,
+) -> WalStatus:
+    """The status of one source's archive from its runs of archived segments, (timeline, first, last),
+    and its other WAL files, (name, kind, timeline) (pure): what `wal_status` reads from the catalog, a
+    row per run, however many segments the archive keeps."""
+    segment_size = archive.segment_size if archive else None
+    by_timeline: dict[int, list[tuple[int, int]]] = {}
+    for timeline, first, last in found:
+        by_timeline.setdefault(timeline, []).append((first, last))
+    others = list(others)
+    partials: dict[int, list[str]] = {}
+    for name, kind, timeline in others:
+        if kind == names.PARTIAL:
+            partials.setdefault(timeline, []).append(name)
     timelines: list[TimelineStatus] = []
-    for timeline, members in sorted(by_timeline.items()):
-        segnos = [row.segno for row in members if row.kind == names.SEGMENT and row.segno is not None]
-        partial = sorted(row.name for row in members if row.kind == names.PARTIAL)
-        if not segnos and not partial:
-            continue
-        found, holes = runs(segnos)
+    for timeline in sorted(set(by_timeline) | set(partials)):
+        pairs = sorted(by_timeline.get(timeline, []))
+        holes = [(before[1] + 1, after[0] - 1) for before, after in pairwise(pairs)]
 
         def span(first: int, last: int, timeline: int = timeline) -> SegmentRange:
             assert segment_size is not None
@@ -107,10 +137,10 @@ def compute_status(
         timelines.append(
             TimelineStatus(
                 timeline,
-                len(set(segnos)),
-                [span(*pair) for pair in found] if segment_size else [],
+                sum(last - first + 1 for first, last in pairs),
+                [span(*pair) for pair in pairs] if segment_size else [],
                 [span(*pair) for pair in holes] if segment_size else [],
-                partial,
+                sorted(partials.get(timeline, [])),
             )
         )
     newest_record_at = archive.newest_record_at if archive else None
@@ -121,8 +151,8 @@ def compute_status(
         segment_size=segment_size,
         since=clock.iso(since),
         timelines=timelines,
-        history=sorted(row.name for row in rows if row.kind == names.HISTORY),
-        backup_labels=sorted(row.name for row in rows if row.kind == names.BACKUP),
+        history=sorted(name for name, kind, _ in others if kind == names.HISTORY),
+        backup_labels=sorted(name for name, kind, _ in others if kind == names.BACKUP),
         newest_segment=archive.newest_segment if archive else None,
         newest_record_at=clock.iso(newest_record_at),
         last_archived_at=clock.iso(archive.last_archived_at) if archive else None,
@@ -142,10 +172,11 @@ def wal_status(ctx: Context, source: str | None, since: datetime | None = None) 
         else:
             chosen = [row for row in list_sources(session) if row.kind == "postgres"]
         return [
-            compute_status(
+            status_from_runs(
                 row.name,
                 catalog_wal.get_archive(session, row.id),
-                catalog_wal.list_segments(session, row.id, since),
+                catalog_wal.segment_runs(session, row.id, since),
+                catalog_wal.other_files(session, row.id, since),
                 now=now,
                 since=since,
                 max_data_loss_seconds=ctx.settings.max_data_loss_seconds,
