@@ -516,6 +516,10 @@ def _restore_backup(
     processes = forkserver.processes_for(ctx.settings)
     if plan.bytes < ctx.settings.backup_processes_min_bytes or plan.files < 2:
         processes = 1
+    if ctx.storage.capabilities.remote and not ctx.settings.backup_processes:
+        # Each read a request (S3): one process reads every pack once, grouped by pack; shares of files
+        # in several processes read packs two or three times over and cost ~40 % more CPU (docs/BACKUP.md).
+        processes = 1
     if processes > 1:
         forkserver.warm_up(ctx.storage_url)
     plan.processes = processes

@@ -29,6 +29,8 @@ class Capabilities:
     ranged_reads: bool = True
     storage_classes: bool = False
     durable_put: bool = True
+    #: Every call is a request over the network (S3), not a file system call.
+    remote: bool = False
 
 
 @dataclass(frozen=True)

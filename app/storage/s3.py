@@ -106,7 +106,7 @@ class S3Storage:
     of each 16 MiB pack again cost ~7 ms of CPU per GET.
     """
 
-    capabilities = Capabilities(ranged_reads=True, storage_classes=True, durable_put=True)
+    capabilities = Capabilities(ranged_reads=True, storage_classes=True, durable_put=True, remote=True)
 
     def __init__(
         self,

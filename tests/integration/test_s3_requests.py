@@ -80,3 +80,22 @@ def test_an_unchanged_backup_and_a_restore_read_no_metadata_the_cache_holds(
     manifest_packs = {chunk.pack_id for chunk in root_chunks(root)}
     assert read_packs and not read_packs & manifest_packs, "a manifest chunk was read from storage"
     assert not tally(restore_asked)["GET config"]
+
+
+def test_a_restore_from_s3_reads_each_pack_once_in_one_process(
+    make_system: Factory,
+    counted_bucket: CountedBucket,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """BACKUP_PROCESSES unset: on S3 a restore of any size runs in its own process, every pack it needs
+    read once; shares of files on worker processes read packs several times over."""
+    system = make_system(storage=counted_bucket.url, backup_processes_min_bytes=0)
+    src = make_tree(tmp_path / "src", big_mib=3, small=300)
+    system.add_source("docs", src)
+    backup = system.create_full_backup("docs")
+    counted_bucket.taken()
+    plan = system.restore(backup.id, tmp_path / "restored")
+    packs = [r.key for r in counted_bucket.taken() if r.verb == "GET" and r.kind == "packs"]
+    assert_same_tree(src, tmp_path / "restored")
+    assert plan.processes == 1
+    assert packs and len(packs) == len(set(packs)), packs
