@@ -5,10 +5,14 @@ the others load only what they need. Any other form of those commands takes the 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
 import os
 import sys
+import threading
 from pathlib import Path
+from typing import NoReturn
 
 SOURCE_ENV = "EQUISPLIT_DR_SOURCE"
 
@@ -89,7 +93,35 @@ def main() -> None:
     from app.cli.main import main as cli_main
 
     gc.freeze()
-    cli_main()
+    try:
+        cli_main()
+    except SystemExit as done:
+        exit_now(done.code)
+    exit_now(0)
+
+
+def exit_now(code: str | int | None) -> NoReturn:
+    """End the process as `sys.exit(code)` would, without the interpreter's tear-down of every module
+    and object: after a backup it freed hundreds of thousands of objects one by one, 0.1-0.3 s on the
+    serial stretch at the end of every command. What must happen at exit still does: every atexit
+    handler runs (logging, multiprocessing's finalizers, temporary directories), then the standard
+    streams are flushed. While another thread that is not a daemon runs, the normal exit waits for it."""
+    main = threading.main_thread()
+    if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # as sys.exit(message): the message goes to stderr, the status is 1
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        # a closed pipe: the normal exit would not have written either
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":
