@@ -528,6 +528,9 @@ def _restore_backup(
     mark_unfinished(target, identity)
     with transaction(ctx.sessions) as session:
         job_id = jobs.start_job(session, "restore", source_id=backup.source_id, backup_id=backup.id).id
+        # Initiated, not only executed: a restore that dies half-way leaves its start in the trail.
+        detail = {"job": job_id, "target": str(target), "files": plan.files, "bytes": plan.bytes, "paths": wanted}
+        audit.append(session, "restore.started", backup.id, detail, actor)
     try:
         try:
             plan.warnings = restorer.run(

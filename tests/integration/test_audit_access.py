@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 from app.catalog.db import make_engine
 from app.catalog.models import AuditEntry
 from tests.support.cli import cli_env_for, run_cli
+from tests.support.system import Factory
 from tests.support.trees import make_tree
 
 
@@ -81,3 +82,21 @@ def test_reading_a_truncated_trail_appends_nothing_so_rebuild_can_bring_it_back(
     rebuilt = run_cli(env, "catalog", "rebuild", "--json", ok=True)
     assert json.loads(rebuilt.stdout)["audit"]["restored"] >= 2
     assert run_cli(env, "audit", "verify").returncode == 0
+
+
+@pytest.mark.postgres
+def test_a_restore_is_audited_when_it_starts_and_when_it_ends(make_system: Factory, fresh_pg_url: str, tmp_path: Path) -> None:
+    system = make_system(catalog=fresh_pg_url)
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=0, small=3))
+    backup = system.create_full_backup("docs").id
+    system.restore(backup, tmp_path / "out")
+    with system.context.sessions() as session:
+        rows = list(
+            session.execute(
+                select(AuditEntry.action, AuditEntry.object, AuditEntry.detail)
+                .where(AuditEntry.action.like("restore.%"))
+                .order_by(AuditEntry.id)
+            )
+        )
+    assert [(a, o) for a, o, _ in rows] == [("restore.started", backup), ("restore.completed", backup)]
+    assert rows[0][2]["target"] == str(tmp_path / "out") and rows[0][2]["job"].startswith("j-")
