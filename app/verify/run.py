@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app import clock
 from app.archive.thaw import ThawOptions, needs_thaw, thaw_packs
-from app.catalog import audit, replicas, verifications
+from app.catalog import audit, backup_regions, replicas, verifications
 from app.catalog.backups import USABLE_STATES, get_backup
 from app.catalog.db import transaction
 from app.catalog.models import Backup, Pack, Source
@@ -146,6 +146,12 @@ def _select_all(ctx: Context, options: VerifyOptions) -> list[tuple[Backup, str]
             if options.since:
                 query = query.where(Backup.started_at >= options.since)
             chosen = list(session.scalars(query.order_by(Backup.started_at, Backup.id)))
+            if ctx.region is not None:  # and what only this region keeps (docs/RETENTION.md section 5)
+                chosen = [
+                    b
+                    for b, _, _ in backup_regions.in_region(session, ctx.region, options.source)
+                    if options.since is None or clock.as_utc(b.started_at) >= clock.as_utc(options.since)
+                ]
             if options.source and not chosen:
                 raise BackupNotFoundError(
                     f"source {options.source} has no complete backup to verify"
@@ -153,7 +159,7 @@ def _select_all(ctx: Context, options: VerifyOptions) -> list[tuple[Backup, str]
                     hint="run a backup first, or widen --since",
                 )
         for backup in chosen:
-            if backup.state not in USABLE_STATES:
+            if backup.state not in USABLE_STATES and not _kept_in_region(session, ctx, backup.id):
                 raise BackupNotFoundError(
                     f"backup {backup.id} is {backup.state}: only complete or partial backups are verified",
                     hint="list backups with `equisplit-dr backup list`",
@@ -162,6 +168,14 @@ def _select_all(ctx: Context, options: VerifyOptions) -> list[tuple[Backup, str]
         for backup in chosen:
             session.expunge(backup)
         return [(b, names.get(b.source_id, "?")) for b in chosen]
+
+
+def _kept_in_region(session: Session, ctx: Context, backup_id: str) -> bool:
+    """Whether the primary deleted it and the region being verified keeps it."""
+    if ctx.region is None:
+        return False
+    fate = backup_regions.state_in(session, backup_id, ctx.region)
+    return fate is not None and fate.state == backup_regions.KEPT
 
 
 def _stored_size(storage: Storage, pack_id: str) -> int | None:

@@ -132,6 +132,8 @@ def test_a_region_keeping_years_longer_restores_what_the_primary_deleted(
     shutil.rmtree(system.settings.home / "repo")  # the primary's storage is gone
     in_region = BackupSystem(system.settings, region=REGION)
     try:
+        verified = in_region.verify_backup(data="all")  # what only the region keeps is verified there too
+        assert verified.outcome == "passed" and sorted(b.backup_id for b in verified.backups) == sorted(ids)
         for backup_id in ids:
             in_region.restore(backup_id, tmp_path / "restored" / backup_id)
             assert_same_tree(tmp_path / "as-of" / backup_id, tmp_path / "restored" / backup_id)
