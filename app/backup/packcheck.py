@@ -4,8 +4,11 @@ The chunk index says which pack holds a chunk; it does not say the pack is still
 that dedups against the index would name a pack deleted behind the catalog's back and still call
 itself complete. So before a manifest is written, every pack its chunks sit in that this backup did
 not write itself is `stat`ed: one stat per distinct pack, never per chunk, each pack at most once per
-backup (`PackCheck` caches the answers), several at once. A pack storage no longer holds leaves the
-index (`forget_packs`), so the next backup stores its content again.
+backup (`PackCheck` caches the answers), several at once. On remote storage (S3), where every stat
+is a request, one listing of the packs answers for all of them instead when it is done within as many
+pages as the stats would take rounds (a listing page holds 1,000 names; a repository too big for that
+is asked pack by pack, so the cost follows the backup, never the repository). A pack storage no
+longer holds leaves the index (`forget_packs`), so the next backup stores its content again.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -30,6 +34,8 @@ from app.storage.base import Storage
 
 #: Stats in flight at once: S3 answers a HEAD in milliseconds, so latency, not bandwidth, bounds it.
 STAT_THREADS = 16
+#: Names one listing request returns (S3's ListObjectsV2 pages hold up to 1,000 keys).
+LIST_PAGE = 1000
 _BATCH = 2000
 
 
@@ -41,17 +47,34 @@ class PackCheck:
         self._threads = threads
         self._present: dict[str, bool] = {}
         self.stats = 0
+        #: Every pack storage held when it was listed whole (remote storage): later questions of this
+        #: backup are answered from it, as the stats' answers are kept.
+        self._listing: set[str] | None = None
 
     def missing(self, pack_ids: Iterable[str]) -> set[str]:
         """The packs of `pack_ids` that storage does not hold."""
         asked = list(dict.fromkeys(pack_ids))
         wanted = [p for p in asked if p not in self._present]
         if wanted:
-            with ThreadPoolExecutor(min(self._threads, len(wanted)), thread_name_prefix="pack-stat") as pool:
-                found = list(pool.map(lambda p: self._storage.stat(Kind.PACKS, p) is not None, wanted))
+            if self._listing is None and self._storage.capabilities.remote and len(wanted) > 1:
+                self._listing = self._listed(len(wanted))
+            if self._listing is not None:
+                found = [p in self._listing for p in wanted]
+            else:
+                with ThreadPoolExecutor(
+                    min(self._threads, len(wanted)), thread_name_prefix="pack-stat"
+                ) as pool:
+                    found = list(pool.map(lambda p: self._storage.stat(Kind.PACKS, p) is not None, wanted))
             self._present.update(zip(wanted, found, strict=True))
             self.stats += len(wanted)
         return {p for p in asked if not self._present[p]}
+
+    def _listed(self, wanted: int) -> set[str] | None:
+        """Every pack in storage, if one listing ends within as many pages as `wanted` stats would take
+        rounds; None (ask each) for a repository with more packs than that."""
+        limit = -(-wanted // self._threads) * LIST_PAGE
+        names = {info.name for info in islice(self._storage.list(Kind.PACKS), limit + 1)}
+        return names if len(names) <= limit else None
 
 
 @dataclass

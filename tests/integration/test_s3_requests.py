@@ -12,6 +12,7 @@ import pytest
 from app.backup.plan import GRANULARITY_NS
 from app.repo.manifest import root_chunks
 from tests.support.s3counter import CountedBucket, counted_bucket, counted_s3, tally  # noqa: F401
+from tests.support.s3server import s3_client
 from tests.support.system import Factory
 from tests.support.trees import assert_same_tree, make_tree
 
@@ -99,3 +100,28 @@ def test_a_restore_from_s3_reads_each_pack_once_in_one_process(
     assert_same_tree(src, tmp_path / "restored")
     assert plan.processes == 1
     assert packs and len(packs) == len(set(packs)), packs
+
+
+def test_the_pack_check_lists_the_packs_once_and_still_finds_one_lost(
+    make_system: Factory,
+    counted_bucket: CountedBucket,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An incremental on S3 checks the packs it references with one listing, not a HEAD each, and a
+    pack deleted behind the catalog's back still makes it partial (docs/BACKUP.md)."""
+    system = make_system(storage=counted_bucket.url, backup_processes=2, backup_processes_min_bytes=0)
+    src = make_tree(tmp_path / "src", big_mib=3, small=300)
+    time.sleep(GRANULARITY_NS / 1e9 + 0.1)  # ctime cannot be set back: let the files age past the window
+    system.add_source("docs", src)
+    full = system.create_full_backup("docs")
+    assert full.stats["packs"] >= 3  # data packs of two processes, the manifest's
+    counted_bucket.taken()
+    sound = system.create_incremental_backup("docs")
+    asked = tally(counted_bucket.taken())
+    assert sound.state == "complete" and sound.stats["files_read"] == 0
+    assert asked["LIST packs"] == 1 and not asked["HEAD packs"], asked
+    client = s3_client(counted_bucket.counted.endpoint)
+    lost = next(iter(client.list_objects_v2(Bucket=counted_bucket.bucket, Prefix="repo/packs/")["Contents"]))
+    client.delete_object(Bucket=counted_bucket.bucket, Key=lost["Key"])
+    partial = system.create_incremental_backup("docs")
+    assert partial.state == "partial" and partial.errors, partial
