@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -31,11 +32,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 def fail(exc: EquisplitError) -> NoReturn:
     """Print a domain error (message, detail, hint) on stderr and exit with its exit code."""
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+    # escaped: a message may hold brackets (`s3://bucket[/prefix]`) that are not console markup
+    err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
     if exc.detail:
-        err_console.print(f"  detail: {exc.detail}", highlight=False)
+        err_console.print(f"  detail: {escape(exc.detail)}", highlight=False)
     if exc.hint:
-        err_console.print(f"  hint: {exc.hint}", highlight=False)
+        err_console.print(f"  hint: {escape(exc.hint)}", highlight=False)
     raise typer.Exit(exc.exit_code) from None
 
 

@@ -254,3 +254,12 @@ def test_bad_target_and_bad_times_are_errors_not_tracebacks(cli_env: dict[str, s
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     proc = run(cli_env, "restore", "latest", "-s", "docs", "--target", str(out), "--skip-existing")
     assert (out / "docs" / "ledger.csv").read_bytes() == (src / "docs" / "ledger.csv").read_bytes()
+
+
+def test_an_error_with_brackets_prints_as_written_not_as_markup(cli_env: dict[str, str]) -> None:
+    """A malformed S3 URL's hint names the accepted forms, `s3://bucket[/prefix][?...]`: printed as
+    written, never read as console markup (it ended in a MarkupError traceback)."""
+    proc = run({**cli_env, "BACKUP_STORAGE_URL": "s3://eq/?region=us-east-1"}, "init", ok=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "'eq' is not a valid bucket name" in proc.stderr
+    assert "s3://bucket[/prefix][?endpoint_url=URL" in proc.stderr
