@@ -72,6 +72,8 @@ def finalize_backup(
         previous = last_complete(session, backup.source_id, backup_id)
         if job is not None and job.state == "cancelled":
             raise JobCancelledError(f"backup {backup_id} was cancelled before it was finalized")
+    # Handed over in memory with no unit and nothing extra: this backup stored no `units` object at all.
+    stored_units = plan is None or bool(units) or bool(plan.get("extra"))
     if plan is None:
         plan = objects.read(repo, objects.plan_name(backup_id))
     entries: list[dict[str, Any]] = list(plan["entries"])
@@ -198,7 +200,8 @@ def finalize_backup(
             },
             actor,
         )
-    objects.delete_all(repo, backup_id)
+    if stored_units:  # else nothing to list (a LIST on S3) or delete
+        objects.delete_all(repo, backup_id)
     _release(ctx, backup_id, source_name)
     return BackupResult(
         backup_id, source_name, plan["type"], state, plan["parent"], stats, errors, warnings, job_id

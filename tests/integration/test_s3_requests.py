@@ -120,6 +120,7 @@ def test_the_pack_check_lists_the_packs_once_and_still_finds_one_lost(
     asked = tally(counted_bucket.taken())
     assert sound.state == "complete" and sound.stats["files_read"] == 0
     assert asked["LIST packs"] == 1 and not asked["HEAD packs"], asked
+    assert asked["LIST units"] == 1, asked  # the reconciliation's; none of its own: it stored no unit object
     client = s3_client(counted_bucket.counted.endpoint)
     lost = next(iter(client.list_objects_v2(Bucket=counted_bucket.bucket, Prefix="repo/packs/")["Contents"]))
     client.delete_object(Bucket=counted_bucket.bucket, Key=lost["Key"])
