@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     #: readable copy stays, at which retrieval tier, how long to wait (seconds; 0: request and stop), and
     #: how often to ask.
     backup_thaw_request: bool = True
+    #: Lock archive backups' cold packs and manifest roots on S3 in compliance mode until the backup's
+    #: start plus BACKUP_RETENTION_ARCHIVE_YEARS (docs/ARCHIVE.md). The bucket must have Object Lock on.
+    backup_archive_object_lock: bool = False
     backup_thaw_days: int = Field(default=7, ge=1, le=365)
     backup_thaw_tier: str = Field(default="Standard", pattern="^(Expedited|Standard|Bulk)$")
     backup_thaw_timeout: int = Field(default=900, ge=0)

@@ -117,7 +117,13 @@ def _run_prepared(
         hooks.finish(
             ctx,
             prepared.backup_id,
-            lambda: new_writer(ctx, prepared.backup_id, prepared.storage_class, tier=prepared.tier),
+            lambda: new_writer(
+                ctx,
+                prepared.backup_id,
+                prepared.storage_class,
+                tier=prepared.tier,
+                retain_until=prepared.retain_until,
+            ),
         )
         result = finalize_backup(ctx, prepared.backup_id, actor=actor, plan=prepared.plan)
     except BaseException as exc:
@@ -146,7 +152,9 @@ def _run_units_in_processes(
 
 def _run_units_here(ctx: Context, prepared: PreparedBackup, tracker: _Progress) -> None:
     """Every unit in this process, on one shared thread pool and pack writer."""
-    writer = new_writer(ctx, prepared.backup_id, prepared.storage_class, tier=prepared.tier)
+    writer = new_writer(
+        ctx, prepared.backup_id, prepared.storage_class, tier=prepared.tier, retain_until=prepared.retain_until
+    )
     try:
         with (
             ThreadPoolExecutor(ctx.settings.worker_threads, thread_name_prefix="backup-read") as files,

@@ -158,6 +158,7 @@ def finalize_backup(
         "key_id": repo.keyring.current_key_id.hex(),
         "storage_class": plan["storage_class"],
         "tier": tier,
+        **({"object_lock": {"mode": "COMPLIANCE", "retain_until": plan["retain_until"]}} if plan.get("retain_until") else {}),
         "stats": stats,
         "errors": errors,
         "warnings": warnings,
@@ -168,7 +169,8 @@ def finalize_backup(
         header["checksum"] = True
     if "postgres" in extra:
         header["postgres"] = extra["postgres"]
-    stats["bytes_stored"] += manifests.write_root(repo, backup_id, header, stored_entries)
+    locked = clock.parse_iso(plan["retain_until"]) if plan.get("retain_until") else None
+    stats["bytes_stored"] += manifests.write_root(repo, backup_id, header, stored_entries, locked)
     with transaction(ctx.sessions) as session:
         row = session.get(Backup, backup_id)
         assert row is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from app.backup.known import KnownChunks
@@ -78,10 +79,17 @@ def store_entries(
     )
 
 
-def write_root(repo: Repository, backup_id: str, header: dict[str, Any], stored: StoredEntries) -> int:
-    """Write the manifest's root naming `stored`'s chunks; returns its stored size."""
+def write_root(
+    repo: Repository,
+    backup_id: str,
+    header: dict[str, Any],
+    stored: StoredEntries,
+    retain_until: datetime | None = None,
+) -> int:
+    """Write the manifest's root naming `stored`'s chunks (locked until `retain_until`, if given);
+    returns its stored size."""
     root = manifest.root(header, stored.size, stored.count, stored.chunks)
-    return repo.write_manifest_root(backup_id, root)
+    return repo.write_manifest_root(backup_id, root, retain_until)
 
 
 def _cache(ctx: Context, repo: Repository, stored: list[tuple[str, memoryview]]) -> None:

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from app import clock
+from app.archive import lock
 from app.backup import objects
 from app.backup.hooks import SourceHooks, hooks_for, load_source
 from app.backup.plan import Parent, plan_reads, split_units, unit_bytes_for
@@ -56,6 +57,8 @@ class PreparedBackup:
     plan: dict[str, Any] | None = None
     #: The tier of the packs it writes and dedups against (docs/ARCHIVE.md): cold for an archive.
     tier: str = Tier.STANDARD
+    #: Object Lock of its cold packs and root (docs/ARCHIVE.md), ISO time; None: not locked.
+    retain_until: str | None = None
 
 
 def lease_name(source: str) -> str:
@@ -146,6 +149,13 @@ def prepare_backup(
             else None
         )
         tier = Tier.COLD if actual_type == "archive" else Tier.STANDARD
+        locked = lock.retain_until(
+            ctx.settings,
+            started,
+            archive=actual_type == "archive",
+            storage_locks=repo.storage.capabilities.storage_classes,
+        )
+        retain_until = clock.iso(locked)
         with transaction(ctx.sessions) as session:
             session.add(
                 Backup(
@@ -188,6 +198,7 @@ def prepare_backup(
                         "root": str(root),
                         "storage_class": storage_class,
                         "tier": tier,
+                        "retain_until": retain_until,
                         "read": walk.read,
                         "entries": [item.to_json() for item in unit.items],
                     },
@@ -206,6 +217,7 @@ def prepare_backup(
             "started_at": clock.iso(started),
             "storage_class": storage_class,
             "tier": tier,
+            "retain_until": retain_until,
             "units": len(units),
             "files_reused": reused,
             "checksum": checksum,
@@ -262,4 +274,5 @@ def prepare_backup(
         len(to_read),
         plan_doc if keep_plan else None,
         tier=tier,
+        retain_until=retain_until,
     )

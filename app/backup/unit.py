@@ -72,6 +72,7 @@ def new_writer(
     claim: Callable[[str], bool] | None = None,
     *,
     tier: str = Tier.STANDARD,
+    retain_until: str | None = None,
 ) -> ChunkWriter:
     """The writer of a backup's file chunks: it dedups against, and writes, packs of `tier` alone."""
     s = ctx.settings
@@ -83,6 +84,7 @@ def new_writer(
         storage_class=storage_class,
         claim=claim,
         tier=tier,
+        retain_until=clock.parse_iso(retain_until) if retain_until else None,
     )
 
 
@@ -252,7 +254,12 @@ def _run_claimed(
     seen = [Seen(e.get("device", 0), e.get("inode", 0)) for e in doc["entries"]]
     own_writer = writer is None
     writer = writer or new_writer(
-        ctx, backup_id, doc.get("storage_class"), claim, tier=doc.get("tier", Tier.STANDARD)
+        ctx,
+        backup_id,
+        doc.get("storage_class"),
+        claim,
+        tier=doc.get("tier", Tier.STANDARD),
+        retain_until=doc.get("retain_until"),
     )
     cancel = _CancelWatch(ctx, backup_id)
     errors: list[dict[str, str]] = []

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 from app.backup.known import KnownChunks
 from app.repo.format import Tier
@@ -47,6 +48,7 @@ class ChunkWriter:
         storage_class: str | None = None,
         claim: Callable[[str], bool] | None = None,
         tier: str = Tier.STANDARD,
+        retain_until: datetime | None = None,
     ) -> None:
         self._repo = repo
         self._known = known
@@ -58,6 +60,7 @@ class ChunkWriter:
         self._level = level
         self._storage_class = storage_class
         self._tier = tier
+        self._retain_until = retain_until  # S3 Object Lock of an archive's packs (docs/ARCHIVE.md)
         self._lock = threading.Lock()
         self._builder = PackBuilder()
         self._pool = ThreadPoolExecutor(upload_threads, thread_name_prefix="pack-upload")
@@ -120,7 +123,7 @@ class ChunkWriter:
         try:
             pack_id = secrets.token_hex(32)
             data = self._repo.finish_pack(pack_id, builder, self._tier)
-            self._repo.put_pack(pack_id, data, self._storage_class)
+            self._repo.put_pack(pack_id, data, self._storage_class, self._retain_until)
             self._record(pack_id, len(data), builder.entries)
             stored = [entry.chunk_id for entry in builder.entries]
             self._known.remember(stored)  # before leaving `pending`: no moment names neither

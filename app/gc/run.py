@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, column, delete, select, table, update
+from sqlalchemy import Connection, Row, column, delete, exists, select, table, update
 from sqlalchemy.orm import Session
 
 from app import clock
+from app.archive.lock import is_locked
 from app.catalog import audit, chunks
 from app.catalog.locks import Lease
 from app.catalog.models import Backup, Chunk, GcCandidate, Pack
@@ -29,6 +30,7 @@ from app.gc.regions import delete_many_everywhere, not_yet_copied
 from app.gc.repack import RepackReport, repack
 from app.repo.format import TIERS, Kind, Tier
 from app.repo.pack import PackEntry
+from app.storage.base import Thawing
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +184,8 @@ def _sweep(
             rooted = _rooted(session, [c.pack_id for c in batch])
             doomed: list[tuple[str, dict[str, Any]]] = []
             for cand, index in zip(batch, indexes, strict=True):
+                if isinstance(index, str):
+                    index = _frozen_cold_index(ctx, session, cand) or index
                 if isinstance(index, str):  # its chunk ids cannot be known: never delete it blind
                     report.problems.append(f"pack {cand.pack_id} kept: its index cannot be read ({index})")
                     report.waiting += 1
@@ -201,6 +205,27 @@ def _read_index(ctx: Context, pack_id: str, size: int) -> tuple[list[PackEntry],
         return [], Tier.STANDARD
     except EquisplitError as exc:
         return exc.message
+
+
+def _frozen_cold_index(ctx: Context, session: Session, cand: Row[Any]) -> tuple[list[PackEntry], str] | None:
+    """A cold pack in a class that must be thawed (GLACIER, DEEP_ARCHIVE) has an index no sweep can read
+    without a retrieval. Its chunks left the index at marking, so only a backup running then could have
+    used them, and only an archive dedups against cold copies: when none of its blockers was an archive,
+    nothing can need it, and it is swept as holding no live chunk (docs/ARCHIVE.md). Else None."""
+    storage = ctx.storage
+    if not isinstance(storage, Thawing):
+        return None
+    if session.scalar(select(Pack.tier).where(Pack.id == cand.pack_id)) != Tier.COLD:
+        return None
+    state = storage.thaw_state(Kind.PACKS, cand.pack_id)
+    if state is None or state.readable:
+        return None
+    blockers = list(cand.running.get("backups", []))
+    if blockers and session.scalar(
+        select(exists().where(Backup.id.in_(blockers), Backup.type == "archive"))
+    ):
+        return None
+    return [], Tier.COLD
 
 
 def _rooted(session: Session, pack_ids: list[str]) -> set[str]:
@@ -260,6 +285,14 @@ def _judge(
             )
             session.commit()
         return None
+    if tier == Tier.COLD:  # an archive's pack may be locked (S3 Object Lock): never delete it early
+        info = ctx.storage.stat(Kind.PACKS, cand.pack_id)
+        if info is not None and is_locked(info.retain_until):
+            report.problems.append(
+                f"pack {cand.pack_id} kept: locked by S3 Object Lock until {clock.iso(info.retain_until)}"
+            )
+            report.waiting += 1
+            return None
     report.deleted.append(cand.pack_id)
     report.deleted_bytes += cand.size
     if report.dry_run:

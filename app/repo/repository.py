@@ -232,8 +232,12 @@ class Repository:
         )
         return builder.finish(index)
 
-    def put_pack(self, pack_id: str, data: bytes, storage_class: str | None = None) -> None:
-        self.storage.put(Kind.PACKS, pack_id, data, PutOptions(storage_class=storage_class))
+    def put_pack(
+        self, pack_id: str, data: bytes, storage_class: str | None = None, retain_until: datetime | None = None
+    ) -> None:
+        self.storage.put(
+            Kind.PACKS, pack_id, data, PutOptions(storage_class=storage_class, retain_until=retain_until)
+        )
 
     def read_blob(self, pack_id: str, offset: int, length: int) -> bytes:
         return self.storage.get(Kind.PACKS, pack_id, offset, length)
@@ -274,11 +278,13 @@ class Repository:
 
     # Sealed JSON objects: manifest roots, backup plans and unit results --------------------------------
 
-    def write_json(self, kind: str, name: str, object_type: ObjectType, doc: dict[str, Any]) -> int:
+    def write_json(
+        self, kind: str, name: str, object_type: ObjectType, doc: dict[str, Any], options: PutOptions | None = None
+    ) -> int:
         """Seal and store a JSON document (zstd); returns its stored size."""
         payload = codecs.encode(dump_json(doc), 3, probe=False)
         sealed = self.keyring.current.seal(object_type, name, payload)
-        self.storage.put(kind, name, sealed)
+        self.storage.put(kind, name, sealed, options)
         return len(sealed)
 
     def read_json(self, kind: str, name: str, object_type: ObjectType) -> dict[str, Any]:
@@ -287,12 +293,15 @@ class Repository:
         doc: dict[str, Any] = load_json(plain)
         return doc
 
-    def write_manifest_root(self, backup_id: str, root: dict[str, Any]) -> int:
-        """Seal and store a manifest's root (`manifest.root`); returns its stored size. Every chunk it
-        lists MUST already be durable (docs/FORMAT.md section 7)."""
+    def write_manifest_root(
+        self, backup_id: str, root: dict[str, Any], retain_until: datetime | None = None
+    ) -> int:
+        """Seal and store a manifest's root (`manifest.root`), locked until `retain_until` if given;
+        returns its stored size. Every chunk it lists MUST already be durable (docs/FORMAT.md section 7)."""
         if root.get("version") != manifest.MANIFEST_VERSION:
             raise ValueError(f"a manifest root is written as version {manifest.MANIFEST_VERSION}")
-        return self.write_json(Kind.MANIFESTS, backup_id, ObjectType.MANIFEST, root)
+        options = PutOptions(retain_until=retain_until) if retain_until else None
+        return self.write_json(Kind.MANIFESTS, backup_id, ObjectType.MANIFEST, root, options)
 
     def read_manifest(self, backup_id: str, *, cached: bool = False) -> dict[str, Any]:
         """`{"version", "backup", "entries": [entry, ...]}` of a version 1 or 2 manifest (docs/FORMAT.md

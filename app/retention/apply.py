@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from app import clock
+from app.archive.lock import locked_archives
 from app.catalog import audit, backup_regions
 from app.catalog.backups import USABLE_STATES
 from app.catalog.db import transaction
@@ -65,7 +66,14 @@ def apply_plan(ctx: Context, plan: RetentionPlan, *, confirm: bool, actor: str |
             region_wal_deleted={r.region: sum(len(w.names) for w in r.wal) for r in plan.regions},
         )
     report = ApplyReport(dry_run=False)
-    ids = [b.id for b in plan.deletions]
+    # An archive whose manifest S3 Object Lock still retains is not deleted (docs/ARCHIVE.md): a delete
+    # would only hide the locked object behind a delete marker.
+    locked = locked_archives(ctx.storage, [b.id for b in plan.deletions if b.type == "archive"])
+    report.skipped.extend(
+        {"backup": backup_id, "why": f"locked by S3 Object Lock until {clock.iso(until)}"}
+        for backup_id, until in sorted(locked.items())
+    )
+    ids = [b.id for b in plan.deletions if b.id not in locked]
     kept_in = {b.id: b.kept_in for b in plan.deletions if b.kept_in}
     for start in range(0, len(ids), _BACKUP_BATCH):
         marked, skipped = _delete_backups(ctx, ids[start : start + _BACKUP_BATCH], plan, actor, kept_in)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 #: The object kinds the repository format uses (docs/FORMAT.md, section 1).
@@ -20,6 +21,8 @@ class ObjectInfo:
     #: The storage class, where the backend lists one (S3); None elsewhere. Not part of identity: the
     #: same object listed by two backends compares equal.
     storage_class: str | None = field(default=None, compare=False)
+    #: Until when storage refuses to delete it (S3 Object Lock, compliance mode), where `stat` knows.
+    retain_until: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class PutOptions:
     """Per-object write options."""
 
     storage_class: str | None = None
+    #: Lock the object in compliance mode until then (S3 Object Lock; the bucket must have it enabled).
+    #: Backends without object lock ignore it.
+    retain_until: datetime | None = None
 
 
 @runtime_checkable

@@ -167,10 +167,13 @@ class S3Storage:
         check_address(kind, name)
         key = self._key(kind, name)
         storage_class = (options.storage_class if options else None) or self.storage_class
-        extra: dict[str, str] = {}
+        extra: dict[str, Any] = {}
         if storage_class is not None:
             _check_storage_class(storage_class)
             extra["StorageClass"] = storage_class
+        if options is not None and options.retain_until is not None:
+            extra["ObjectLockMode"] = "COMPLIANCE"
+            extra["ObjectLockRetainUntilDate"] = options.retain_until
         try:
             if len(data) <= self.multipart_threshold:
                 self._client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), **extra)
@@ -179,7 +182,7 @@ class S3Storage:
         except (BotoCoreError, ClientError) as error:
             raise self._translate(error, "write", key) from error
 
-    def _put_multipart(self, key: str, data: memoryview, extra: dict[str, str]) -> None:
+    def _put_multipart(self, key: str, data: memoryview, extra: dict[str, Any]) -> None:
         part_size = max(self.part_size, -(-len(data) // MAX_PARTS))
         upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)
         upload_id = upload["UploadId"]
@@ -237,7 +240,13 @@ class S3Storage:
             raise self._translate(error, "stat", key) from error
         except BotoCoreError as error:
             raise self._translate(error, "stat", key) from error
-        return ObjectInfo(kind, name, int(head["ContentLength"]))
+        return ObjectInfo(
+            kind,
+            name,
+            int(head["ContentLength"]),
+            head.get("StorageClass", "STANDARD"),
+            head.get("ObjectLockRetainUntilDate") if head.get("ObjectLockMode") == "COMPLIANCE" else None,
+        )
 
     def thaw_state(self, kind: str, name: str) -> ThawState | None:
         """From HEAD: the storage class, and the `Restore` header (`ongoing-request="true"` while a

@@ -170,3 +170,66 @@ def test_the_wait_ends_when_someone_else_thaws_the_packs(
         hand.join()
     assert report.requested == [] and report.pending == []
     assert seen[0] == (0, len(cold)) and seen[-1] == (len(cold), len(cold))
+
+
+def test_object_lock_keeps_an_archive_from_retention_and_gc_until_its_date(
+    make_system: Factory, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """BACKUP_ARCHIVE_OBJECT_LOCK: the archive's cold packs and root are locked in compliance mode until
+    its start plus the archive years; retention skips it and GC keeps its packs, each saying why."""
+    client: Any = s3_client(s3_endpoint)
+    name = f"lock-{secrets.token_hex(6)}"
+    client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)  # locked objects outlive the test
+    url = f"s3://{name}/repo?endpoint_url={s3_endpoint}&region=us-east-1"
+    key, home = secrets.token_hex(32), tmp_path / "home"
+    system = make_system(home=home, key=key, storage=url, backup_archive_object_lock=True, **COLD)
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=1, small=2))
+    archive = system.create_archive_backup("docs")
+    bucket = Bucket(url, s3_endpoint)
+    cold = cold_packs_of(system, archive.id)
+    years = system.settings.backup_retention_archive_years
+    for kind, object_name in [(Kind.MANIFESTS, archive.id), *((Kind.PACKS, p) for p in cold)]:
+        head = client.head_object(Bucket=name, Key=f"{bucket.prefix}/{kind}/{object_name}")
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        assert head["ObjectLockRetainUntilDate"].year == int(archive.id[:4]) + years
+    root = system.context.repository.read_json(Kind.MANIFESTS, archive.id, ObjectType.MANIFEST)
+    assert root["backup"]["object_lock"]["mode"] == "COMPLIANCE"
+    standard = bucket.packs() - cold
+    assert standard and all(
+        "ObjectLockMode" not in client.head_object(Bucket=name, Key=f"{bucket.prefix}/packs/{p}") for p in standard
+    )
+
+    # A policy that no longer keeps archives: retention skips the locked one, naming the lock.
+    system.create_full_backup("docs")
+    shorter = make_system(home=home, key=key, storage=url, init=False, backup_retention_archive_years=0,
+                          backup_retention_daily=1, backup_retention_weekly=0, backup_retention_monthly=0,
+                          backup_retention_yearly=0, backup_retention_minimum=1,
+                          backup_retention_keep_within_hours=0, **COLD)  # fmt: skip
+    plan, applied = shorter.apply_retention(confirm=True)
+    assert archive.id in [b.id for b in plan.deletions] and archive.id not in applied.deleted
+    assert any(s["backup"] == archive.id and "Object Lock" in s["why"] for s in applied.skipped)
+
+    # GC keeps the locked cold packs of an archive deleted anyway, and says so.
+    delete_backup(shorter, archive.id)
+    reports = [collect_garbage(shorter.context, confirm=True, actor="test") for _ in range(2)]
+    assert cold <= bucket.packs()
+    assert any(f"pack {sorted(cold)[0]} kept: locked by S3 Object Lock" in p for p in reports[1].problems), [(r.marked, r.deleted, r.waiting, r.problems, r.returned) for r in reports] + [sorted(cold)]
+
+
+def test_gc_deletes_the_frozen_packs_of_a_deleted_archive_without_a_thaw(
+    make_system: Factory, s3_bucket_url: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """A DEEP_ARCHIVE pack's index cannot be read without a retrieval; once its archive is deleted and no
+    archive ran at marking, the sweep deletes it all the same instead of keeping it forever."""
+    system = make_system(storage=s3_bucket_url, **COLD)
+    bucket = Bucket(s3_bucket_url, s3_endpoint)
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=1, small=2))
+    archive = system.create_archive_backup("docs")
+    cold = cold_packs_of(system, archive.id)
+    assert {bucket.storage_class(Kind.PACKS, p) for p in cold} == {"DEEP_ARCHIVE"}
+    delete_backup(system, archive.id)
+    first = collect_garbage(system.context, confirm=True, actor="test")
+    assert cold <= set(first.marked)
+    second = collect_garbage(system.context, confirm=True, actor="test")
+    assert cold <= set(second.deleted), second.problems
+    assert not bucket.packs() & cold
