@@ -182,7 +182,7 @@ class Restorer:
     def plan(self, entries: list[dict[str, Any]]) -> tuple[RestorePlan, dict[str, chunks.ChunkLocation]]:
         wanted = {c for e in entries if e["type"] == "file" for c in e["chunks"]}
         with self.ctx.sessions() as session:  # an archive reads its own (cold) copies: docs/ARCHIVE.md
-            where = chunks.locate(session, wanted, tier_of(self.manifest["backup"]))
+            where = chunks.locate(session, wanted, tier_of(self.manifest.get("backup", {})))
         plan = RestorePlan(
             self.backup.id,
             self.source,
@@ -594,8 +594,9 @@ def check_backup_data(ctx: Context, backup_id: str) -> RestorePlan:
     the manifest reads, the catalog locates every chunk, every pack is in storage at its size."""
     with ctx.sessions() as session:
         backup = resolve(session, backup_id, None)
-    restorer = Restorer(ctx, backup, "?", {})
-    entries = _select(ctx.repository.read_manifest(backup.id), None)
+    manifest = ctx.repository.read_manifest(backup.id)
+    restorer = Restorer(ctx, backup, "?", manifest)  # its header says the tier of its chunks
+    entries = _select(manifest, None)
     plan, where = _located(restorer, entries)
     check_packs(ctx, entries, where)
     return plan
