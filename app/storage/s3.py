@@ -174,6 +174,7 @@ class S3Storage:
         if options is not None and options.retain_until is not None:
             extra["ObjectLockMode"] = "COMPLIANCE"
             extra["ObjectLockRetainUntilDate"] = options.retain_until
+            extra["ChecksumAlgorithm"] = "CRC32"  # S3 wants a checksum (or Content-MD5) with a lock
         try:
             if len(data) <= self.multipart_threshold:
                 self._client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data), **extra)
@@ -190,10 +191,14 @@ class S3Storage:
             parts = []
             for number, start in enumerate(range(0, len(data), part_size), start=1):
                 body = bytes(data[start : start + part_size])
+                checksum = {"ChecksumAlgorithm": extra["ChecksumAlgorithm"]} if "ChecksumAlgorithm" in extra else {}
                 sent = self._client.upload_part(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, **checksum
                 )
-                parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+                part = {"PartNumber": number, "ETag": sent["ETag"]}
+                if sent.get("ChecksumCRC32"):
+                    part["ChecksumCRC32"] = sent["ChecksumCRC32"]
+                parts.append(part)
             self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
