@@ -4,6 +4,7 @@ Sentry (here a loopback server receiving the real SDK's envelopes) with our tags
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,9 @@ def test_key_material_in_frame_locals_stays_out_of_sentry(
     damaged = bytearray(config.read_bytes())
     damaged[-1] ^= 0xFF  # the AEAD tag: the header still reads as a config object
     config.write_bytes(bytes(damaged))
+    # The local metadata cache (app/repo/cache.py) holds the good copy read above: without it, the
+    # worker reads the damaged one from storage.
+    shutil.rmtree(tmp_path / "home" / "cache", ignore_errors=True)
 
     with pytest.raises(Exception, match="config"):
         run_backup.delay("docs", "full").get(timeout=60)
