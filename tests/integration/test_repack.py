@@ -216,14 +216,18 @@ def test_an_old_pack_stays_until_every_region_holds_its_live_chunks_new_pack(
     assert fingerprint(out) == prints[b3]
 
 
-@pytest.mark.parametrize("max_unused", [0.05, 1.0])
+@pytest.mark.parametrize(
+    ("max_unused", "backend"),
+    [(0.05, "sqlite"), (1.0, "sqlite"), pytest.param(0.05, "postgres", marks=pytest.mark.postgres)],
+)
 def test_a_mostly_live_pack_is_repacked_while_dead_bytes_exceed_max_unused(
-    make_system: Factory, tmp_path: Path, max_unused: float
+    make_system: Factory, tmp_path: Path, max_unused: float, backend: str, request: pytest.FixtureRequest
 ) -> None:
     """b1's data pack stays 5/6 live once b1 is deleted (above BACKUP_GC_REPACK_BELOW's 0.5), yet its
     dead sixth is more than 5 % of the repository: the default max-unused share repacks it, and one run
     asked to sweep what it marked (grace 0, nothing running) deletes it; 1 turns that rule off."""
-    system = make_system(**ONLY_NEWEST, backup_gc_max_unused=max_unused)
+    catalog = request.getfixturevalue("fresh_pg_url") if backend == "postgres" else None
+    system = make_system(catalog=catalog, **ONLY_NEWEST, backup_gc_max_unused=max_unused)
     src = tmp_path / "src"
     write_tree(src, seed=1, files=6, kib=300)
     system.add_source("docs", src)
