@@ -22,7 +22,7 @@ from app.catalog.models import Backup, Pack, Source
 from app.catalog.readers import reading
 from app.catalog.sources import get_source
 from app.context import Context
-from app.errors import BackupNotFoundError
+from app.errors import BackupNotFoundError, ThawPendingError
 from app.repo.format import Kind
 from app.repo.manifest import file_chunks
 from app.storage import Storage
@@ -73,7 +73,23 @@ def _verify_backups(ctx: Context, options: VerifyOptions, *, actor: str | None) 
         to_read = list(dict.fromkeys(choose_packs(options, present, last_ok, clock.now()) + wrong_size))
         # Cold packs of an archive in GLACIER or DEEP_ARCHIVE are thawed (requested, waited for) first.
         frozen = {p for (b, _), c in zip(selected, checks, strict=True) if needs_thaw(b.storage_class) for p in c.packs}
-        thaw_packs(repo.storage, [p for p in to_read if p in frozen], ThawOptions.from_settings(ctx.settings))
+        try:
+            thaw_packs(repo.storage, [p for p in to_read if p in frozen], ThawOptions.from_settings(ctx.settings))
+        except ThawPendingError as exc:  # the run is recorded as failed, not left running
+            with transaction(ctx.sessions) as session:
+                verifications.finish_run(
+                    session,
+                    run_id,
+                    outcome="failed",
+                    backups=len(selected),
+                    packs_checked=len(all_packs),
+                    packs_read=0,
+                    chunks_read=0,
+                    bytes_read=0,
+                    seconds=time.monotonic() - started,
+                    error=exc.message,
+                )
+            raise
         to_read += missing  # a missing pack's "read" finds it missing and names its chunks
         pack_checks = _check_packs(ctx, pool, to_read, bandwidth)
     for pack_id in wrong_size:

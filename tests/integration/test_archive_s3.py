@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.archive.thaw import ThawOptions, thaw_packs
-from app.catalog.models import Backup, Chunk
+from app.catalog.models import Backup, Chunk, Verification
 from app.errors import ThawPendingError
 from app.gc.run import collect_garbage
 from app.repo import manifest
@@ -233,3 +233,23 @@ def test_gc_deletes_the_frozen_packs_of_a_deleted_archive_without_a_thaw(
     second = collect_garbage(system.context, confirm=True, actor="test")
     assert cold <= set(second.deleted), second.problems
     assert not bucket.packs() & cold
+
+
+def test_verify_read_data_thaws_a_deep_archive_first(
+    make_system: Factory, s3_bucket_url: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """`verify --read-data all` of an archive in DEEP_ARCHIVE requests the thaw of its cold packs, waits,
+    then reads them back whole; with requests off it stops with exit 23 before reading."""
+    key, home = secrets.token_hex(32), tmp_path / "home"
+    waiting = make_system(home=home, key=key, storage=s3_bucket_url, backup_thaw_request=False,
+                          backup_thaw_timeout=0, **COLD)  # fmt: skip
+    waiting.add_source("docs", make_tree(tmp_path / "src", big_mib=1, small=2))
+    archive = waiting.create_archive_backup("docs")
+    with pytest.raises(ThawPendingError):
+        waiting.verify_backup(archive.id, data="all")
+    with waiting.context.sessions() as session:  # the run is recorded as failed, not left running
+        assert list(session.scalars(select(Verification.outcome))) == ["failed"]
+
+    requesting = make_system(home=home, key=key, storage=s3_bucket_url, init=False, **COLD)
+    report = requesting.verify_backup(archive.id, data="all")
+    assert report.damaged_packs == [] and report.packs_read == report.packs_checked > 0
