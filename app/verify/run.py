@@ -27,7 +27,7 @@ from app.repo.format import Kind
 from app.repo.manifest import file_chunks
 from app.storage import Storage
 from app.verify.data import PackCheck, check_pack
-from app.verify.options import VerifyOptions, choose_packs
+from app.verify.options import DATA_ALL, VerifyOptions, choose_packs
 from app.verify.problems import PACK_SIZE, Problem
 from app.verify.report import BackupOutcome, VerificationReport
 from app.verify.structure import BackupCheck, check_structure
@@ -73,8 +73,17 @@ def _verify_backups(ctx: Context, options: VerifyOptions, *, actor: str | None) 
         to_read = list(dict.fromkeys(choose_packs(options, present, last_ok, clock.now()) + wrong_size))
         # Cold packs of an archive in GLACIER or DEEP_ARCHIVE are thawed (requested, waited for) first.
         frozen = {p for (b, _), c in zip(selected, checks, strict=True) if needs_thaw(b.storage_class) for p in c.packs}
+        # `--read-data` waits for the thaw; the scheduled (incremental, sample) runs request it and read
+        # the packs still frozen at a later run, once thawed, so the verify queue never waits hours.
+        wait = options.data == DATA_ALL
         try:
-            thaw_packs(repo.storage, [p for p in to_read if p in frozen], ThawOptions.from_settings(ctx.settings))
+            thawed = thaw_packs(
+                repo.storage,
+                [p for p in to_read if p in frozen],
+                ThawOptions.from_settings(ctx.settings),
+                wait=wait,
+            )
+            to_read = [p for p in to_read if p not in set(thawed.pending)]
         except ThawPendingError as exc:  # the run is recorded as failed, not left running
             with transaction(ctx.sessions) as session:
                 verifications.finish_run(

@@ -238,8 +238,9 @@ def test_gc_deletes_the_frozen_packs_of_a_deleted_archive_without_a_thaw(
 def test_verify_read_data_thaws_a_deep_archive_first(
     make_system: Factory, s3_bucket_url: str, s3_endpoint: str, tmp_path: Path
 ) -> None:
-    """`verify --read-data all` of an archive in DEEP_ARCHIVE requests the thaw of its cold packs, waits,
-    then reads them back whole; with requests off it stops with exit 23 before reading."""
+    """`verify --read-data` of an archive in DEEP_ARCHIVE requests the thaw of its cold packs, waits,
+    then reads them back whole; with requests off it stops with exit 23 before reading, and the
+    scheduled incremental run leaves the frozen packs for a later run instead of waiting."""
     key, home = secrets.token_hex(32), tmp_path / "home"
     waiting = make_system(home=home, key=key, storage=s3_bucket_url, backup_thaw_request=False,
                           backup_thaw_timeout=0, **COLD)  # fmt: skip
@@ -249,6 +250,10 @@ def test_verify_read_data_thaws_a_deep_archive_first(
         waiting.verify_backup(archive.id, data="all")
     with waiting.context.sessions() as session:  # the run is recorded as failed, not left running
         assert list(session.scalars(select(Verification.outcome))) == ["failed"]
+
+    cold = cold_packs_of(waiting, archive.id)
+    skipped = waiting.verify_backup(archive.id)  # the scheduled (incremental) run never waits: frozen
+    assert skipped.packs_read == skipped.packs_checked - len(cold)  # packs are left for a later run
 
     requesting = make_system(home=home, key=key, storage=s3_bucket_url, init=False, **COLD)
     report = requesting.verify_backup(archive.id, data="all")
