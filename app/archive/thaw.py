@@ -148,7 +148,7 @@ def _states(storage: Thawing, pack_ids: list[str]) -> dict[str, ThawState]:
         raise ObjectNotFoundError(
             Kind.PACKS,
             missing[0],
-            "storage",
+            str(getattr(storage, "location", "storage")),
             detail=f"{len(missing)} pack(s) to thaw are missing",
             hint="restore the packs from a replica (secondary region), then run again",
         )
