@@ -47,8 +47,10 @@ class Context:
         self.region = region
         if region is not None:
             region_url(settings, region)  # an unknown region stops here, naming the configured ones
-        #: Serialises catalog writes from upload threads; SQLite allows one writer at a time.
-        self.catalog_write_lock = threading.Lock()
+        #: Serialises catalog writes from upload threads; SQLite allows one writer at a time. Re-entrant:
+        #: the catalog is often first opened under it (`with lock, transaction(ctx.sessions)`), and
+        #: opening it audits this process's configuration under the same lock.
+        self.catalog_write_lock = threading.RLock()
         self._handed: tuple[bytes, dict[str, Any]] | None = None
         #: The kind of process ("cli", "worker"), set before the catalog is first opened: its configuration
         #: is audited then (docs/AUDIT.md section 6), and a worker takes the catalog's worker role

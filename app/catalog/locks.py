@@ -7,8 +7,10 @@ import os
 import socket
 import threading
 import uuid
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -113,11 +115,11 @@ class Lease:
         factory: sessionmaker[Session],
         name: str,
         ttl: timedelta,
-        write_lock: threading.Lock | None = None,
+        write_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
         self.factory, self.name, self.ttl = factory, name, ttl
         self.holder = new_holder()
-        self._write_lock = write_lock or threading.Lock()
+        self._write_lock: AbstractContextManager[Any] = write_lock or threading.Lock()
         self._stop = threading.Event()
         self._lost = False
         self._thread: threading.Thread | None = None

@@ -5,11 +5,11 @@ section 2). A reader whose process died stops counting when its lease expires (a
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,7 +24,7 @@ TTL = timedelta(minutes=10)
 
 @contextmanager
 def reading(
-    factory: sessionmaker[Session], write_lock: threading.Lock, kind: str, what: str
+    factory: sessionmaker[Session], write_lock: AbstractContextManager[Any], kind: str, what: str
 ) -> Iterator[Lease]:
     """Registered as a running reader (`kind`: restore, verify, drill; `what`: the backup or scope)
     for the life of the block: register before the first chunk is located."""

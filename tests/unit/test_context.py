@@ -49,3 +49,32 @@ def test_a_context_that_opened_nothing_hands_off_settings_alone(system: BackupSy
         worker.close()
     finally:
         fresh.close()
+
+
+def test_the_first_catalog_write_of_a_cli_process_under_the_write_lock_does_not_deadlock(
+    system: BackupSystem,
+) -> None:
+    """`with ctx.catalog_write_lock, transaction(ctx.sessions)` opened the catalog under the lock, and
+    auditing the process's configuration there took the same lock again: `hold add` hung forever."""
+    import threading
+
+    from app.catalog.db import transaction
+    from app.catalog.models import LegalHold
+
+    ctx = Context(system.settings)
+    ctx.process = "cli"  # audits its configuration when the catalog is first opened
+    done = threading.Event()
+
+    def first_write() -> None:
+        with ctx.catalog_write_lock, transaction(ctx.sessions) as session:
+            session.query(LegalHold).count()
+        done.set()
+
+    worker = threading.Thread(target=first_write, daemon=True)
+    try:
+        worker.start()
+        worker.join(60)  # a deadlock never ends: give up waiting, and fail
+        assert done.is_set(), "the first catalog write under the write lock deadlocked"
+    finally:
+        if done.is_set():
+            ctx.close()
