@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from app import forkserver
 from app.backup import procpool
@@ -14,7 +15,7 @@ from app.backup.heartbeat import Heartbeat
 from app.backup.hooks import SourceHooks, hooks_for, load_source
 from app.backup.prepare import LOCAL_LEASE, PreparedBackup, prepare_backup
 from app.backup.result import BackupResult
-from app.backup.unit import new_writer, run_unit
+from app.backup.unit import UnitOutcome, new_writer, run_unit
 from app.context import Context
 from app.errors import BackupFailedError, EquisplitError
 from app.sources.watch import SizeWatch
@@ -110,10 +111,11 @@ def _run_prepared(
     tracker = _Progress(progress, prepared.bytes_to_read)
     try:
         processes = min(processes, len(prepared.units))
+        results: dict[int, dict[str, Any]] = {}
         if processes > 1:
-            _run_units_in_processes(ctx, prepared, processes, tracker)
+            results = _run_units_in_processes(ctx, prepared, processes, tracker)
         elif prepared.units:
-            _run_units_here(ctx, prepared, tracker)
+            results = _run_units_here(ctx, prepared, tracker)
         hooks.finish(
             ctx,
             prepared.backup_id,
@@ -125,7 +127,7 @@ def _run_prepared(
                 retain_until=prepared.retain_until,
             ),
         )
-        result = finalize_backup(ctx, prepared.backup_id, actor=actor, plan=prepared.plan)
+        result = finalize_backup(ctx, prepared.backup_id, actor=actor, plan=prepared.plan, results=results)
     except BaseException as exc:
         hooks.close()  # before marking it failed: PostgreSQL ends the backup with its session
         fail_backup(ctx, prepared.backup_id, exc, actor=actor)
@@ -139,21 +141,37 @@ def _run_prepared(
     return result
 
 
+def _kept_results(outcomes: list[UnitOutcome]) -> dict[int, dict[str, Any]]:
+    """The units' results handed back in memory, by number."""
+    return {o.number: o.result for o in outcomes if o.result is not None}
+
+
 def _run_units_in_processes(
     ctx: Context, prepared: PreparedBackup, processes: int, tracker: _Progress
-) -> None:
+) -> dict[int, dict[str, Any]]:
     threads = max(1, ctx.settings.worker_threads // processes)
     # At most one chunk per minimum chunk size of each file, and one per small file.
     min_chunk = ctx.repository.chunker_params.min_size
     expected = prepared.files_to_read + prepared.bytes_to_read // min_chunk
     with procpool.UnitPool(ctx.handoff(), processes, threads, expected) as pool:
-        pool.run(prepared.backup_id, list(zip(prepared.units, prepared.unit_sizes, strict=True)), tracker.add)
+        outcomes = pool.run(
+            prepared.backup_id,
+            list(zip(prepared.units, prepared.unit_sizes, strict=True)),
+            tracker.add,
+            inputs=prepared.inputs,
+        )
+    return _kept_results(outcomes)
 
 
-def _run_units_here(ctx: Context, prepared: PreparedBackup, tracker: _Progress) -> None:
+def _run_units_here(ctx: Context, prepared: PreparedBackup, tracker: _Progress) -> dict[int, dict[str, Any]]:
     """Every unit in this process, on one shared thread pool and pack writer."""
+    inputs = prepared.inputs or {}
     writer = new_writer(
-        ctx, prepared.backup_id, prepared.storage_class, tier=prepared.tier, retain_until=prepared.retain_until
+        ctx,
+        prepared.backup_id,
+        prepared.storage_class,
+        tier=prepared.tier,
+        retain_until=prepared.retain_until,
     )
     try:
         with (
@@ -164,12 +182,20 @@ def _run_units_here(ctx: Context, prepared: PreparedBackup, tracker: _Progress) 
         ):
             futures = [
                 units.submit(
-                    run_unit, ctx, prepared.backup_id, n, writer=writer, pool=files, progress=tracker.add
+                    run_unit,
+                    ctx,
+                    prepared.backup_id,
+                    n,
+                    writer=writer,
+                    pool=files,
+                    progress=tracker.add,
+                    input_doc=inputs.pop(n, None),
+                    keep_result=prepared.inputs is not None,
                 )
                 for n in prepared.units
             ]
-            for future in futures:
-                future.result()
+            outcomes = [future.result() for future in futures]
         writer.flush()
     finally:
         writer.close()
+    return _kept_results(outcomes)

@@ -40,10 +40,16 @@ def _release(ctx: Context, backup_id: str, source: str) -> None:
 
 
 def finalize_backup(
-    ctx: Context, backup_id: str, *, actor: str | None = None, plan: dict[str, Any] | None = None
+    ctx: Context,
+    backup_id: str,
+    *,
+    actor: str | None = None,
+    plan: dict[str, Any] | None = None,
+    results: dict[int, dict[str, Any]] | None = None,
 ) -> BackupResult:
-    """Write the manifest from the plan (read from storage unless given) and every unit's result;
-    idempotent once complete."""
+    """Write the manifest from the plan and every unit's result (each read from storage unless given:
+    a backup run on one machine hands them over in memory); idempotent once complete."""
+    results = results or {}
     repo = ctx.repository
     with ctx.sessions() as session:
         backup = session.get(Backup, backup_id)
@@ -72,8 +78,8 @@ def finalize_backup(
         previous = last_complete(session, backup.source_id, backup_id)
         if job is not None and job.state == "cancelled":
             raise JobCancelledError(f"backup {backup_id} was cancelled before it was finalized")
-    # Handed over in memory with no unit and nothing extra: this backup stored no `units` object at all.
-    stored_units = plan is None or bool(units) or bool(plan.get("extra"))
+    # Everything handed over in memory and nothing extra: this backup stored no `units` object at all.
+    stored_units = plan is None or any(u.number not in results for u in units) or bool(plan.get("extra"))
     if plan is None:
         plan = objects.read(repo, objects.plan_name(backup_id))
     entries: list[dict[str, Any]] = list(plan["entries"])
@@ -86,7 +92,9 @@ def finalize_backup(
     # last unit.
     numbers = sorted(u.number for u in units)
     with ThreadPoolExecutor(OUTPUT_READERS, thread_name_prefix="unit-output") as pool:
-        for out in pool.map(lambda n: objects.read(repo, objects.output_name(backup_id, n)), numbers):
+        for out in pool.map(
+            lambda n: results.get(n) or objects.read(repo, objects.output_name(backup_id, n)), numbers
+        ):
             read_entries.extend(out["entries"])
             unit_errors.extend(out["errors"])
             warnings.extend(out["warnings"])

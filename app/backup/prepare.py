@@ -13,7 +13,7 @@ from app import clock
 from app.archive import lock
 from app.backup import objects
 from app.backup.hooks import SourceHooks, hooks_for, load_source
-from app.backup.plan import Parent, plan_reads, split_units, unit_bytes_for
+from app.backup.plan import Parent, Unit, plan_reads, split_units, unit_bytes_for
 from app.backup.reconcile import reconcile
 from app.catalog import jobs, locks
 from app.catalog.backups import (
@@ -59,6 +59,8 @@ class PreparedBackup:
     tier: str = Tier.STANDARD
     #: Object Lock of its cold packs and root (docs/ARCHIVE.md), ISO time; None: not locked.
     retain_until: str | None = None
+    #: Each unit's input, by number, when they are kept in memory (`keep_plan` on remote storage).
+    inputs: dict[int, dict[str, Any]] | None = None
 
 
 def lease_name(source: str) -> str:
@@ -113,8 +115,10 @@ def prepare_backup(
     source's kind. `checksum` re-reads every file whatever the change rule says (the parent is still
     recorded, and chunks already stored are not stored again). `parallelism` is how many processes
     will read the units: units are made small enough to keep them all busy; `watch` counts the bytes
-    the walk finds; one that never fires means one process after all. `keep_plan`: the plan is handed
-    to `finalize_backup` in memory (one process) instead of through storage (a cluster). `allow_shrink`:
+    the walk finds; one that never fires means one process after all. `keep_plan`: the plan stays in
+    memory (one machine: handed to `finalize_backup`) instead of going through storage (a cluster),
+    and on remote storage the units' inputs too (`PreparedBackup.inputs`, handed to the units, whose
+    results come back in memory). `allow_shrink`:
     the user confirmed that the source may have shrunk since its last complete backup (app/backup/shrink.py)."""
     if backup_type not in BACKUP_TYPES:
         raise ConfigurationError(
@@ -186,24 +190,26 @@ def prepare_backup(
         warnings = list(walk.warnings)
         if actual_type != backup_type:
             warnings.append({"path": ".", "warning": f"no base backup for {backup_type}: ran a full backup"})
-        # The units' inputs are stored on threads while the next is encoded: each is a round trip (a
-        # PUT, or a write and fsync) on the serial stretch before any unit can start.
+
+        def input_of(unit: Unit) -> dict[str, Any]:
+            return {
+                "root": str(root),
+                "storage_class": storage_class,
+                "tier": tier,
+                "retain_until": retain_until,
+                "read": walk.read,
+                "entries": [item.to_json() for item in unit.items],
+            }
+
+        # On remote storage (S3: a PUT, a GET and a DELETE each) a one-machine backup keeps its units'
+        # inputs in memory and sends each with its unit; otherwise they are stored, on threads while
+        # the next is encoded: each is a round trip on the serial stretch before any unit can start.
+        in_memory = keep_plan and repo.storage.capabilities.remote
+        inputs = {unit.number: input_of(unit) for unit in units} if in_memory else None
         with ThreadPoolExecutor(INPUT_WRITERS, thread_name_prefix="unit-input") as pool:
             written = [
-                pool.submit(
-                    objects.write,
-                    repo,
-                    objects.input_name(backup_id, unit.number),
-                    {
-                        "root": str(root),
-                        "storage_class": storage_class,
-                        "tier": tier,
-                        "retain_until": retain_until,
-                        "read": walk.read,
-                        "entries": [item.to_json() for item in unit.items],
-                    },
-                )
-                for unit in units
+                pool.submit(objects.write, repo, objects.input_name(backup_id, unit.number), input_of(unit))
+                for unit in (units if inputs is None else [])
             ]
             for done in written:
                 done.result()
@@ -275,4 +281,5 @@ def prepare_backup(
         plan_doc if keep_plan else None,
         tier=tier,
         retain_until=retain_until,
+        inputs=inputs,
     )

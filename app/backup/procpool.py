@@ -31,11 +31,19 @@ def _init_worker(handoff: Handoff, counter: Synchronized[int], claims: SharedCla
     _worker_claims = claims
 
 
-def _run_unit(backup_id: str, number: int) -> UnitOutcome:
+def _run_unit(backup_id: str, number: int, input_doc: dict[str, Any] | None) -> UnitOutcome:
     assert _worker_ctx is not None and _worker_counter is not None and _worker_claims is not None
     progress = forkserver.Progress(_worker_counter)
     try:
-        return run_unit(_worker_ctx, backup_id, number, progress=progress.add, claim=_worker_claims.claim)
+        return run_unit(
+            _worker_ctx,
+            backup_id,
+            number,
+            progress=progress.add,
+            claim=_worker_claims.claim,
+            input_doc=input_doc,
+            keep_result=input_doc is not None,
+        )
     finally:
         progress.flush()
 
@@ -68,11 +76,16 @@ class UnitPool:
         backup_id: str,
         units: Sequence[tuple[int, int]],
         progress: Callable[[int], None] | None = None,
+        *,
+        inputs: dict[int, dict[str, Any]] | None = None,
     ) -> list[UnitOutcome]:
         """Run `units` ((number, bytes) pairs), biggest first so the last to finish is a small one;
-        the first failure cancels what has not started and is raised once the running ones end."""
+        the first failure cancels what has not started and is raised once the running ones end. With
+        `inputs` (each unit's input, by number) a unit goes to its process with its input and hands its
+        result back, nothing through storage; `inputs` is emptied as they are sent."""
         order = sorted(units, key=lambda u: -u[1])
         futures: list[Future[UnitOutcome]] = [
-            self._executor.submit(_run_unit, backup_id, number) for number, _ in order
+            self._executor.submit(_run_unit, backup_id, number, inputs.pop(number) if inputs else None)
+            for number, _ in order
         ]
         return forkserver.wait_all(futures, self._counter, progress)

@@ -48,6 +48,8 @@ class UnitOutcome:
     seconds: float
     worker: str
     skipped: bool = False
+    #: The unit's result, when it was handed back in memory instead of stored (`keep_result`).
+    result: dict[str, Any] | None = None
 
 
 def worker_name() -> str:
@@ -215,10 +217,14 @@ def run_unit(
     cluster: bool = False,
     claim: Callable[[str], bool] | None = None,
     worker: str | None = None,
+    input_doc: dict[str, Any] | None = None,
+    keep_result: bool = False,
 ) -> UnitOutcome:
     """Read the unit's files and store their chunks. With a shared `writer` (one process), the caller
     flushes it; otherwise the unit's own packs are durable before its result is written. `worker`
-    names who runs it (a Celery node name, as Flower shows it); `host:pid` by default."""
+    names who runs it (a Celery node name, as Flower shows it); `host:pid` by default. A backup run on
+    one machine hands the unit its input (`input_doc`) and takes its result back in the outcome
+    (`keep_result`) instead of through storage (three requests a unit on S3)."""
     unit, lease = _claim(ctx, backup_id, number, cluster=cluster, worker=worker)
     if unit is None:
         return _outcome_of_done(ctx, backup_id, number)
@@ -227,7 +233,16 @@ def run_unit(
         heartbeat = Heartbeat(ctx, backup_id, lease, f"cluster:{backup_id}", CLUSTER_LEASE)
         heartbeat.start()
     try:
-        return _run_claimed(ctx, unit, writer=writer, pool=pool, progress=progress, claim=claim)
+        return _run_claimed(
+            ctx,
+            unit,
+            writer=writer,
+            pool=pool,
+            progress=progress,
+            claim=claim,
+            input_doc=input_doc,
+            keep_result=keep_result,
+        )
     finally:
         if heartbeat is not None:
             heartbeat.stopped.set()
@@ -241,11 +256,13 @@ def _run_claimed(
     pool: Executor | None,
     progress: Progress | None,
     claim: Callable[[str], bool] | None,
+    input_doc: dict[str, Any] | None = None,
+    keep_result: bool = False,
 ) -> UnitOutcome:
     backup_id, number = unit.backup_id, unit.number
     started = time.monotonic()
     repo = ctx.repository
-    doc = objects.read(repo, objects.input_name(backup_id, number))
+    doc = input_doc if input_doc is not None else objects.read(repo, objects.input_name(backup_id, number))
     root = doc["root"]
     entries = [Entry.from_json(e) for e in doc["entries"]]
     # a big file's piece (app/backup/plan.py, Item): where it starts, how long, and what was stored
@@ -356,17 +373,15 @@ def _run_claimed(
         for e, p in zip(entries, pieces, strict=True)
         if e.type not in ("unreadable", "vanished")
     ]
-    objects.write(
-        repo,
-        objects.output_name(backup_id, number),
-        {
-            "entries": kept,
-            "errors": errors,
-            "warnings": warnings,
-            "bytes_read": totals["read"],
-            "bytes_new": totals["new"],
-        },
-    )
+    result = {
+        "entries": kept,
+        "errors": errors,
+        "warnings": warnings,
+        "bytes_read": totals["read"],
+        "bytes_new": totals["new"],
+    }
+    if not keep_result:
+        objects.write(repo, objects.output_name(backup_id, number), result)
     seconds = time.monotonic() - started
     with transaction(ctx.sessions) as session:
         session.execute(
@@ -381,7 +396,16 @@ def _run_claimed(
             },
         )
         jobs.add_backup_progress(session, backup_id, units=1, bytes_done=unit.bytes, job_id=unit.job_id)
-    return UnitOutcome(backup_id, number, len(entries), totals["read"], totals["new"], seconds, unit.worker)
+    return UnitOutcome(
+        backup_id,
+        number,
+        len(entries),
+        totals["read"],
+        totals["new"],
+        seconds,
+        unit.worker,
+        result=result if keep_result else None,
+    )
 
 
 #: Small files go to the reader threads in batches: one future per file cost as much as reading a 5 KiB file.

@@ -34,6 +34,9 @@ def test_worker_processes_read_neither_keyring_nor_config(
     backup = system.create_full_backup("docs")
     asked = tally(counted_bucket.taken())
     assert asked["GET keys"] <= 1 and asked["GET config"] <= 1, asked
+    # the units' inputs and results went to and from the worker processes with the units, not through
+    # storage (one machine); the one listing of units/ is the reconciliation's
+    assert not asked["PUT units"] and not asked["GET units"] and asked["LIST units"] == 1, asked
     system.close()
     restoring = make_system(init=False, home=system.settings.home, storage=counted_bucket.url,
                             key=system.settings.backup_encryption_key.get_secret_value(),  # type: ignore[union-attr]
