@@ -101,7 +101,9 @@ class Context:
     def _record_configuration(self, factory: sessionmaker[Session], process: str) -> None:
         from app.audit.config import record_configuration
 
-        with self.catalog_write_lock, transaction(factory) as session:
+        # Not under catalog_write_lock: the first catalog use is often `with ctx.catalog_write_lock,
+        # transaction(ctx.sessions)`, which holds it while this runs (the lock is not reentrant).
+        with transaction(factory) as session:
             record_configuration(session, self.settings, process)
 
     @property

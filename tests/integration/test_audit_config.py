@@ -108,3 +108,33 @@ def test_the_embedded_catalog_records_the_configuration_without_secrets(tmp_path
     key = env["BACKUP_ENCRYPTION_KEY"]
     assert key.encode() not in b"".join(p.read_bytes() for p in catalog.parent.glob("catalog.sqlite3*"))
     assert key not in proc.stdout + proc.stderr
+
+
+def test_recording_the_configuration_on_a_first_use_under_the_write_lock_does_not_deadlock(
+    tmp_path: Path,
+) -> None:
+    """Many writers open the catalog first as `with ctx.catalog_write_lock, transaction(ctx.sessions)`:
+    the recording runs inside that (`hold add` hung on it, seen failing before the fix)."""
+    import threading
+
+    from app.catalog.db import transaction
+    from app.context import Context
+    from app.system import BackupSystem
+    from tests.support.system import settings_for
+
+    settings = settings_for(tmp_path / "home")
+    with BackupSystem(settings) as system:
+        system.init()
+    ctx = Context(settings)
+    ctx.process = "cli"
+    done = threading.Event()
+
+    def first_use() -> None:
+        with ctx.catalog_write_lock, transaction(ctx.sessions):
+            done.set()
+
+    thread = threading.Thread(target=first_use, daemon=True)
+    thread.start()
+    thread.join(30)
+    ctx.close()
+    assert done.is_set(), "the first catalog use under the write lock deadlocked"
