@@ -5,6 +5,7 @@ requests nothing again; garbage collection keeps each tier's copies while its ba
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 from pathlib import Path
@@ -20,6 +21,7 @@ from app.gc.run import collect_garbage
 from app.repo import manifest
 from app.repo.format import Kind, ObjectType, Tier
 from app.system import BackupSystem
+from tests.support.cli import cli_env_for, run_cli
 from tests.support.s3server import s3_client
 from tests.support.system import Factory
 from tests.support.trees import assert_same_tree, make_tree
@@ -258,3 +260,26 @@ def test_verify_read_data_thaws_a_deep_archive_first(
     requesting = make_system(home=home, key=key, storage=s3_bucket_url, init=False, **COLD)
     report = requesting.verify_backup(archive.id, data="all")
     assert report.damaged_packs == [] and report.packs_read == report.packs_checked > 0
+
+
+def test_the_cli_refuses_a_frozen_restore_with_exit_23_then_requests_and_restores(
+    s3_bucket_url: str, tmp_path: Path
+) -> None:
+    """`restore` of a DEEP_ARCHIVE archive as a user runs it: exit 23 naming the thaw, `--request-only`
+    sends the requests and writes nothing, then the restore runs."""
+    src = make_tree(tmp_path / "src", big_mib=1, small=2)
+    env = cli_env_for(tmp_path / "home", backup_storage_url=s3_bucket_url, backup_archive_storage_class="DEEP_ARCHIVE",
+                      backup_thaw_request="false", backup_thaw_timeout=0)  # fmt: skip
+    run_cli(env, "init", ok=True)
+    run_cli(env, "source", "add", "docs", "--path", str(src), ok=True)
+    backup = json.loads(run_cli(env, "backup", "run", "--source", "docs", "--type", "archive", "--json", ok=True).stdout)
+    out = tmp_path / "out"
+
+    refused = run_cli(env, "restore", backup["id"], "--target", str(out))
+    assert refused.returncode == 23, refused.stderr
+    assert "not readable yet" in refused.stderr and "BACKUP_THAW_REQUEST" in refused.stderr
+    requested = run_cli(env, "restore", backup["id"], "--target", str(out), "--request-only", "--json", ok=True)
+    assert json.loads(requested.stdout)["thaw"]["requested"] > 0
+    assert not out.exists() or not any(out.iterdir())
+    run_cli({**env, "BACKUP_THAW_REQUEST": "true"}, "restore", backup["id"], "--target", str(out), ok=True)
+    assert_same_tree(src, out)
