@@ -21,6 +21,7 @@ from app.replication.regions import configured_regions, is_enabled
 from app.retention.keep import Candidate, keep_reasons
 from app.retention.policy import RetentionPolicy
 from app.retention.regions import RegionBackup, RegionPlan, keeping_regions, plan_region
+from app.retention.verdicts import BackupVerdict, WalVerdict
 from app.retention.wal_window import wal_bounds
 from app.settings import region_url
 
@@ -29,52 +30,19 @@ THINNABLE = ("segment", "partial")
 
 
 @dataclass
-class PlannedBackup:
-    id: str
-    source: str
-    type: str
-    state: str
-    started_at: datetime
-    reasons: list[str]
+class PlannedBackup(BackupVerdict):
     #: Regions whose policy keeps it and that hold its copy: when the primary deletes it, it stays there.
     kept_in: list[str] = field(default_factory=list)
 
-    @property
-    def keep(self) -> bool:
-        return bool(self.reasons)
-
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source": self.source,
-            "type": self.type,
-            "state": self.state,
-            "started_at": clock.iso(self.started_at),
-            "keep": self.keep,
-            "reasons": self.reasons,
-            "kept_in_regions": self.kept_in,
-        }
+        return {**super().to_json(), "kept_in_regions": self.kept_in}
 
 
 @dataclass
-class WalThinning:
-    """One PostgreSQL source's WAL that no retained backup and no point of the window needs."""
+class WalThinning(WalVerdict):
+    """The primary's WAL to thin for one source (its id names the catalog rows)."""
 
-    source: str
-    source_id: int
-    names: list[str] = field(default_factory=list)
-    bytes: int = 0
-    kept_from: datetime | None = None  # every file archived from here on is kept (the window's base)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "delete": len(self.names),
-            "bytes": self.bytes,
-            "first": self.names[0] if self.names else None,
-            "last": self.names[-1] if self.names else None,
-            "all_kept_from": clock.iso(self.kept_from),
-        }
+    source_id: int = 0
 
 
 @dataclass
@@ -189,7 +157,7 @@ def _thin(
     if bounds is None:
         return None  # no base backup to recover from: every WAL file is kept
     kept_from, ranges = bounds
-    thinning = WalThinning(source.name, source.id, kept_from=kept_from)
+    thinning = WalThinning(source.name, kept_from=kept_from, source_id=source.id)
     for row in session.scalars(
         select(WalSegment)
         .where(

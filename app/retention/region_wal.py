@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -21,6 +19,7 @@ from app.context import Context
 from app.errors import EquisplitError, WalError
 from app.repo.format import Kind
 from app.retention.policy import RetentionPolicy
+from app.retention.verdicts import WalVerdict
 from app.retention.wal_window import wal_bounds
 from app.settings import region_url
 from app.storage import open_storage
@@ -31,24 +30,9 @@ _BATCH = 500
 _HELD = (replicas.COPIED, replicas.PENDING, replicas.FAILED, replicas.DAMAGED)
 
 
-@dataclass
-class RegionWal:
-    """One PostgreSQL source's WAL that the region's kept base backups and window do not need."""
-
-    source: str
-    names: list[str] = field(default_factory=list)  # object names in the region (`source-walname`)
-    bytes: int = 0
-    kept_from: datetime | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "delete": len(self.names),
-            "bytes": self.bytes,
-            "first": self.names[0] if self.names else None,
-            "last": self.names[-1] if self.names else None,
-            "all_kept_from": clock.iso(self.kept_from),
-        }
+class RegionWal(WalVerdict):
+    """One PostgreSQL source's WAL that the region's kept base backups and window do not need; `names`
+    are object names in the region (`source-walname`)."""
 
 
 def plan_region_wal(

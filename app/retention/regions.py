@@ -17,38 +17,21 @@ from app.catalog.models import Backup, Source
 from app.retention.keep import Candidate, keep_reasons
 from app.retention.policy import RetentionPolicy
 from app.retention.region_wal import RegionWal, plan_region_wal
+from app.retention.verdicts import BackupVerdict
 from app.settings import Settings
 
 
 @dataclass
-class RegionBackup:
-    id: str
-    source: str
-    type: str
-    state: str  # its state in the region (complete | partial)
-    started_at: datetime
-    reasons: list[str]
-    #: Whether the region holds its manifest now (else replication is still to copy it).
-    copied: bool
-    #: Whether the primary deleted it (the region keeps it alone).
-    primary_deleted: bool
+class RegionBackup(BackupVerdict):
+    """`state` is its state in the region (complete | partial)."""
 
-    @property
-    def keep(self) -> bool:
-        return bool(self.reasons)
+    #: Whether the region holds its manifest now (else replication is still to copy it).
+    copied: bool = False
+    #: Whether the primary deleted it (the region keeps it alone).
+    primary_deleted: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source": self.source,
-            "type": self.type,
-            "state": self.state,
-            "started_at": clock.iso(self.started_at),
-            "keep": self.keep,
-            "reasons": self.reasons,
-            "copied": self.copied,
-            "only_here": self.primary_deleted,
-        }
+        return {**super().to_json(), "copied": self.copied, "only_here": self.primary_deleted}
 
 
 @dataclass
