@@ -5,11 +5,12 @@ section 2). A reader whose process died stops counting when its lease expires (a
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +31,37 @@ def reading(
     for the life of the block: register before the first chunk is located."""
     with Lease(factory, f"{PREFIX}{kind}:{what}:{uuid.uuid4().hex[:12]}"[:255], TTL, write_lock) as lease:
         yield lease
+
+
+class _Catalog(Protocol):
+    """What registering needs of a context: its sessions and its catalog write lock."""
+
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+
+    @property
+    def catalog_write_lock(self) -> AbstractContextManager[Any]: ...
+
+
+C = TypeVar("C", bound=_Catalog)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def registered_reader(
+    kind: str,
+) -> Callable[[Callable[Concatenate[C, str, P], R]], Callable[Concatenate[C, str, P], R]]:
+    """Run the decorated `fn(ctx, selector, ...)` registered as a running reader of `selector`."""
+
+    def decorate(fn: Callable[Concatenate[C, str, P], R]) -> Callable[Concatenate[C, str, P], R]:
+        @functools.wraps(fn)
+        def run(ctx: C, selector: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            with reading(ctx.sessions, ctx.catalog_write_lock, kind, selector):
+                return fn(ctx, selector, *args, **kwargs)
+
+        return run
+
+    return decorate
 
 
 def running(session: Session) -> set[str]:

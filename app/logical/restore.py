@@ -18,7 +18,7 @@ from app.catalog import chunks, jobs
 from app.catalog.backups import LOGICAL_TYPE, get_backup, latest_backup
 from app.catalog.db import transaction
 from app.catalog.models import Backup, Source
-from app.catalog.readers import reading
+from app.catalog.readers import registered_reader
 from app.context import Context
 from app.errors import (
     BackupNotFoundError,
@@ -77,6 +77,7 @@ def resolve_export(ctx: Context, selector: str, source: str | None) -> tuple[Bac
         return backup, row.name if row else "?"
 
 
+@registered_reader("import")
 def import_export(
     ctx: Context,
     selector: str,
@@ -91,28 +92,6 @@ def import_export(
     can be checked is checked before the target is written: the export, its chunks and packs, the
     target's emptiness, the programs. Registered as a running reader while it runs (garbage collection
     keeps the packs it may have located: docs/GC.md)."""
-    with reading(ctx.sessions, ctx.catalog_write_lock, "import", selector):
-        return _import_export(
-            ctx,
-            selector,
-            target_dsn,
-            source=source,
-            no_privileges=no_privileges,
-            progress=progress,
-            actor=actor,
-        )
-
-
-def _import_export(
-    ctx: Context,
-    selector: str,
-    target_dsn: str,
-    *,
-    source: str | None,
-    no_privileges: bool,
-    progress: Progress | None,
-    actor: str | None,
-) -> ImportReport:
     repo = ctx.repository
     backup, source_name = resolve_export(ctx, selector, source)
     if backup.type != LOGICAL_TYPE:

@@ -18,6 +18,7 @@ from app.catalog import audit, backup_regions, chunks, jobs
 from app.catalog.backups import resolve
 from app.catalog.db import transaction
 from app.catalog.models import Backup
+from app.catalog.readers import registered_reader
 from app.context import Context
 from app.errors import (
     ConfigurationError,
@@ -391,43 +392,8 @@ def finish_big_file(tree: TargetTree, entry: dict[str, Any]) -> None:
         tree.move_into_place(dir_fd, entry["partial"], name, rel)
 
 
+@registered_reader("restore")
 def restore_backup(
-    ctx: Context,
-    selector: str,
-    target: Path,
-    *,
-    source: str | None = None,
-    paths: list[str] | None = None,
-    dry_run: bool = False,
-    overwrite: bool = False,
-    skip_existing: bool = False,
-    keep_partial: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    actor: str | None = None,
-    request_only: bool = False,
-) -> RestorePlan:
-    """Restore `selector` (a backup id or `latest` of `source`) into `target`, registered as a running
-    reader while it runs (garbage collection keeps the packs it may have located: docs/GC.md)."""
-    from app.catalog.readers import reading
-
-    with reading(ctx.sessions, ctx.catalog_write_lock, "restore", selector):
-        return _restore_backup(
-            ctx,
-            selector,
-            target,
-            source=source,
-            paths=paths,
-            dry_run=dry_run,
-            overwrite=overwrite,
-            skip_existing=skip_existing,
-            keep_partial=keep_partial,
-            progress=progress,
-            actor=actor,
-            request_only=request_only,
-        )
-
-
-def _restore_backup(
     ctx: Context,
     selector: str,
     target: Path,
@@ -447,7 +413,8 @@ def _restore_backup(
     written, and a dry run makes the same ones. A non-empty target needs `overwrite` (replace what
     the backup holds) or `skip_existing` (restore only what is missing); docs/RESTORE.md. An archive in
     GLACIER or DEEP_ARCHIVE has its packs thawed first (docs/ARCHIVE.md); `request_only` requests the
-    thaw and returns, writing nothing."""
+    thaw and returns, writing nothing. Registered as a running reader while it runs (garbage collection
+    keeps the packs it may have located: docs/GC.md)."""
     from app.catalog.sources import get_source
 
     if overwrite and skip_existing:
@@ -529,7 +496,13 @@ def _restore_backup(
     with transaction(ctx.sessions) as session:
         job_id = jobs.start_job(session, "restore", source_id=backup.source_id, backup_id=backup.id).id
         # Initiated, not only executed: a restore that dies half-way leaves its start in the trail.
-        detail = {"job": job_id, "target": str(target), "files": plan.files, "bytes": plan.bytes, "paths": wanted}
+        detail = {
+            "job": job_id,
+            "target": str(target),
+            "files": plan.files,
+            "bytes": plan.bytes,
+            "paths": wanted,
+        }
         audit.append(session, "restore.started", backup.id, detail, actor)
     try:
         try:
