@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
@@ -177,11 +177,28 @@ def alembic_config(engine: Engine) -> Any:
     return config
 
 
+#: The Alembic revision this build's models match (migrations/versions; a test holds it to Alembic's head).
+#: Revisions are numbered (`NNNN_name`), so a catalog's revision tells older from newer without loading
+#: the migration scripts on every start.
+SCHEMA_REVISION = "0014_tiers"
+
+
+def _revision_number(revision: str) -> int | None:
+    prefix = revision.split("_", 1)[0]
+    return int(prefix) if prefix.isdigit() else None
+
+
 def require_migrated(engine: Engine) -> None:
-    """Raise CatalogError if the catalog is unreachable, damaged, or has no schema yet."""
+    """Raise CatalogError if the catalog is unreachable, damaged, has no schema yet, or has the schema
+    of another version of equisplit-dr (older: `init` upgrades it; newer: this build is out of date)."""
     try:
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
+            revision = (
+                conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                if "alembic_version" in tables
+                else None
+            )
     except DatabaseError as exc:
         raise CatalogError(
             f"the catalog database cannot be reached ({exc.orig.__class__.__name__})",
@@ -191,4 +208,19 @@ def require_migrated(engine: Engine) -> None:
         raise CatalogError(
             "the catalog has no schema yet",
             hint="run `equisplit-dr init` (a new repository) or `equisplit-dr catalog rebuild` (from storage)",
+        )
+    if revision != SCHEMA_REVISION:
+        have, need = _revision_number(str(revision)), _revision_number(SCHEMA_REVISION)
+        if revision is not None and have is not None and need is not None and have > need:
+            raise CatalogError(
+                f"the catalog's schema is at revision {revision}, newer than this equisplit-dr knows "
+                f"({SCHEMA_REVISION}): a newer version wrote it",
+                hint="upgrade equisplit-dr on this machine to the version the other machines run; "
+                "nothing was written",
+            )
+        raise CatalogError(
+            f"the catalog's schema is at revision {revision or 'none'}, older than this equisplit-dr needs "
+            f"({SCHEMA_REVISION})",
+            hint="run `equisplit-dr init` with the repository's key: it upgrades the catalog and changes "
+            "nothing in storage (stop the workers first; they need the new schema too)",
         )

@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
-from app.catalog.db import alembic_config, make_engine, migrate, require_migrated
+from app.catalog.db import SCHEMA_REVISION, alembic_config, make_engine, migrate, require_migrated
 from app.catalog.models import Base
 from app.errors import CatalogError
 
@@ -155,3 +155,25 @@ def test_tiers_migration_keeps_the_chunk_index_and_downgrades_to_one_copy(engine
     command.downgrade(config, "0013_worker_role")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id, pack_id FROM chunks")).all() == [("c1", "p1")]
+
+
+def test_the_schema_revision_the_code_expects_is_alembics_head(engine: Engine) -> None:
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    assert head == SCHEMA_REVISION
+
+
+def test_a_catalog_of_an_older_or_newer_schema_is_refused_naming_the_revisions(engine: Engine) -> None:
+    migrate(engine)
+    previous = ScriptDirectory.from_config(alembic_config(engine)).get_revision(SCHEMA_REVISION).down_revision
+    command.downgrade(alembic_config(engine), str(previous))
+    with pytest.raises(CatalogError) as older:
+        require_migrated(engine)
+    assert f"revision {previous}, older than" in older.value.message and "init" in (older.value.hint or "")
+
+    migrate(engine)
+    require_migrated(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    with pytest.raises(CatalogError) as newer:
+        require_migrated(engine)
+    assert "9999_future, newer than" in newer.value.message and "upgrade equisplit-dr" in (newer.value.hint or "")
