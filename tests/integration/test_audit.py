@@ -223,7 +223,7 @@ def test_a_rewritten_trail_is_not_anchored(system: BackupSystem) -> None:
 def test_an_insert_only_role_can_append_but_not_rewrite(make_system: Factory, fresh_pg_url: str) -> None:
     system = make_system(catalog=fresh_pg_url)
     role = f"eqdr_worker_{secrets.token_hex(4)}"
-    with system.context.engine.begin() as conn:  # the SQL docs/AUDIT.md gives
+    with system.context.engine.begin() as conn:  # a login limited as migration 0013_worker_role limits equisplit_worker
         conn.execute(text(f"CREATE ROLE {role} LOGIN"))
         conn.execute(text(f"GRANT INSERT, SELECT ON audit_log TO {role}"))
         conn.execute(text(f"GRANT USAGE ON SEQUENCE audit_log_id_seq TO {role}"))
