@@ -107,22 +107,24 @@ def thaw_packs(
     progress: ThawProgress | None = None,
     wait: bool = True,
     sleep: Callable[[float], None] = time.sleep,
+    kind: str = Kind.PACKS,
 ) -> ThawReport:
     """Make `pack_ids` readable: request a thaw of each frozen pack nobody requested (unless
     `options.request` is off), then, with `wait`, poll until all are readable. ThawPendingError names
     the packs still frozen when `options.timeout` passes (with `wait`); without `wait` the report's
-    `pending` lists them. A backend without archive classes has nothing to thaw."""
+    `pending` lists them. A backend without archive classes has nothing to thaw. `kind` is packs unless
+    a caller thaws other objects (replication thaws whatever the primary holds frozen)."""
     wanted = sorted(set(pack_ids))
     report = ThawReport(packs=len(wanted))
     if not isinstance(storage, Thawing) or not wanted:
         return report
     started = time.monotonic()
-    states = _states(storage, wanted)
+    states = _states(storage, wanted, kind)
     frozen = [p for p in wanted if not states[p].readable]
     report.already_thawing = sum(1 for p in frozen if states[p].thawing)
     if options.request:
         report.requested = [p for p in frozen if not states[p].thawing]
-        _each(lambda p: storage.request_thaw(Kind.PACKS, p, options.days, options.tier), report.requested)
+        _each(lambda p: storage.request_thaw(kind, p, options.days, options.tier), report.requested)
     pending = frozen
     while True:
         if progress:
@@ -132,7 +134,7 @@ def thaw_packs(
         if time.monotonic() - started >= options.timeout:
             break
         sleep(min(options.poll_seconds, max(0.0, options.timeout - (time.monotonic() - started))))
-        states = _states(storage, pending)
+        states = _states(storage, pending, kind)
         pending = [p for p in pending if not states[p].readable]
     report.pending = pending
     report.seconds = time.monotonic() - started
@@ -141,12 +143,12 @@ def thaw_packs(
     return report
 
 
-def _states(storage: Thawing, pack_ids: list[str]) -> dict[str, ThawState]:
-    found = _each(lambda p: storage.thaw_state(Kind.PACKS, p), pack_ids)
+def _states(storage: Thawing, pack_ids: list[str], kind: str = Kind.PACKS) -> dict[str, ThawState]:
+    found = _each(lambda p: storage.thaw_state(kind, p), pack_ids)
     missing = [p for p, state in zip(pack_ids, found, strict=True) if state is None]
     if missing:
         raise ObjectNotFoundError(
-            Kind.PACKS,
+            kind,
             missing[0],
             str(getattr(storage, "location", "storage")),
             detail=f"{len(missing)} pack(s) to thaw are missing",

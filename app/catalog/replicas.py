@@ -52,6 +52,8 @@ class RegionSummary:
     last_pass_at: datetime | None = None
     last_error: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: Objects waiting for a reason other than their turn (frozen in the primary: "thawing in the primary").
+    waiting: list[dict[str, Any]] = field(default_factory=list)
 
 
 def region_row(session: Session, region: str) -> ReplicationRegion:
@@ -316,6 +318,17 @@ def summary(session: Session, region: str) -> RegionSummary:
         .limit(10)
     )
     result.errors = [{"object": f"{k}/{n}", "attempts": a, "error": e} for k, n, a, e in failed]
+    held = session.execute(
+        select(ReplicaObject.kind, ReplicaObject.name, ReplicaObject.source_at, ReplicaObject.error)
+        .where(
+            ReplicaObject.region == region, ReplicaObject.state == PENDING, ReplicaObject.error.is_not(None)
+        )
+        .order_by(ReplicaObject.source_at)
+        .limit(10)
+    )
+    result.waiting = [
+        {"object": f"{k}/{n}", "since": clock.iso(clock.as_utc(at)), "reason": e} for k, n, at, e in held
+    ]
     row = session.get(ReplicationRegion, region)
     if row is not None:
         result.last_pass_at = clock.as_utc(row.last_pass_at) if row.last_pass_at else None

@@ -87,6 +87,8 @@ def replication_status_command(region: RegionOpt = None, as_json: JsonOpt = Fals
             console.print(
                 f"  last pass: {last}" + (f", error: {s.last_error}" if s.last_error else ""), highlight=False
             )
+            for w in s.waiting:
+                console.print(f"  {w['object']}: pending since {w['since']}: {w['reason']}", highlight=False)
             for e in s.errors:
                 err_console.print(
                     f"  {e['object']}: {e['error']} ({e['attempts']} attempt(s))", highlight=False

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from app import clock
+from app.archive.thaw import ThawOptions
 from app.catalog import audit, backup_regions, locks, replicas
 from app.catalog.backups import USABLE_STATES
 from app.catalog.db import transaction
@@ -22,7 +23,7 @@ from app.catalog.models import Backup, Pack, ReplicaObject, Source
 from app.context import Context
 from app.errors import EquisplitError, LockedError
 from app.replication.anchors import copy_anchors
-from app.replication.copy import COPIED, MISSING, CopyOutcome, copy_object, sync_keyring
+from app.replication.copy import COPIED, MISSING, THAWING, ColdRules, CopyOutcome, copy_object, sync_keyring
 from app.replication.regions import Region, configured_regions, is_enabled
 from app.storage import Storage, open_storage
 from app.verify.structure import check_structure
@@ -48,6 +49,8 @@ class RegionPass:
     present: int = 0
     failed: int = 0
     missing: int = 0
+    #: frozen in the primary (GLACIER, DEEP_ARCHIVE), left pending while they thaw
+    thawing: int = 0
     bytes_copied: int = 0
     manifests_held: int = 0
     busy: bool = False
@@ -104,6 +107,12 @@ def replicate_region(ctx: Context, region: Region, *, actor: str | None = None) 
     return result
 
 
+def cold_rules(ctx: Context) -> ColdRules:
+    """How archive objects are copied: frozen ones thawed as BACKUP_THAW_REQUEST/_DAYS/_TIER say, locked
+    ones locked alike in the region when BACKUP_ARCHIVE_OBJECT_LOCK is on."""
+    return ColdRules(ThawOptions.from_settings(ctx.settings), ctx.settings.backup_archive_object_lock)
+
+
 def _pass(ctx: Context, region: Region, storage: Storage, result: RegionPass) -> None:
     primary = ctx.storage
     _copy_repository_head(ctx, region.name, primary, storage)
@@ -139,23 +148,26 @@ def _copy_kind(
     result: RegionPass,
 ) -> None:
     after = ""
+    rules = cold_rules(ctx)
     while True:
         with ctx.sessions() as session:
             rows = replicas.waiting(session, region, kind, after, BATCH)
         if not rows:
             return
         after = rows[-1].name
-        outcomes = list(pool.map(lambda row: _attempt(primary, storage, row), rows))
+        outcomes = list(pool.map(lambda row: _attempt(primary, storage, row, rules), rows))
         _record(ctx, region, rows, outcomes, result)
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         if len(errors) == len(outcomes):
             raise errors[0]  # the region (or the primary) is unreachable: stop, report, retry later
 
 
-def _attempt(primary: Storage, storage: Storage, row: ReplicaObject) -> CopyOutcome | BaseException:
+def _attempt(
+    primary: Storage, storage: Storage, row: ReplicaObject, rules: ColdRules
+) -> CopyOutcome | BaseException:
     try:
         return copy_object(
-            primary, storage, row.kind, row.name, row.size, force=row.state == replicas.DAMAGED
+            primary, storage, row.kind, row.name, row.size, force=row.state == replicas.DAMAGED, cold=rules
         )
     except Exception as exc:  # one object's failure is recorded on its row; the others go on
         return exc
@@ -173,6 +185,10 @@ def _record(
             if isinstance(outcome, BaseException):
                 result.failed += 1
                 replicas.mark(session, region, row.kind, row.name, replicas.FAILED, error=describe(outcome))
+            elif outcome.result == THAWING:  # not a failure: real lag, copied once the thaw is done
+                result.thawing += 1
+                keep = replicas.DAMAGED if row.state == replicas.DAMAGED else replicas.PENDING  # still forced
+                replicas.mark(session, region, row.kind, row.name, keep, error=outcome.reason)
             elif outcome.result == MISSING:
                 result.missing += 1
                 replicas.mark(
@@ -212,7 +228,7 @@ def _copy_manifests(
                 result.failed += 1
             if verdict != READY:
                 continue
-            outcome = _attempt(primary, storage, row)
+            outcome = _attempt(primary, storage, row, cold_rules(ctx))
             _record(ctx, region, [row], [outcome], result)
 
 

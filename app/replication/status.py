@@ -25,6 +25,8 @@ class RegionStatus:
     last_pass_at: datetime | None
     last_error: str | None
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: Objects pending for a reason (the first 10): an archive's packs thawing in the primary.
+    waiting: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def lag_exceeded(self) -> bool:
@@ -43,6 +45,7 @@ class RegionStatus:
             "last_pass_at": clock.iso(self.last_pass_at),
             "last_error": self.last_error,
             "errors": self.errors,
+            "waiting": self.waiting,
         }
 
 
@@ -70,6 +73,7 @@ def replication_status(ctx: Context, region: str | None = None) -> list[RegionSt
                     last_pass_at=summary.last_pass_at,
                     last_error=summary.last_error,
                     errors=summary.errors,
+                    waiting=summary.waiting,
                 )
             )
     return statuses
