@@ -110,3 +110,85 @@ def test_a_deep_archive_waits_for_the_thaw_then_reaches_the_region_in_its_class_
         from_region.close()
     assert plan.thaw is not None and plan.thaw["requested"] == len(cold) and plan.thaw["pending"] == []
     assert_same_tree(src, tmp_path / "restored")
+
+
+def test_with_thaw_requests_off_replication_only_waits_for_someone_elses_thaw(
+    make_system: Factory,
+    s3_bucket_url: str,
+    s3_endpoint: str,
+    second_s3_endpoint: RestartableS3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """BACKUP_THAW_REQUEST=false: the pass requests nothing (no Restore header in the primary), says why
+    the packs wait, and copies them in their class once an operator has thawed them by hand."""
+    region_client = s3_client(second_s3_endpoint.endpoint)
+    region_bucket = f"region-{secrets.token_hex(6)}"
+    region_client.create_bucket(Bucket=region_bucket)
+    system = make_system(
+        storage=s3_bucket_url,
+        secondary_regions=[REGION],
+        backup_secondary_storage_urls={
+            REGION: f"s3://{region_bucket}/dr?endpoint_url={second_s3_endpoint.endpoint}&region={TEST_REGION}"
+        },
+        backup_archive_storage_class="DEEP_ARCHIVE",
+        backup_thaw_request=False,
+    )
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=1, small=2))
+    system.create_archive_backup("docs")
+    primary_bucket, _, rest = s3_bucket_url[len("s3://") :].partition("/")
+    prefix = rest.split("?")[0]
+    primary_client = s3_client(s3_endpoint)
+    cold = {
+        k for k, (cls, _, _) in heads(primary_client, primary_bucket, prefix).items() if cls == "DEEP_ARCHIVE"
+    }
+    assert cold
+
+    for _ in range(2):  # waiting is not failing, and asks nothing of S3
+        [waiting] = replicate(system.context)
+        assert waiting.error is None and waiting.failed == 0 and waiting.thawing == len(cold)
+    assert all(
+        "Restore" not in primary_client.head_object(Bucket=primary_bucket, Key=f"{prefix}/{k}") for k in cold
+    )
+    [status] = replication_status(system.context)
+    reasons = {w["object"]: w["reason"] for w in status.waiting}
+    assert all("no thaw requested (BACKUP_THAW_REQUEST=false)" in reasons[k] for k in cold)
+
+    for key in cold:  # an operator thaws them
+        primary_client.restore_object(
+            Bucket=primary_bucket, Key=f"{prefix}/{key}", RestoreRequest={"Days": 1}
+        )
+    [done] = replicate(system.context)
+    assert done.error is None and done.failed == done.thawing == done.manifests_held == 0
+    region = heads(region_client, region_bucket, "dr")
+    assert {region[k][0] for k in cold} == {"DEEP_ARCHIVE"}
+
+
+def test_a_glacier_ir_archive_is_copied_at_once_in_its_class(
+    make_system: Factory,
+    s3_bucket_url: str,
+    s3_endpoint: str,
+    second_s3_endpoint: RestartableS3Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """GLACIER_IR is readable at once: one pass copies the archive, each object in the primary's class
+    (before, the region's copies were all STANDARD)."""
+    region_client = s3_client(second_s3_endpoint.endpoint)
+    region_bucket = f"region-{secrets.token_hex(6)}"
+    region_client.create_bucket(Bucket=region_bucket)
+    system = make_system(
+        storage=s3_bucket_url,
+        secondary_regions=[REGION],
+        backup_secondary_storage_urls={
+            REGION: f"s3://{region_bucket}/dr?endpoint_url={second_s3_endpoint.endpoint}&region={TEST_REGION}"
+        },
+        backup_archive_storage_class="GLACIER_IR",
+    )
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=1, small=2))
+    system.create_archive_backup("docs")
+    primary_bucket, _, rest = s3_bucket_url[len("s3://") :].partition("/")
+    primary = heads(s3_client(s3_endpoint), primary_bucket, rest.split("?")[0])
+    assert "GLACIER_IR" in {cls for cls, _, _ in primary.values()}
+    [done] = replicate(system.context)
+    assert done.error is None and done.failed == done.thawing == done.manifests_held == 0
+    region = heads(region_client, region_bucket, "dr")
+    assert {k: v[0] for k, v in region.items()} == {k: v[0] for k, v in primary.items()}
