@@ -339,16 +339,6 @@ def _live_among(session: Session, ids: list[str]) -> set[tuple[str, str]]:
     return found
 
 
-def _held_elsewhere(
-    session: Session, pack_id: str, live_ids: list[str], tier: str
-) -> tuple[list[str], set[str]]:
-    """The live ids the chunk index places in no other pack of `tier` than `pack_id`, and the other
-    packs it places the rest in."""
-    where = chunks.locate(session, live_ids, tier)
-    homeless = [c for c in live_ids if c not in where or where[c].pack_id == pack_id]
-    return homeless, {loc.pack_id for loc in where.values() if loc.pack_id != pack_id}
-
-
 def _present(ctx: Context, pack_id: str, cache: dict[str, bool]) -> bool:
     if pack_id not in cache:
         cache[pack_id] = ctx.storage.stat(Kind.PACKS, pack_id) is not None
