@@ -234,17 +234,24 @@ class S3Storage:
         except BotoCoreError as error:
             raise self._translate(error, "read", key) from error
 
-    def stat(self, kind: str, name: str) -> ObjectInfo | None:
+    def _head(self, kind: str, name: str) -> dict[str, Any] | None:
+        """HEAD of the object; None when it does not exist."""
         check_address(kind, name)
         key = self._key(kind, name)
         try:
-            head = self._client.head_object(Bucket=self.bucket, Key=key)
+            head: dict[str, Any] = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
             if _code(error) in _NOT_FOUND:
                 return None
             raise self._translate(error, "stat", key) from error
         except BotoCoreError as error:
             raise self._translate(error, "stat", key) from error
+        return head
+
+    def stat(self, kind: str, name: str) -> ObjectInfo | None:
+        head = self._head(kind, name)
+        if head is None:
+            return None
         return ObjectInfo(
             kind,
             name,
@@ -256,16 +263,9 @@ class S3Storage:
     def thaw_state(self, kind: str, name: str) -> ThawState | None:
         """From HEAD: the storage class, and the `Restore` header (`ongoing-request="true"` while a
         restore runs, `"false"` once the temporary copy is readable)."""
-        check_address(kind, name)
-        key = self._key(kind, name)
-        try:
-            head = self._client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if _code(error) in _NOT_FOUND:
-                return None
-            raise self._translate(error, "stat", key) from error
-        except BotoCoreError as error:
-            raise self._translate(error, "stat", key) from error
+        head = self._head(kind, name)
+        if head is None:
+            return None
         if head.get("StorageClass") not in ARCHIVE_STORAGE_CLASSES:
             return ThawState(frozen=False)
         restore = str(head.get("Restore") or "")
