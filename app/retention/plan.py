@@ -18,9 +18,9 @@ from app.catalog.holds import hold_reasons
 from app.catalog.models import Backup, Source, WalSegment
 from app.context import Context
 from app.replication.regions import configured_regions, is_enabled
-from app.retention.keep import Candidate, keep_reasons
+from app.retention.keep import keep_reasons
 from app.retention.policy import RetentionPolicy
-from app.retention.regions import RegionBackup, RegionPlan, keeping_regions, plan_region
+from app.retention.regions import RegionBackup, RegionPlan, candidate_of, keeping_regions, plan_region
 from app.retention.verdicts import BackupVerdict, WalVerdict
 from app.retention.wal_window import wal_bounds
 from app.settings import region_url
@@ -94,17 +94,7 @@ def plan_retention(
             query = query.where(Source.name == source)
         rows = [(b, s) for b, s in session.execute(query.order_by(Backup.started_at, Backup.id))]
         candidates = [
-            Candidate(
-                id=b.id,
-                source=s.name,
-                type=b.type,
-                started_at=clock.as_utc(b.started_at),
-                postgres_stopped_at=clock.as_utc(b.pg_stopped_at) if b.pg_stopped_at else None,
-                damaged=b.damaged_at is not None,
-                partial=b.state == "partial",
-                hold=held_backups.get(b.id) or held_sources.get(s.id),
-            )
-            for b, s in rows
+            candidate_of(b, s, b.state, held_backups.get(b.id) or held_sources.get(s.id)) for b, s in rows
         ]
         reasons = keep_reasons(candidates, policy, now)
         wanted = configured_regions(ctx.settings) if is_enabled(ctx.settings) or region else []

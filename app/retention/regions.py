@@ -76,7 +76,7 @@ def plan_region(
     rows = backup_regions.in_region(session, region, source)
     copied = replicas.states(session, region, "manifests", [b.id for b, _, _ in rows])
     candidates = [
-        _candidate(b, s, state, held_backups.get(b.id) or held_sources.get(s.id)) for b, s, state in rows
+        candidate_of(b, s, state, held_backups.get(b.id) or held_sources.get(s.id)) for b, s, state in rows
     ]
     reasons = keep_reasons(candidates, policy, now)
     plan.backups = [
@@ -96,7 +96,8 @@ def plan_region(
     return plan
 
 
-def _candidate(b: Backup, s: Source, state: str, hold: str | None) -> Candidate:
+def candidate_of(b: Backup, s: Source, state: str, hold: str | None) -> Candidate:
+    """What the keep rules need of a catalog row; `state` is its state where the rules apply."""
     return Candidate(
         id=b.id,
         source=s.name,
