@@ -21,6 +21,7 @@ def _backups(e: dict[str, Any]) -> tuple[str, list[str]]:
         for g in b["per_policy"]
         if g["finished"] and g["succeeded"] < g["finished"]
     ]
+    findings += [f"{name}: no successful backup in the period" for name in b["sources_without_backup"]]
     return (PASS if not findings else FAIL), findings
 
 
@@ -53,7 +54,9 @@ def _rpo(e: dict[str, Any]) -> tuple[str, list[str]]:
     if not r["sources"]:
         return NO_EVIDENCE, ["no source"]
     findings = [
-        f"{s['source']}: achieved RPO {s['rpo_seconds']} s > target {r['target_seconds']} s"
+        f"{s['source']}: no backup or archived WAL yet, nothing bounds its data loss"
+        if s["rpo_seconds"] is None
+        else f"{s['source']}: achieved RPO {s['rpo_seconds']} s > target {r['target_seconds']} s"
         for s in r["sources"]
         if s["rpo_seconds"] is None or s["rpo_seconds"] > r["target_seconds"]
     ]

@@ -33,12 +33,15 @@ FINISHED = ("complete", "partial", "failed", "interrupted", "deleted")
 def collect(ctx: Context, start: datetime, end: datetime) -> dict[str, Any]:
     """Every piece of evidence the reports use, for backups, runs and events in [start, end)."""
     with ctx.sessions() as session:
-        names = {s.id: s.name for s in session.scalars(select(Source))}
-        kinds = {s.id: s.kind for s in session.scalars(select(Source))}
+        sources = list(session.scalars(select(Source)))
+        names = {s.id: s.name for s in sources}
+        kinds = {s.id: s.kind for s in sources}
+        # Sources registered before the period ended are expected to have been backed up in it.
+        expected = sorted(s.name for s in sources if clock.as_utc(s.created_at) < end)
         doc: dict[str, Any] = {
             "period": {"from": clock.iso(start), "to": clock.iso(end)},
             "generated_at": clock.iso(clock.now()),
-            "backups": _backups(session, names, start, end),
+            "backups": _backups(session, names, start, end, expected),
             "verification": _verification(session, start, end),
             "drills": _drills(session, names, start, end),
             "rpo": _rpo(ctx, session, names, kinds),
@@ -59,7 +62,9 @@ def _seconds(b: Backup) -> float | None:
     return round((clock.as_utc(b.finished_at) - clock.as_utc(b.started_at)).total_seconds(), 3)
 
 
-def _backups(session: Session, names: dict[int, str], start: datetime, end: datetime) -> dict[str, Any]:
+def _backups(
+    session: Session, names: dict[int, str], start: datetime, end: datetime, expected: list[str]
+) -> dict[str, Any]:
     rows = list(
         session.scalars(
             select(Backup)
@@ -101,8 +106,11 @@ def _backups(session: Session, names: dict[int, str], start: datetime, end: date
     ]
     finished = sum(int(g["finished"] or 0) for g in groups)
     ok = sum(int(g["succeeded"] or 0) for g in groups)
+    backed_up = {g["source"] for g in groups if g["succeeded"]}
     return {
         "count": len(rows),
+        #: Sources registered before the period ended with no successful backup in it.
+        "sources_without_backup": [name for name in expected if name not in backed_up],
         "finished": finished,
         "succeeded": ok,
         "success_rate": round(ok / finished, 4) if finished else None,
@@ -182,7 +190,9 @@ def _rpo(ctx: Context, session: Session, names: dict[int, str], kinds: dict[int,
     now = clock.now()
     target = ctx.settings.max_data_loss_seconds
     sources = []
+    archived = set()
     for row in session.scalars(select(WalArchive)):
+        archived.add(row.source_id)
         newest = clock.as_utc(row.newest_record_at) if row.newest_record_at else None
         sources.append(
             {
@@ -191,6 +201,10 @@ def _rpo(ctx: Context, session: Session, names: dict[int, str], kinds: dict[int,
                 "rpo_seconds": round((now - newest).total_seconds(), 1) if newest else None,
             }
         )
+    # A PostgreSQL source that never archived WAL has nothing bounding its data loss.
+    for source_id, kind in kinds.items():
+        if kind == "postgres" and source_id not in archived:
+            sources.append({"source": names[source_id], "newest_record_at": None, "rpo_seconds": None})
     # File sources: the achieved RPO is the age of the newest complete backup.
     for source_id, kind in kinds.items():
         if kind != "files":

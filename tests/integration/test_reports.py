@@ -66,6 +66,23 @@ def test_json_report_has_evidence_per_control(make_system: Factory, tmp_path: Pa
     assert empty["overall"] != "pass"
 
 
+def test_a_source_never_backed_up_or_never_archived_fails_its_control_by_name(
+    make_system: Factory, tmp_path: Path
+) -> None:
+    system = make_system()
+    _history(system, tmp_path)
+    system.add_source("idle", make_tree(tmp_path / "idle", big_mib=0, small=2))
+    system.add_postgres_source("orders", "host=127.0.0.1 dbname=test")
+    report = build_report(system.context, "soc2", clock.now().replace(year=2000), clock.now())
+    controls = {c["id"]: c for c in report["controls"]}
+    assert controls["backup"]["status"] == "fail"
+    assert "idle: no successful backup in the period" in controls["backup"]["findings"]
+    assert "orders: no successful backup in the period" in controls["backup"]["findings"]
+    assert controls["rpo"]["status"] == "fail"
+    assert any(f.startswith("orders: no backup or archived WAL yet") for f in controls["rpo"]["findings"])
+    assert report["overall"] != "pass"
+
+
 @pytest.mark.skipif(
     shutil.which("chromium") is None, reason="Debian's chromium is needed (make test installs it)"
 )
