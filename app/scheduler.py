@@ -11,6 +11,7 @@ from sqlalchemy import select
 from app import clock
 from app.audit.access import record_access
 from app.catalog import jobs
+from app.catalog.audit import entry_json
 from app.catalog.db import transaction
 from app.catalog.models import AuditEntry, Job, Source
 from app.context import Context
@@ -86,17 +87,7 @@ class BackupScheduler:
             entries = session.scalars(
                 select(AuditEntry).where(AuditEntry.at >= since).order_by(AuditEntry.id)
             )
-            rows = [
-                {
-                    "id": e.id,
-                    "at": clock.iso(e.at),
-                    "actor": e.actor,
-                    "action": e.action,
-                    "object": e.object,
-                    "detail": e.detail,
-                }
-                for e in entries
-            ]
+            rows = [entry_json(e) for e in entries]
         if audited:
             self.record_logs_access(since, len(rows))
         return rows

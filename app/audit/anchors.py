@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import clock
-from app.catalog.audit import GENESIS, entry_digest
+from app.catalog.audit import GENESIS, entry_digest, entry_json
 from app.catalog.models import AuditEntry
 from app.errors import AuditTrailError
 from app.repo.format import Kind, ObjectType
@@ -69,19 +69,6 @@ def newest_anchor(repo: Repository) -> AnchorHead | None:
     return head_of(names[-1], read_anchor(repo, names[-1])) if names else None
 
 
-def entry_json(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "at": clock.iso(entry.at),
-        "actor": entry.actor,
-        "action": entry.action,
-        "object": entry.object,
-        "detail": entry.detail,
-        "prev_hash": entry.prev_hash,
-        "hash": entry.hash,
-    }
-
-
 def write_anchors(session: Session, repo: Repository) -> list[AnchorHead]:
     """Seal every entry appended since the newest anchor (in anchors of at most MAX_ENTRIES entries).
     Refuses, writing nothing more, when the new entries do not chain on to the newest anchor."""
@@ -116,7 +103,7 @@ def write_anchors(session: Session, repo: Repository) -> list[AnchorHead]:
             "last_id": last.id,
             "last_hash": last.hash,
             "count": (newest.count if newest else 0) + len(rows),
-            "entries": [entry_json(e) for e in rows],
+            "entries": [entry_json(e, chained=True) for e in rows],
         }
         repo.write_json(Kind.AUDIT, name, ObjectType.AUDIT_ANCHOR, doc)
         newest = head_of(name, doc)

@@ -40,6 +40,21 @@ def entry_digest(prev_hash: str, entry: AuditEntry) -> str:
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+def entry_json(entry: AuditEntry, *, chained: bool = False) -> dict[str, Any]:
+    """An entry as JSON; `chained` adds its previous hash and its own (as anchors store them)."""
+    doc: dict[str, Any] = {
+        "id": entry.id,
+        "at": clock.iso(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "object": entry.object,
+        "detail": entry.detail,
+    }
+    if chained:
+        doc["prev_hash"], doc["hash"] = entry.prev_hash, entry.hash
+    return doc
+
+
 def append(
     session: Session, action: str, obj: str | None, detail: dict[str, Any], actor: str | None = None
 ) -> AuditEntry:

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import clock
+from app.catalog.audit import entry_json
 from app.catalog.models import (
     AuditEntry,
     Backup,
@@ -24,6 +25,7 @@ from app.catalog.models import (
 )
 from app.context import Context
 from app.errors import EquisplitError
+from app.gdpr.ledger import erasure_json
 
 #: Backup states that count as a success; the rest of the finished ones are failures.
 SUCCEEDED = ("complete",)
@@ -265,16 +267,7 @@ def _retention(
 def _gdpr(session: Session, names: dict[int, str], start: datetime, end: datetime) -> dict[str, Any]:
     return {
         "requests": [
-            {
-                "id": e.id,
-                "source": names.get(e.source_id, "?"),
-                "database": e.database,
-                "subject": e.subject,
-                "sql": e.sql,
-                "reason": e.reason,
-                "requested_by": e.requested_by,
-                "requested_at": clock.iso(e.requested_at),
-            }
+            erasure_json(e, names.get(e.source_id, "?"))
             for e in session.scalars(select(Erasure).order_by(Erasure.id))
         ],
         "reapplications": _actions(session, start, end, "gdpr.reapplied"),
@@ -289,17 +282,7 @@ def _actions(session: Session, start: datetime, end: datetime, pattern: str) -> 
         if "%" in pattern
         else query.where(AuditEntry.action == pattern)
     )
-    return [
-        {
-            "id": e.id,
-            "at": clock.iso(e.at),
-            "actor": e.actor,
-            "action": e.action,
-            "object": e.object,
-            "detail": e.detail,
-        }
-        for e in session.scalars(query)
-    ]
+    return [entry_json(e) for e in session.scalars(query)]
 
 
 def _encryption(ctx: Context, rotations: list[dict[str, Any]]) -> dict[str, Any]:
