@@ -197,7 +197,9 @@ class PushSpool:
         try:
             os.write(fd, b"\0")
         except OSError as error:
-            if error.errno != errno.EAGAIN:  # a full pipe wakes it anyway
+            # EAGAIN: a full pipe wakes it anyway; EPIPE: the pusher closed its end since the open (it
+            # is leaving), so nothing listens, as with ENXIO above
+            if error.errno not in (errno.EAGAIN, errno.EPIPE):
                 raise
         finally:
             os.close(fd)

@@ -21,7 +21,7 @@ from app.settings import load_settings
 from app.storage.faulty import FaultyStorage
 from app.wal import lockfile, names, pusher
 from app.wal.push import archive_file, archive_target, read_wal_file
-from app.wal.pushspool import ERROR, Ack, PushSpool, async_enabled, fingerprint
+from app.wal.pushspool import ERROR, WAKE, Ack, PushSpool, async_enabled, fingerprint
 from app.wal.spool import digest
 from tests.unit.wal.conftest import SOURCE, WriteSegment, make_segment
 
@@ -343,3 +343,25 @@ def test_a_running_pusher_seals_with_the_data_key_a_rotation_started(
         return envelope_key_id(ctx.storage.get(Kind.WAL, names.object_name(SOURCE, path.name)))
 
     assert sealed_by(first) == old_key and sealed_by(second) == new_key != old_key
+
+
+def test_waking_a_pusher_that_leaves_meanwhile_is_harmless(
+    spool: PushSpool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pusher may close its end of the wake-up pipe between a waker's open and its write (it saw the
+    stop file, or went idle): that write meets a pipe with no reader (EPIPE). Nothing listens any more,
+    as when no pusher ever opened it: the waker goes on. Once seen as a BrokenPipeError in the pusher's
+    tests, raised by the fixture's `request_stop()`; an archive_command's wake would have failed too."""
+    readers = [spool.open_wake()]
+    real_open = os.open
+
+    def open_then_pusher_leaves(path: object, flags: int, *args: object) -> int:
+        fd = real_open(path, flags, *args)  # type: ignore[arg-type]
+        if str(path).endswith(WAKE) and flags & os.O_WRONLY and readers:
+            os.close(readers.pop())  # the pusher's run() ends here: its finally closes the pipe
+        return fd
+
+    monkeypatch.setattr("app.wal.pushspool.os.open", open_then_pusher_leaves)
+    spool.wake()
+    spool.request_stop()
+    assert spool.stop_requested()
