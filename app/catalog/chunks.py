@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Insert, select
 from sqlalchemy.orm import Session
@@ -18,8 +17,10 @@ from app.repo.pack import PackEntry
 _BATCH = 2000
 
 
-@dataclass(frozen=True)
-class ChunkLocation:
+class ChunkLocation(NamedTuple):
+    """Where a chunk's copy is: a tuple, as a restore builds and hands its processes one per chunk
+    (about 32 a MiB of a PostgreSQL relation file)."""
+
     pack_id: str
     offset: int
     length: int
@@ -176,18 +177,36 @@ def record_packs(
 def locate(
     session: Session, chunk_ids: Iterable[str], tier: str = Tier.STANDARD
 ) -> dict[str, ChunkLocation]:
-    """Where each chunk's copy of `tier` is; ids the index holds no such copy of are absent."""
+    """Where each chunk's copy of `tier` is; ids the index holds no such copy of are absent. On the
+    DB-API connection, LOOKUP_BATCH ids a statement: SQLAlchemy's binding and row objects cost more
+    than the statements (a restore of a 1 GB PostgreSQL cluster locates ~32,000 chunks)."""
     wanted = list(dict.fromkeys(chunk_ids))
     found: dict[str, ChunkLocation] = {}
-    for start in range(0, len(wanted), _BATCH):
-        batch = wanted[start : start + _BATCH]
-        for row in session.execute(
-            select(Chunk.id, Chunk.pack_id, Chunk.offset, Chunk.length, Chunk.raw_length).where(
-                Chunk.id.in_(batch), Chunk.tier == tier
-            )
-        ):
-            found[row.id] = ChunkLocation(row.pack_id, row.offset, row.length, row.raw_length)
+    connection = session.connection()
+    postgres = connection.dialect.name == "postgresql"
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    make = ChunkLocation._make
+    try:
+        for start in range(0, len(wanted), PG_PACKS_BATCH if postgres else LOOKUP_BATCH):
+            batch = wanted[start : start + (PG_PACKS_BATCH if postgres else LOOKUP_BATCH)]
+            if postgres:
+                cursor.execute(_PG_LOCATE, (batch, tier))
+            else:
+                cursor.execute(_sqlite_locate_statement(len(batch)), (*batch, tier))
+            for row in cursor.fetchall():
+                found[row[0]] = make(row[1:])
+    finally:
+        cursor.close()
     return found
+
+
+_LOCATED = f'id, pack_id, "offset", length, raw_length FROM {Chunk.__tablename__}'
+_PG_LOCATE = f"SELECT {_LOCATED} WHERE id = ANY(%s) AND tier = %s"
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_locate_statement(count: int) -> str:
+    return f"SELECT {_LOCATED} WHERE id IN ({', '.join('?' * count)}) AND tier = ?"
 
 
 def stored_bytes(session: Session) -> int:

@@ -204,9 +204,12 @@ class Repository:
         return True
 
     def _open_sealed(self, sealed: bytes | memoryview, object_type: ObjectType, object_id: str) -> bytes:
-        if envelope_key_id(sealed) not in self.keyring.data_keys:  # perhaps a data key added since
+        check_header(sealed, object_type, object_id)  # damage reads as damage, not as an unknown key
+        key = self.keyring.data_keys.get(envelope_key_id(sealed))
+        if key is None:  # perhaps a data key added since
             self.refresh_keys()
-        return _open(self.keyring, sealed, object_type, object_id)
+            return _open(self.keyring, sealed, object_type, object_id)
+        return key.open(sealed, object_type, object_id, checked=True)
 
     # Chunks and packs -----------------------------------------------------------------------------
 
@@ -362,7 +365,7 @@ def _open(keyring: Keyring, sealed: bytes | memoryview, object_type: ObjectType,
     """Check the envelope's header first, so damage reads as damage, not as an unknown key."""
     check_header(sealed, object_type, object_id)
     key = keyring.key(envelope_key_id(sealed), describe(object_type, object_id))
-    return key.open(sealed, object_type, object_id)
+    return key.open(sealed, object_type, object_id, checked=True)
 
 
 def _rotated_away() -> WrongKeyError:

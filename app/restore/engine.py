@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,8 +106,9 @@ class _FileState:
             self.created = True
             return fd
 
-    def write(self, tree: TargetTree, data: bytes | memoryview, offset: int) -> bool:
-        """Write one chunk; True when it was the file's last one (then call finish)."""
+    def write(self, tree: TargetTree, parts: list[bytes], offset: int) -> bool:
+        """Write chunks that follow one another in the file from `offset`, with one system call where
+        it can; True when they were the file's last ones (then call finish)."""
         with self.lock:
             if self.fd is None:
                 self.fd = self._open(tree)
@@ -115,10 +116,12 @@ class _FileState:
                 if sized and not self.piece:
                     os.ftruncate(self.fd, self.entry["size"])
             if self.entry.get("sparse"):
-                write_sparse(self.fd, data, offset)
+                for part in parts:
+                    write_sparse(self.fd, part, offset)
+                    offset += len(part)
             else:
-                os.pwrite(self.fd, data, offset)
-            self.remaining -= 1
+                write_parts(self.fd, parts, offset)
+            self.remaining -= len(parts)
             return self.remaining == 0
 
     def finish(self, tree: TargetTree) -> None:
@@ -311,7 +314,8 @@ def restore_files(
     on `threads` threads; on failure, remove the partial files (unless `keep_partial`) and raise the
     first error (never a CancelledError of the packs not yet started)."""
     files: list[_FileState] = []
-    by_pack: dict[str, list[tuple[str, int, _FileState]]] = defaultdict(list)
+    # per pack: (offset in the pack, sealed length, plain length, chunk id, offset in the file, file)
+    by_pack: dict[str, list[tuple[int, int, int, str, int, _FileState]]] = defaultdict(list)
     for e in entries:
         piece = e.get("piece")
         ids = chunks_of(e)
@@ -319,35 +323,47 @@ def restore_files(
         files.append(state)
         offset = piece["offset"] if piece else 0
         for cid in ids:
-            loc = where[cid]
-            by_pack[loc.pack_id].append((cid, offset, state))
-            offset += loc.raw_length
-
-    def span(item: tuple[str, int, _FileState]) -> tuple[int, int]:
-        loc = where[item[0]]
-        return loc.offset, loc.length
+            pack_id, pack_offset, length, raw_length = where[cid]
+            by_pack[pack_id].append((pack_offset, length, raw_length, cid, offset, state))
+            offset += raw_length
 
     def restore_pack(pack_id: str) -> None:
-        items = sorted(by_pack[pack_id], key=lambda item: where[item[0]].offset)
-        for start, end, group in coalesce(items, span, gap=COALESCE_GAP, limit=MAX_READ):
+        items = sorted(by_pack[pack_id], key=_first)
+        for start, end, group in coalesce(items, _span, gap=COALESCE_GAP, limit=MAX_READ):
             data = memoryview(repo.read_blob(pack_id, start, end - start))
-            for cid, file_offset, state in group:
-                loc = where[cid]
-                blob = data[loc.offset - start : loc.offset - start + loc.length]
-                try:
-                    plain = repo.open_chunk(cid, blob, raw_length=loc.raw_length)
-                except IntegrityError as exc:
-                    raise IntegrityError(
-                        f"cannot restore {state.entry['path']}: chunk {cid} in pack {pack_id} is corrupt",
-                        detail=exc.message,
-                        hint="restore the pack from a replica (secondary region)",
-                    ) from None
-                try:
-                    if state.write(tree, plain, file_offset):
-                        state.finish(tree)
-                except OSError as exc:
-                    fail(tree.root, state.path, exc)
-                progress(len(plain))
+            run: list[bytes] = []  # chunks that follow one another in one file, written at once
+            run_state: _FileState | None = None
+            run_start = run_end = run_bytes = 0
+            last_cid, plain = "", b""
+            for pack_offset, length, raw_length, cid, file_offset, state in group:
+                if cid != last_cid:  # a chunk met twice in a row (zero pages) is opened once
+                    blob = data[pack_offset - start : pack_offset - start + length]
+                    try:
+                        plain = repo.open_chunk(cid, blob, raw_length=raw_length)
+                    except IntegrityError as exc:
+                        raise IntegrityError(
+                            f"cannot restore {state.entry['path']}: chunk {cid} in pack {pack_id} is corrupt",
+                            detail=exc.message,
+                            hint="restore the pack from a replica (secondary region)",
+                        ) from None
+                    last_cid = cid
+                if run and (
+                    state is not run_state
+                    or file_offset != run_end
+                    or len(run) >= WRITE_PARTS
+                    or run_bytes >= WRITE_BYTES
+                ):
+                    assert run_state is not None
+                    _write_run(tree, run_state, run, run_start, progress)
+                    run = []
+                if not run:
+                    run_state, run_start, run_end, run_bytes = state, file_offset, file_offset, 0
+                run.append(plain)
+                run_end += len(plain)
+                run_bytes += len(plain)
+            if run:
+                assert run_state is not None
+                _write_run(tree, run_state, run, run_start, progress)
 
     try:
         for state in files:
@@ -374,6 +390,45 @@ def restore_files(
             for state in files:
                 state.discard(tree)
         raise
+
+
+#: A run of chunks written with one pwritev: at most this many (IOV_MAX is 1024) and about this many bytes.
+WRITE_PARTS = 256
+WRITE_BYTES = 8 << 20
+
+
+def _first(item: tuple[int, int, int, str, int, _FileState]) -> int:
+    return item[0]
+
+
+def _span(item: tuple[int, int, int, str, int, _FileState]) -> tuple[int, int]:
+    return item[0], item[1]
+
+
+def _write_run(
+    tree: TargetTree, state: _FileState, run: list[bytes], offset: int, progress: Callable[[int], None]
+) -> None:
+    try:
+        if state.write(tree, run, offset):
+            state.finish(tree)
+    except OSError as exc:
+        fail(tree.root, state.path, exc)
+    progress(sum(len(part) for part in run))
+
+
+def write_parts(fd: int, parts: Sequence[bytes | memoryview], offset: int) -> None:
+    """Write `parts` one after another from `offset` of `fd`: one pwritev, continued after a short write."""
+    if len(parts) == 1:
+        view = memoryview(parts[0])
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+        return
+    total = sum(len(part) for part in parts)
+    written = os.pwritev(fd, parts, offset)
+    if written < total:  # rare (a signal, a full disk on its way): the rest, part by part
+        rest = memoryview(b"".join(parts))[written:]
+        write_parts(fd, [rest], offset + written)
 
 
 def finish_big_file(tree: TargetTree, entry: dict[str, Any]) -> None:
