@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from app.backup.writer import ChunkWriter
 from app.context import Context
-from app.sources.files import Entry, walk_tree
+from app.sources.files import Entry, Reusable, walk_tree
 from app.sources.watch import SizeWatch
 
 
@@ -45,7 +45,8 @@ class SourceInfo:
 
 
 class SourceHooks(Protocol):
-    """A source kind's part in a backup. `begin` runs once the backup row exists, before the walk;
+    """A source kind's part in a backup. `begin` runs once the backup row exists, before the walk
+    (`reusable` says which files the parent lets it take over unread; a walker may ignore it);
     `finish` after every unit, before the manifest (it may add entries through a writer it makes and an extra
     object, docs/FORMAT.md section 6); `close` always, last."""
 
@@ -53,7 +54,9 @@ class SourceHooks(Protocol):
 
     def begin(self, ctx: Context, backup_id: str) -> None: ...
 
-    def walk(self, ctx: Context, watch: SizeWatch | None = None) -> SourceWalk: ...
+    def walk(
+        self, ctx: Context, watch: SizeWatch | None = None, reusable: Reusable | None = None
+    ) -> SourceWalk: ...
 
     def finish(self, ctx: Context, backup_id: str, make_writer: Callable[[], ChunkWriter]) -> None: ...
 
@@ -71,9 +74,11 @@ class FileTreeHooks:
     def begin(self, ctx: Context, backup_id: str) -> None:
         return None
 
-    def walk(self, ctx: Context, watch: SizeWatch | None = None) -> SourceWalk:
+    def walk(
+        self, ctx: Context, watch: SizeWatch | None = None, reusable: Reusable | None = None
+    ) -> SourceWalk:
         root = Path(self.source.path or "")
-        walk = walk_tree(root, watch)
+        walk = walk_tree(root, watch, reusable)
         warnings = [{"path": s["path"], "warning": s["reason"]} for s in walk.skipped]
         return SourceWalk("files", root, walk.entries, walk.errors, warnings)
 

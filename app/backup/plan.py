@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,15 +58,22 @@ def is_unchanged(entry: Entry, previous: dict[str, Any] | None, parent_started_n
     is the parent manifest's entry for the same path, as stored."""
     if previous is None or previous["type"] != "file" or entry.type != "file":
         return False
-    if (entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode) != (
-        previous.get("size", 0),
-        previous["mtime_ns"],
-        previous.get("ctime_ns", 0),
-        previous.get("inode", 0),
-    ):
-        return False
     cutoff = parent_started_ns - GRANULARITY_NS
-    return bool(previous["mtime_ns"] < cutoff and previous.get("ctime_ns", 0) < cutoff)
+    return _same_file(previous, entry.size, entry.mtime_ns, entry.ctime_ns, entry.inode, cutoff)
+
+
+def _same_file(previous: dict[str, Any], size: int, mtime_ns: int, ctime_ns: int, inode: int, cutoff: int) -> bool:
+    """Rules 2 and 3 of the change rule for a file whose parent entry is `previous` (a `file`):
+    size, mtime, ctime and inode as recorded, and both times older than `cutoff` (the parent's start
+    less GRANULARITY_NS)."""
+    return bool(
+        previous["mtime_ns"] == mtime_ns
+        and previous.get("ctime_ns", 0) == ctime_ns
+        and previous.get("size", 0) == size
+        and previous.get("inode", 0) == inode
+        and mtime_ns < cutoff
+        and ctime_ns < cutoff
+    )
 
 
 @dataclass
@@ -75,19 +83,36 @@ class Parent:
     files: dict[str, dict[str, Any]]
     started_ns: int
 
+    def reusable(self, path: str, st: os.stat_result) -> dict[str, Any] | None:
+        """The parent's entry of the regular file at `path` (`st`: its lstat now) if the change rule
+        lets the backup take it over unread, else None: a walk's `Reusable` (app/sources/files.py)."""
+        previous = self.files.get(path)
+        if previous is None or previous["type"] != "file":
+            return None
+        cutoff = self.started_ns - GRANULARITY_NS
+        same = _same_file(previous, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, cutoff)
+        return previous if same else None
+
     def needs_reading(self, entry: Entry) -> bool:
+        if entry.parent_doc is not None:  # the walk applied the rule already
+            return False
         return entry.type == "file" and not is_unchanged(entry, self.files.get(entry.path), self.started_ns)
 
 
 def plan_reads(entries: list[Entry], parent: Parent | None) -> tuple[list[Entry], int]:
-    """Fill reused files' chunks from the parent; return the files to read and the count reused."""
+    """Fill reused files' chunks from the parent; return the files to read and the count reused. A file
+    the walk found reusable (`parent_doc`, from `parent.reusable`) is not checked again."""
     to_read: list[Entry] = []
     reused = 0
     for entry in entries:
         if entry.type != "file":
             continue
-        previous = parent.files.get(entry.path) if parent is not None else None
-        if parent is not None and previous is not None and is_unchanged(entry, previous, parent.started_ns):
+        previous = entry.parent_doc
+        if previous is None and parent is not None:
+            previous = parent.files.get(entry.path)
+            if not is_unchanged(entry, previous, parent.started_ns):
+                previous = None
+        if previous is not None:
             entry.chunks = list(previous["chunks"])
             reused += 1
         else:

@@ -37,7 +37,7 @@ from app.catalog.models import Backup, WalSegment
 from app.context import Context
 from app.errors import BackupFailedError, SourceError, first_line
 from app.sources.confined import SourceRoot
-from app.sources.files import Entry
+from app.sources.files import Entry, Reusable
 from app.sources.postgres import (
     CONTROL_FILE,
     RELATION_PATHS,
@@ -229,7 +229,9 @@ class PostgresHooks:
 
     # The walk ------------------------------------------------------------------------------------------
 
-    def walk(self, ctx: Context, watch: SizeWatch | None = None) -> SourceWalk:
+    def walk(
+        self, ctx: Context, watch: SizeWatch | None = None, reusable: Reusable | None = None
+    ) -> SourceWalk:
         if self.warmed and watch is not None:
             watch.fired = True  # it started early (begin): the engine uses and stops it
             self.handed_over = True

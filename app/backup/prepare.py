@@ -181,7 +181,7 @@ def prepare_backup(
         if watch is not None and previous is not None:
             watch.counts = previous.needs_reading  # what an unchanged tree costs is the walk alone
         hooks.begin(ctx, backup_id)
-        walk = hooks.walk(ctx, watch)
+        walk = hooks.walk(ctx, watch, reusable=previous.reusable if previous is not None else None)
         root = walk.root
         to_read, reused = plan_reads(walk.entries, previous)
         unit_bytes = unit_bytes_for(ctx.settings.backup_unit_bytes, sum(e.size for e in to_read), parallelism)

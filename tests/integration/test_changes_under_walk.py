@@ -43,8 +43,8 @@ class ChangingWalk:
     def begin(self, ctx: Any, backup_id: str) -> None:
         self.inner.begin(ctx, backup_id)
 
-    def walk(self, ctx: Any, watch: Any = None) -> Any:
-        found = self.inner.walk(ctx, watch)
+    def walk(self, ctx: Any, watch: Any = None, reusable: Any = None) -> Any:
+        found = self.inner.walk(ctx, watch, reusable)
         self.change()
         return found
 

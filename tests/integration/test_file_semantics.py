@@ -180,3 +180,33 @@ def test_links_and_fifos_replace_a_symlink_in_the_target_never_follow_it(
     assert victim.read_text() == "keep me" and victim.stat().st_nlink == 1
     assert (out / "sub" / "b.txt").stat().st_ino == (out / "a.txt").stat().st_ino
     assert stat.S_ISFIFO(os.lstat(out / "sub" / "pipe").st_mode)
+
+
+def test_xattrs_of_an_unchanged_file_carry_over_and_a_changed_xattr_is_read_again(
+    system: BackupSystem, tmp_path: Path
+) -> None:
+    """An unchanged re-backup takes a file's xattrs from its parent's entry instead of asking the file
+    (app/sources/files.py); setting an xattr changes the file's ctime, so that file is read again and its
+    new xattrs recorded."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("kept.txt", "tagged.txt", "plain.txt"):
+        (src / name).write_text(name * 100)
+    os.setxattr(src / "kept.txt", "user.origin", b"scanner-7")
+    os.setxattr(src / "tagged.txt", "user.origin", b"scanner-1")
+    age_tree(src)
+    system.add_source("docs", src)
+    time.sleep(GRANULARITY_NS / 1e9 + 0.1)  # ctime cannot be set back: let it age past the change rule
+    system.create_full_backup("docs")
+    unchanged = system.create_incremental_backup("docs")
+    assert unchanged.stats["files_read"] == 0
+    os.setxattr(src / "tagged.txt", "user.origin", b"scanner-2")  # the content and mtime stay
+    os.setxattr(src / "plain.txt", "user.new", b"x")
+    changed = system.create_incremental_backup("docs")
+    assert changed.stats["files_read"] == 2
+    for backup, tagged in ((unchanged, b"scanner-1"), (changed, b"scanner-2")):
+        out = tmp_path / f"out-{backup.id}"
+        system.restore(backup.id, out)
+        assert os.getxattr(out / "kept.txt", "user.origin") == b"scanner-7"
+        assert os.getxattr(out / "tagged.txt", "user.origin") == tagged
+        assert os.listxattr(out / "plain.txt") == ([] if backup is unchanged else ["user.new"])
