@@ -33,7 +33,7 @@ from app.settings import Settings
 
 #: What the fork server imports before forking workers: everything a worker runs.
 PRELOAD = ["app.forkserver_process", "app.backup.procpool", "app.restore.procpool"]
-#: ... and, for a job whose storage is S3, boto3 with S3's service model loaded (app/storage/s3_preload.py).
+#: ... and, for a job whose storage is S3, botocore with S3's service model loaded (app/storage/s3_preload.py).
 S3_PRELOAD = "app.storage.s3_preload"
 #: A worker adds to the shared progress counter once it has this many bytes to report (it is locked).
 PROGRESS_STEP = 4 << 20
@@ -128,7 +128,7 @@ _CONTEXT = _WorkerContext()
 
 def context(storage_url: str | None = None) -> ForkServerContext:
     """The fork server context of a job's worker processes (WorkerProcess). A server started for a job
-    whose `storage_url` is S3 also loads boto3 and S3's model (S3_PRELOAD); one already running stays
+    whose `storage_url` is S3 also loads botocore and S3's model (S3_PRELOAD); one already running stays
     as it was started."""
     s3 = storage_url is not None and storage_url.lower().startswith("s3:")
     _CONTEXT.set_forkserver_preload([*PRELOAD, S3_PRELOAD] if s3 else PRELOAD)
