@@ -95,7 +95,10 @@ def _unit_failed(task: Any, exc: BaseException, _task_id: str, args: Any, kwargs
         fail_for_unit(task.ctx, str(backup_id), int(number or 0), exc, actor="celery")
 
 
-@shared_task(bind=True, name="tasks.backup.backup_unit", on_failure=_unit_failed)
+# track_started off: a unit's STARTED state would cost a result-backend write per unit, and nothing reads
+# it (Flower and bench/cluster_bench.py see task-started events; the catalog's backup_units row says
+# running); run_backup and finalize_backup keep it.
+@shared_task(bind=True, name="tasks.backup.backup_unit", on_failure=_unit_failed, track_started=False)
 def backup_unit(self: Any, backup_id: str, number: int) -> dict[str, Any]:
     # the node name (`-n backup@%h`), as Flower and `celery inspect` show the worker
     outcome = run_unit(self.ctx, backup_id, number, cluster=True, worker=self.request.hostname)

@@ -63,8 +63,12 @@ class PreparedBackup:
     inputs: dict[int, dict[str, Any]] | None = None
 
 
+#: A source's lease in the catalog's `locks` table is named LEASE_PREFIX + the source's name.
+LEASE_PREFIX = "source:"
+
+
 def lease_name(source: str) -> str:
-    return f"source:{source}"
+    return f"{LEASE_PREFIX}{source}"
 
 
 def _parent_for(ctx: Context, source_id: int, backup_type: str) -> tuple[str, Backup | None]:

@@ -7,7 +7,7 @@ import secrets
 import socket
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app import clock
@@ -76,21 +76,39 @@ def backup_job_cancelled(session: Session, backup_id: str) -> bool:
     return job is not None and job.state == "cancelled"
 
 
+# A finished unit's progress statements, built once (a unit's fixed cost): on the Core connection, as
+# an ORM load and flush of the job cost twice the client CPU for the same two statements.
+_PROGRESS_OF_JOB = select(Job.id, Job.progress).where(Job.id == bindparam("job")).limit(1).with_for_update()
+_PROGRESS_OF_BACKUP = (
+    select(Job.id, Job.progress)
+    .where(Job.backup_id == bindparam("backup"), Job.kind == "backup")
+    .limit(1)
+    .with_for_update()
+)
+_PROGRESS_WRITE = (
+    update(Job)
+    .where(Job.id == bindparam("job"))
+    .values(progress=bindparam("new_progress", type_=Job.progress.type), heartbeat_at=bindparam("beat_at"))
+)
+
+
 def add_backup_progress(
     session: Session, backup_id: str, *, units: int, bytes_done: int, job_id: str | None = None
 ) -> None:
     """Count a finished unit on the backup's job (`job_id` when the caller knows it), and beat its
     heartbeat. The job row is locked (PostgreSQL) so two units finishing at once on two workers do not
     lose an increment."""
-    where = (Job.id == job_id,) if job_id is not None else (Job.backup_id == backup_id, Job.kind == "backup")
-    job = session.scalar(select(Job).where(*where).limit(1).with_for_update())
-    if job is None:
+    conn = session.connection()
+    if job_id is not None:
+        found = conn.execute(_PROGRESS_OF_JOB, {"job": job_id}).first()
+    else:
+        found = conn.execute(_PROGRESS_OF_BACKUP, {"backup": backup_id}).first()
+    if found is None:
         return
-    progress = dict(job.progress or {})
+    progress = dict(found.progress or {})
     progress["units_done"] = int(progress.get("units_done", 0)) + units
     progress["bytes_done"] = int(progress.get("bytes_done", 0)) + bytes_done
-    job.progress = progress
-    job.heartbeat_at = clock.now()
+    conn.execute(_PROGRESS_WRITE, {"job": found.id, "new_progress": progress, "beat_at": clock.now()})
 
 
 def beat_backup_job(session: Session, backup_id: str) -> None:
