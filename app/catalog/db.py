@@ -26,12 +26,19 @@ def normalise_url(url: str) -> str:
     return url
 
 
+#: How much of an SQLite catalog is read through a memory map (address space, not memory).
+SQLITE_MMAP_BYTES = 256 << 20
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Pages read through a memory map, not a pread each: a finalize's pack check looks up every chunk
+    # a backup names (40,000 for the 1 GB bench tree), beyond the 2 MiB page cache (0.16 -> 0.11 CPU s)
+    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cursor.close()
 
 
