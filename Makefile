@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-deps lint bench setup clean
+.PHONY: demo test test-deps lint bench setup compile clean
 
 # Debian packages the tests drive for real, as command:package. PostgreSQL itself is not installed
 # here: the tests expect a server on 127.0.0.1:5432 (README).
@@ -15,10 +15,16 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(MAKE) compile
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# An editable install compiles nothing: byte-compile the project as a wheel's install would, so a CLI
+# call run with PYTHONDONTWRITEBYTECODE set does not compile its ~90 modules again (~0.1 CPU s a call).
+compile:
+	$(BIN)/python -m compileall -q app tasks workers
 
 demo: $(STAMP)
 	$(BIN)/python -m workers.demo

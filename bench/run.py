@@ -406,6 +406,13 @@ def export_revision(rev: str, dest: Path) -> Path:
     return dest
 
 
+def compile_code(code: Path) -> None:
+    """Byte-compile the code under test, as `pip install` does for an installed package. Run from a
+    source tree or an exported revision with PYTHONDONTWRITEBYTECODE set (some shells and CI set it),
+    every CLI call would otherwise compile again the ~90 modules it imports (~0.1 CPU s a call)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(code / "app")], check=True)
+
+
 def alternate(tools: list[Any], step: int) -> list[Any]:
     return tools if step % 2 == 0 else list(reversed(tools))
 
@@ -439,6 +446,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         restic_bin = None
     if args.rev:
         args.code = export_revision(args.rev, work / "code")
+    compile_code(args.code.resolve())
     server = None
     if args.storage == "s3":
         try:
