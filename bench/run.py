@@ -221,7 +221,6 @@ class Ours:
             entry = "app.cli.entry" if (code / "app" / "cli" / "entry.py").exists() else "app.cli.main"
             self.cli = [sys.executable, "-m", entry]
             self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))
-        compile_bytecode(code)
         self.last_id: str | None = None
 
     def version(self) -> str:
@@ -393,14 +392,6 @@ def prepare_workdir(work: Path) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     (work / MARKER).write_text("created by bench/run.py; deleted at its end unless --keep\n")
-
-
-def compile_bytecode(code: Path) -> None:
-    """Compile `code`'s `app` to bytecode, as installing a package does: with PYTHONDONTWRITEBYTECODE set
-    (or an exported revision never run before), every command compiled its modules from source again,
-    ~0.15 CPU-s per command that restic, a compiled program, never pays."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(code / "app")], check=True,
-                   stdout=subprocess.DEVNULL)
 
 
 def export_revision(rev: str, dest: Path) -> Path:
