@@ -40,17 +40,24 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
-def encode(data: bytes | memoryview, level: int | None, *, probe: bool = True) -> bytes:
-    """`codec || body`: zstd at `level`, or raw when `level` is None or compression does not pay."""
+def compress(data: bytes | memoryview, level: int | None, *, probe: bool = True) -> tuple[Codec, bytes | memoryview]:
+    """`(codec, body)` of `data`: zstd at `level`, or raw (`data` itself, not copied) when `level` is
+    None or compression does not pay. `encode` without joining the codec id to the body."""
     if level is not None:
         if probe and len(data) > SAMPLE_SIZE * 2:
             sample = _compressor(1).compress(data[:SAMPLE_SIZE])
             if len(sample) > SAMPLE_SIZE * (1 - MIN_SAVING):
-                return bytes([Codec.RAW]) + bytes(data)
+                return Codec.RAW, data
         body = _compressor(level).compress(data)
         if len(body) < len(data):
-            return bytes([Codec.ZSTD]) + body
-    return bytes([Codec.RAW]) + bytes(data)
+            return Codec.ZSTD, body
+    return Codec.RAW, data
+
+
+def encode(data: bytes | memoryview, level: int | None, *, probe: bool = True) -> bytes:
+    """`codec || body`: zstd at `level`, or raw when `level` is None or compression does not pay."""
+    codec, body = compress(data, level, probe=probe)
+    return b"".join((bytes([codec]), body))
 
 
 def encode_parts(parts: Sequence[bytes | memoryview], level: int | None) -> bytes:

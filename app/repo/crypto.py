@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -18,6 +19,7 @@ from app.repo.format import (
     KEY_ID_SIZE,
     MAGIC,
     NONCE_SIZE,
+    TAG_SIZE,
     ObjectType,
 )
 
@@ -37,6 +39,20 @@ def describe(object_type: ObjectType, object_id: str) -> str:
 _HEADER = struct.Struct(f"<4sBB{KEY_ID_SIZE}s{NONCE_SIZE}s")
 #: The first six bytes of a good envelope of each type: magic, version, type.
 _GOOD_START = {t: MAGIC + bytes([FORMAT_VERSION, int(t)]) for t in ObjectType}
+_local = threading.local()
+
+
+def sealed_size(body_length: int) -> int:
+    """The length of the envelope of a payload `codec || body` whose body is `body_length` bytes."""
+    return ENVELOPE_OVERHEAD + 1 + body_length
+
+
+def _scratch(size: int) -> bytearray:
+    """This thread's payload buffer, at least `size` bytes: reused, so its pages are faulted in once."""
+    buffer: bytearray | None = getattr(_local, "scratch", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _local.scratch = bytearray(max(size, 1 << 20))
+    return buffer
 
 
 class DataKey:
@@ -59,6 +75,24 @@ class DataKey:
         header = _HEADER.pack(MAGIC, FORMAT_VERSION, int(object_type), self.key_id, nonce)
         aad = header[:AAD_HEADER] + object_id.encode("ascii")
         return header + self._aead.encrypt(nonce, payload, aad)
+
+    def seal_into(
+        self, object_type: ObjectType, object_id: str, codec: int, body: bytes | memoryview, out: memoryview
+    ) -> int:
+        """`seal(object_type, object_id, codec || body)` written at the start of `out` (at least
+        `sealed_size(len(body))` bytes), without building the payload or the envelope as objects of
+        their own; the envelope's length. The payload is assembled in this thread's scratch buffer, so a
+        raw chunk is copied once (warm memory) and encrypted straight into `out`."""
+        nonce = os.urandom(NONCE_SIZE)
+        _HEADER.pack_into(out, 0, MAGIC, FORMAT_VERSION, int(object_type), self.key_id, nonce)
+        aad = bytes(out[:AAD_HEADER]) + object_id.encode("ascii")
+        size = 1 + len(body)
+        scratch = _scratch(size)
+        scratch[0] = codec
+        scratch[1:size] = body
+        with memoryview(scratch) as view:
+            self._aead.encrypt_into(nonce, view[:size], aad, out[ENVELOPE_HEADER : ENVELOPE_HEADER + size + TAG_SIZE])
+        return ENVELOPE_HEADER + size + TAG_SIZE
 
     def open(
         self, envelope: bytes | memoryview, object_type: ObjectType, object_id: str, *, checked: bool = False

@@ -28,33 +28,58 @@ class PackEntry:
 
 
 class PackBuilder:
-    """Collects sealed blobs in memory until the pack is big enough to upload."""
+    """Collects sealed blobs in one buffer until the pack is big enough to upload. Blobs are sealed
+    straight into it (`reserve`); a finished pack's buffer may be handed to the next builder (`buffer`),
+    so its pages are not allocated and faulted in again for every pack."""
 
-    def __init__(self) -> None:
-        self._buffer = bytearray()
+    def __init__(self, buffer: bytearray | None = None) -> None:
+        self._buffer = buffer if buffer is not None else bytearray()
+        self._size = 0
         self.entries: list[PackEntry] = []
 
     @property
     def size(self) -> int:
-        return len(self._buffer)
+        return self._size
+
+    @property
+    def buffer(self) -> bytearray:
+        """The buffer, for a next builder once this pack's bytes (`finish`) are no longer used."""
+        return self._buffer
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def add(self, chunk_id: str, blob: bytes, raw_length: int) -> None:
-        self.entries.append(PackEntry(chunk_id, len(self._buffer), len(blob), raw_length))
-        self._buffer += blob
+    def add(self, chunk_id: str, blob: bytes | memoryview, raw_length: int) -> None:
+        with self.reserve(len(blob)) as region:
+            region[:] = blob
+        self.commit(chunk_id, len(blob), raw_length)
+
+    def reserve(self, length: int) -> memoryview:
+        """Room for `length` more bytes at the end of the pack, to write a blob into before `commit`;
+        release the view before the next `reserve` (the buffer may grow)."""
+        end = self._size + length
+        if end > len(self._buffer):
+            self._buffer += bytes(max(end - len(self._buffer), len(self._buffer) // 4))
+        return memoryview(self._buffer)[self._size : end]
+
+    def commit(self, chunk_id: str, length: int, raw_length: int) -> None:
+        """Count the `length` bytes written at the end of the pack as the blob of `chunk_id`."""
+        self.entries.append(PackEntry(chunk_id, self._size, length, raw_length))
+        self._size += length
 
     def index_plaintext(self) -> bytes:
         return b"".join(
             _RECORD.pack(bytes.fromhex(e.chunk_id), e.offset, e.length, e.raw_length) for e in self.entries
         )
 
-    def finish(self, sealed_index: bytes) -> bytes:
-        """The pack's bytes: blobs, then the sealed index, then the trailer."""
-        self._buffer += sealed_index
-        self._buffer += _TRAILER.pack(len(sealed_index), PACK_MAGIC)
-        return bytes(self._buffer)
+    def finish(self, sealed_index: bytes) -> memoryview:
+        """The pack's bytes: blobs, then the sealed index, then the trailer. A view of the buffer, not a
+        copy: valid until the buffer is reused."""
+        tail = sealed_index + _TRAILER.pack(len(sealed_index), PACK_MAGIC)
+        with self.reserve(len(tail)) as region:
+            region[:] = tail
+        self._size += len(tail)
+        return memoryview(self._buffer)[: self._size]
 
 
 def parse_trailer(tail: bytes, pack_id: str) -> int:

@@ -13,7 +13,7 @@ from app.errors import EquisplitError, IntegrityError, ObjectNotFoundError, Repo
 from app.repo import codecs, manifest
 from app.repo.cache import MetadataCache
 from app.repo.chunker import Chunker, ChunkerParams, ChunkIds
-from app.repo.crypto import check_header, describe, envelope_key_id
+from app.repo.crypto import check_header, describe, envelope_key_id, sealed_size
 from app.repo.format import FORMAT_VERSION, PACK_INDEX_TYPES, PACK_TRAILER, Kind, ObjectType, Tier
 from app.repo.jsondoc import dump_json, load_json
 from app.repo.keys import Keyring, MasterKey
@@ -219,6 +219,16 @@ class Repository:
     def seal_chunk(self, chunk_id: str, data: bytes | memoryview, level: int | None) -> bytes:
         return self.keyring.current.seal(ObjectType.CHUNK, chunk_id, codecs.encode(data, level))
 
+    def pack_chunk(
+        self, builder: PackBuilder, chunk_id: str, encoded: tuple[int, bytes | memoryview], raw_length: int
+    ) -> None:
+        """Seal a chunk's `encoded` form (`codecs.compress`) straight into `builder`'s pack: the same
+        blob as `seal_chunk`, without the copies."""
+        codec, body = encoded
+        with builder.reserve(sealed_size(len(body))) as region:
+            length = self.keyring.current.seal_into(ObjectType.CHUNK, chunk_id, codec, body, region)
+        builder.commit(chunk_id, length, raw_length)
+
     def open_chunk(self, chunk_id: str, blob: bytes | memoryview, *, raw_length: int | None = None) -> bytes:
         """The plaintext of a chunk blob, checked against its id."""
 
@@ -228,15 +238,16 @@ class Repository:
             raise IntegrityError(f"chunk {chunk_id} does not hash to its id")
         return data
 
-    def finish_pack(self, pack_id: str, builder: PackBuilder, tier: str = Tier.STANDARD) -> bytes:
-        """The pack's bytes; its sealed index's type names its tier (docs/FORMAT.md section 5)."""
+    def finish_pack(self, pack_id: str, builder: PackBuilder, tier: str = Tier.STANDARD) -> memoryview:
+        """The pack's bytes (a view of the builder's buffer); its sealed index's type names its tier
+        (docs/FORMAT.md section 5)."""
         index = self.keyring.current.seal(
             PACK_INDEX_TYPES[tier], pack_id, codecs.encode(builder.index_plaintext(), 3, probe=False)
         )
         return builder.finish(index)
 
     def put_pack(
-        self, pack_id: str, data: bytes, storage_class: str | None = None, retain_until: datetime | None = None
+        self, pack_id: str, data: bytes | memoryview, storage_class: str | None = None, retain_until: datetime | None = None
     ) -> None:
         self.storage.put(
             Kind.PACKS, pack_id, data, PutOptions(storage_class=storage_class, retain_until=retain_until)

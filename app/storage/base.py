@@ -50,7 +50,8 @@ class PutOptions:
 class Storage(Protocol):
     """A flat store of immutable objects. Every method is safe to call from many threads.
 
-    `put` is atomic: a reader sees the whole object or nothing, never a prefix.
+    `put` is atomic: a reader sees the whole object or nothing, never a prefix. Its `data` may be a view
+    of a buffer the caller reuses once `put` returns (a pack's): a backend keeps no reference to it.
     `get` raises ObjectNotFoundError for a missing object; `stat` returns None for one.
     """
 
@@ -61,7 +62,7 @@ class Storage(Protocol):
         """The storage URL with any credential removed, for messages."""
         ...
 
-    def put(self, kind: str, name: str, data: bytes, options: PutOptions | None = None) -> None: ...
+    def put(self, kind: str, name: str, data: bytes | memoryview, options: PutOptions | None = None) -> None: ...
 
     def get(self, kind: str, name: str, offset: int = 0, length: int | None = None) -> bytes: ...
 

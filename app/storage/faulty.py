@@ -67,7 +67,7 @@ class FaultyStorage:
             raise self._fault(verb, what)
         return result
 
-    def put(self, kind: str, name: str, data: bytes, options: PutOptions | None = None) -> None:
+    def put(self, kind: str, name: str, data: bytes | memoryview, options: PutOptions | None = None) -> None:
         self._run("put", f"{kind}/{name}", lambda: self.inner.put(kind, name, data, options))
 
     def get(self, kind: str, name: str, offset: int = 0, length: int | None = None) -> bytes:

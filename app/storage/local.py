@@ -104,7 +104,7 @@ class LocalStorage:
         for created in reversed(missing):
             _fsync_dir(created.parent)
 
-    def put(self, kind: str, name: str, data: bytes, options: PutOptions | None = None) -> None:
+    def put(self, kind: str, name: str, data: bytes | memoryview, options: PutOptions | None = None) -> None:
         path = self._path(kind, name)
         try:
             self._make_dirs(path.parent)

@@ -23,7 +23,7 @@ class MemoryStorage:
     def location(self) -> str:
         return "memory://"
 
-    def put(self, kind: str, name: str, data: bytes, options: PutOptions | None = None) -> None:
+    def put(self, kind: str, name: str, data: bytes | memoryview, options: PutOptions | None = None) -> None:
         check_address(kind, name)
         blob = bytes(data)  # a private copy: a caller reusing a bytearray must not change the object
         with self._lock:

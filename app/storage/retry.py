@@ -88,7 +88,7 @@ class RetryingStorage:
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def put(self, kind: str, name: str, data: bytes, options: PutOptions | None = None) -> None:
+    def put(self, kind: str, name: str, data: bytes | memoryview, options: PutOptions | None = None) -> None:
         self._call("put", f"{kind}/{name}", lambda: self.inner.put(kind, name, data, options))
 
     def get(self, kind: str, name: str, offset: int = 0, length: int | None = None) -> bytes:

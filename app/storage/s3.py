@@ -221,7 +221,7 @@ class S3Storage:
     def _key(self, kind: str, name: str) -> str:
         return f"{self.prefix}/{kind}/{name}" if self.prefix else f"{kind}/{name}"
 
-    def put(self, kind: str, name: str, data: bytes, options: PutOptions | None = None) -> None:
+    def put(self, kind: str, name: str, data: bytes | memoryview, options: PutOptions | None = None) -> None:
         check_address(kind, name)
         key = self._key(kind, name)
         storage_class = (options.storage_class if options else None) or self.storage_class

@@ -175,3 +175,28 @@ def test_the_cache_is_bounded_and_never_answers_what_the_index_did_not_hold() ->
     assert asked == []  # answered from the cache
     missing = next(i for i in everything if i not in indexed)
     assert cache.present([missing]) == set() and asked == [[missing]]  # an absent id is asked again
+
+
+def test_packs_written_into_reused_buffers_each_hold_their_own_chunks(ctx: Context) -> None:
+    """The writer seals chunks straight into a pack's buffer and hands an uploaded pack's buffer to a
+    later pack: with packs of ~1 MiB, a few dozen packs go through a handful of buffers, and every
+    stored chunk (raw and zstd, from many threads) opens from its indexed place to its own bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.catalog import chunks
+
+    ctx.repository.pack_target_size = 1 << 20
+    writer = ChunkWriter(ctx.repository, KnownChunks(catalog_lookup(ctx)), pack_recorder(ctx, "b-test"), level=3)
+    pieces = [os.urandom(300_000) if n % 4 else (b"line %d of text\n" % n) * 20_000 for n in range(120)]
+    with ThreadPoolExecutor(4) as pool:
+        ids = [chunk_id for chunk_id, _new in pool.map(writer.store, pieces)]
+    writer.flush()
+    writer.close()
+    assert writer.stats.packs >= 20 and writer.stats.new_chunks == 120
+    with ctx.sessions() as session:
+        places = chunks.locate(session, ids)
+    assert set(places) == set(ids)
+    for chunk_id, data in zip(ids, pieces, strict=True):
+        place = places[chunk_id]
+        blob = ctx.repository.read_blob(place.pack_id, place.offset, place.length)
+        assert ctx.repository.open_chunk(chunk_id, blob) == data

@@ -58,7 +58,7 @@ class RecordingStorage:
     def location(self) -> str:
         return self.inner.location
 
-    def put(self, kind: str, name: str, data: bytes, options: PutOptions | None = None) -> None:
+    def put(self, kind: str, name: str, data: bytes | memoryview, options: PutOptions | None = None) -> None:
         self.calls.append(("put", kind, name))
         self.inner.put(kind, name, data, options)
 

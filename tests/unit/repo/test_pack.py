@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from app.errors import IntegrityError, ObjectNotFoundError, RepositoryError
+from app.repo import codecs
 from app.repo.codecs import Codec
 from app.repo.crypto import check_header
 from app.repo.format import ENVELOPE_OVERHEAD, PACK_MAGIC, PACK_TRAILER, Kind, ObjectType
@@ -40,7 +41,7 @@ def build_pack(repo: Repository, rng: random.Random, count: int = 10) -> BuiltPa
         chunks[chunk_id], blobs[chunk_id] = data, blob
     entries = list(builder.entries)
     pack_id = random_hex(rng, 32)
-    pack = repo.finish_pack(pack_id, builder)
+    pack = bytes(repo.finish_pack(pack_id, builder))
     repo.put_pack(pack_id, pack)
     return BuiltPack(pack_id, pack, chunks, blobs, entries)
 
@@ -97,6 +98,37 @@ def test_chunk_blobs_are_compressed_when_it_pays(repo: Repository, rng: random.R
         assert (len(blob) < len(data)) is (codec == Codec.ZSTD)
         assert repo.keyring.current.open(blob, ObjectType.CHUNK, chunk_id)[0] == codec
         assert repo.open_chunk(chunk_id, blob) == data
+
+
+def test_chunks_sealed_into_a_reused_pack_buffer_open_as_sealed_ones(
+    repo: Repository, rng: random.Random
+) -> None:
+    """`pack_chunk` seals straight into the pack (no blob object): raw and zstd chunks, small and
+    bigger than a thread's first scratch buffer, open to their data; a second pack written into the
+    first one's buffer (a writer reuses it) holds its own chunks, the first pack's stored copy intact."""
+    kinds = [text_bytes(rng, 200_000), rng.randbytes(200_000), rng.randbytes(3 << 20), b"", b"x"]
+    buffer = None
+    stored: dict[str, tuple[str, bytes]] = {}
+    for round_ in range(2):
+        builder = PackBuilder(buffer)
+        for data in kinds:
+            data = data + bytes([round_])
+            chunk_id = repo.chunk_ids.of(data)
+            repo.pack_chunk(builder, chunk_id, codecs.compress(data, 3), len(data))
+            stored[chunk_id] = ("", data)
+        pack_id = random_hex(rng, 32)
+        view = repo.finish_pack(pack_id, builder)
+        repo.put_pack(pack_id, view)
+        view.release()
+        buffer = builder.buffer
+        for entry in repo.read_pack_index(pack_id):
+            stored[entry.chunk_id] = (pack_id, stored[entry.chunk_id][1])
+    assert len(stored) == 2 * len(kinds)
+    for chunk_id, (pack_id, data) in stored.items():
+        entry = next(e for e in repo.read_pack_index(pack_id) if e.chunk_id == chunk_id)
+        blob = repo.read_blob(pack_id, entry.offset, entry.length)
+        assert repo.open_chunk(chunk_id, blob) == data
+        assert entry.raw_length == len(data)
 
 
 def test_an_empty_pack_has_an_empty_index(repo: Repository, rng: random.Random) -> None:
