@@ -3,7 +3,10 @@ what to read, and split it into units (docs/BACKUP.md)."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import socket
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -89,6 +92,22 @@ def _parent_of(ctx: Context, parent: Backup | None) -> Parent | None:
     started = clock.as_utc(parent.started_at).timestamp()
     files = {d["path"]: d for d in manifest["entries"] if d["type"] == "file"}
     return Parent(files, int(started * 1_000_000_000))
+
+
+@contextlib.contextmanager
+def collection_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: for steps that build many objects that all stay alive (a
+    parent manifest's entries, a walk's), which each young collection would traverse for nothing
+    (about ten of them, 0.05-0.08 CPU s of an unchanged re-backup of the 1 GB bench tree). What those
+    steps leave as cyclic garbage is collected after."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _reconcile_source(ctx: Context, source_id: int) -> None:
@@ -181,13 +200,14 @@ def prepare_backup(
             job = jobs.start_job(session, "backup", source_id=source_id, backup_id=backup_id)
             job.task_id, job.queue = task_id, "backup"
             job_id = job.id
-        previous = None if checksum else _parent_of(ctx, parent)
-        if watch is not None and previous is not None:
-            watch.counts = previous.needs_reading  # what an unchanged tree costs is the walk alone
-        hooks.begin(ctx, backup_id)
-        walk = hooks.walk(ctx, watch, reusable=previous.reusable if previous is not None else None)
-        root = walk.root
-        to_read, reused = plan_reads(walk.entries, previous)
+        with collection_paused():  # the parent's entries and the walk's: objects that all live on
+            previous = None if checksum else _parent_of(ctx, parent)
+            if watch is not None and previous is not None:
+                watch.counts = previous.needs_reading  # what an unchanged tree costs is the walk alone
+            hooks.begin(ctx, backup_id)
+            walk = hooks.walk(ctx, watch, reusable=previous.reusable if previous is not None else None)
+            root = walk.root
+            to_read, reused = plan_reads(walk.entries, previous)
         unit_bytes = unit_bytes_for(ctx.settings.backup_unit_bytes, sum(e.size for e in to_read), parallelism)
         units = split_units(to_read, unit_bytes, guided=cluster)
         unit_paths = {e.path for e in to_read}

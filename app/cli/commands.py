@@ -3,8 +3,10 @@ system and scheduler opened from the environment's settings."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from app.cli.render import fail
@@ -30,13 +32,28 @@ def open_system(region: str | None = None, *, audited: bool = True) -> Any:
     """A BackupSystem on the environment's settings (of the primary, or of a secondary region). Its
     configuration is audited when it opens the catalog (docs/AUDIT.md section 6), unless `audited` is
     False: `audit verify` writes nothing, so a truncated trail stays a prefix `catalog rebuild` extends."""
-    from app.settings import load_settings
-    from app.system import BackupSystem
+    with _importing():
+        from app.settings import load_settings
+        from app.system import BackupSystem
 
     system = BackupSystem(load_settings(), region=region)
     if audited:
         system.context.process = "cli"
     return system
+
+
+@contextlib.contextmanager
+def _importing() -> Iterator[None]:
+    """Modules imported inside stay for the process's life: the collector does not run while they
+    import, and they are frozen out of its sight after, as app/cli/entry.py does with the CLI's own."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def open_scheduler(*, audited: bool = True) -> Any:
