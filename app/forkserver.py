@@ -27,12 +27,15 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from multiprocessing.context import ForkServerContext, ForkServerProcess
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from app.settings import Settings
+if TYPE_CHECKING:  # a restore's workers import no settings (app/restore/worker.py)
+    from app.settings import Settings
 
 #: What the fork server imports before forking workers: everything a worker runs.
-PRELOAD = ["app.forkserver_process", "app.backup.procpool", "app.restore.procpool"]
+PRELOAD = ["app.forkserver_process", "app.backup.procpool"]
+#: ... for a restore's workers: the file writer alone, no catalog (~0.5 CPU-second less to import).
+RESTORE_PRELOAD = ["app.forkserver_process", "app.restore.worker"]
 #: ... and, for a job whose storage is S3, botocore with S3's service model loaded (app/storage/s3_preload.py).
 S3_PRELOAD = "app.storage.s3_preload"
 #: A worker adds to the shared progress counter once it has this many bytes to report (it is locked).
@@ -126,20 +129,21 @@ class _WorkerContext(ForkServerContext):
 _CONTEXT = _WorkerContext()
 
 
-def context(storage_url: str | None = None) -> ForkServerContext:
+def context(storage_url: str | None = None, preload: list[str] | None = None) -> ForkServerContext:
     """The fork server context of a job's worker processes (WorkerProcess). A server started for a job
     whose `storage_url` is S3 also loads botocore and S3's model (S3_PRELOAD); one already running stays
-    as it was started."""
+    as it was started. `preload`: what it imports (PRELOAD, a backup's; RESTORE_PRELOAD)."""
     s3 = storage_url is not None and storage_url.lower().startswith("s3:")
-    _CONTEXT.set_forkserver_preload([*PRELOAD, S3_PRELOAD] if s3 else PRELOAD)
+    modules = PRELOAD if preload is None else preload
+    _CONTEXT.set_forkserver_preload([*modules, S3_PRELOAD] if s3 else modules)
     return _CONTEXT
 
 
-def warm_up(storage_url: str | None = None) -> None:
+def warm_up(storage_url: str | None = None, preload: list[str] | None = None) -> None:
     """Start the fork server now, so its imports overlap the job's planning; harmless if never used."""
     from multiprocessing import forkserver
 
-    context(storage_url)
+    context(storage_url, preload)
     forkserver.ensure_running()
 
 

@@ -14,40 +14,11 @@ from typing import Any
 
 from app import forkserver
 from app.catalog.chunks import ChunkLocation
-from app.context import Context, Handoff
 from app.errors import RestoreTargetError
-from app.restore.engine import chunks_of, create_partial, finish_big_file, restore_files
+from app.restore.files import Location, chunks_of, create_partial, finish_big_file
 from app.restore.target import safe_relpath
 from app.restore.tree import TargetTree, fail, partial_name, split
-
-_worker_ctx: Context | None = None
-_worker_counter: Synchronized[int] | None = None
-
-
-def _init_worker(handoff: Handoff, counter: Synchronized[int], parent: int) -> None:
-    global _worker_ctx, _worker_counter
-    forkserver.init_worker(parent)
-    _worker_ctx = Context.from_handoff(handoff)
-    _worker_counter = counter
-
-
-def _restore_share(
-    root: str,
-    replace: bool,
-    entries: list[dict[str, Any]],
-    where: dict[str, ChunkLocation],
-    keep_partial: bool,
-    threads: int,
-) -> int:
-    assert _worker_ctx is not None and _worker_counter is not None
-    progress = forkserver.Progress(_worker_counter)
-    try:
-        with TargetTree(root, replace=replace) as tree:
-            restore_files(_worker_ctx.repository, tree, entries, where, progress.add, keep_partial, threads)
-    finally:
-        progress.flush()
-    return len(entries)
-
+from app.restore.worker import WorkerHandoff, init_worker, restore_share
 
 #: A file bigger than this is shared out in pieces (runs of its chunks), so one big file (a database's
 #: relation segment) is written by every process at once.
@@ -117,16 +88,18 @@ def shares(
 
 
 def restore_files_in_processes(
-    handoff: Handoff,
+    handoff: WorkerHandoff,
     tree: TargetTree,
     files: list[dict[str, Any]],
     where: dict[str, ChunkLocation],
     progress: Callable[[int], None],
     keep_partial: bool,
     processes: int,
+    threads: int,
 ) -> None:
-    settings = handoff.settings
-    mp = forkserver.context(handoff.storage_url)
+    """Write `files` on `processes` worker processes of `threads` threads each (app/restore/worker.py),
+    big files in pieces; on failure, the big files' partial files are removed unless `keep_partial`."""
+    mp = forkserver.context(handoff.storage_url, forkserver.RESTORE_PRELOAD)
     counter: Synchronized[int] = mp.Value("q", 0)
     items, big = split_big(files, where)
     partials = {e["path"]: partial_name(split(e["path"])[1]) for e in big}
@@ -147,23 +120,14 @@ def restore_files_in_processes(
                 except OSError as exc:
                     fail(tree.root, rel, exc)
         runs = shares(items, where, processes * RUNS_PER_PROCESS)
-        threads = max(1, settings.worker_threads // processes)
         with ProcessPoolExecutor(
-            processes, mp_context=mp, initializer=_init_worker, initargs=(handoff, counter, os.getpid())
+            processes, mp_context=mp, initializer=init_worker, initargs=(handoff, counter, os.getpid())
         ) as pool:
             futures = []
             for run in runs:
-                chunk_ids = {c for e in run for c in chunks_of(e)}
+                located = {c: Location(*where[c]) for e in run for c in chunks_of(e)}
                 futures.append(
-                    pool.submit(
-                        _restore_share,
-                        tree.root,
-                        tree.replace,
-                        run,
-                        {c: where[c] for c in chunk_ids},
-                        keep_partial,
-                        threads,
-                    )
+                    pool.submit(restore_share, tree.root, tree.replace, run, located, keep_partial, threads)
                 )
             forkserver.wait_all(futures, counter, progress)
     except BaseException:

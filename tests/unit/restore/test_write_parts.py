@@ -1,11 +1,11 @@
-"""Chunks that follow one another in a file are written with one pwritev (app/restore/engine.py)."""
+"""Chunks that follow one another in a file are written with one pwritev (app/restore/files.py)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from app.restore.engine import write_parts
+from app.restore.files import write_parts
 
 
 def test_parts_land_one_after_another_at_the_offset(tmp_path: Path) -> None:
