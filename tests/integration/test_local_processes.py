@@ -252,3 +252,28 @@ def test_a_daemonic_process_like_a_celery_pool_child_still_uses_worker_processes
     seen = json.loads(report.read_text())
     assert seen["pids"] and seen["me"] not in seen["pids"] and seen["processes"] == 2, seen
     assert_same_tree(src, tmp_path / "out")
+
+
+def _fork_server_pid() -> int | None:
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    return getattr(server, "_forkserver_pid", None)
+
+
+def test_a_restore_started_for_processes_but_planned_in_one_leaves_no_fork_server(
+    make_system: Factory, tmp_path: Path
+) -> None:
+    """The fork server starts once the manifest's entries are selected (app/restore/engine.py); a plan
+    that ends up in one process (here: every file already in the target) stops it."""
+    src = make_tree(tmp_path / "src", big_mib=4, small=10)
+    system = make_system(**POOL)
+    system.add_source("docs", src)
+    result = system.create_full_backup("docs")
+    first = system.restore(result.id, tmp_path / "out")
+    assert first.processes == 2
+    assert _fork_server_pid() is None
+    again = system.restore(result.id, tmp_path / "out", skip_existing=True)
+    assert again.processes == 1 and again.files == 0
+    assert _fork_server_pid() is None  # started early, stopped unused
+    assert_same_tree(src, tmp_path / "out")
