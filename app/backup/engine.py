@@ -13,6 +13,7 @@ from app.backup import procpool
 from app.backup.finalize import fail_backup, finalize_backup
 from app.backup.heartbeat import Heartbeat
 from app.backup.hooks import SourceHooks, hooks_for, load_source
+from app.backup.packcheck import Located
 from app.backup.prepare import LOCAL_LEASE, PreparedBackup, prepare_backup
 from app.backup.result import BackupResult
 from app.backup.unit import UnitOutcome, new_writer, run_unit
@@ -127,7 +128,9 @@ def _run_prepared(
                 retain_until=prepared.retain_until,
             ),
         )
-        result = finalize_backup(ctx, prepared.backup_id, actor=actor, plan=prepared.plan, results=results)
+        result = finalize_backup(
+            ctx, prepared.backup_id, actor=actor, plan=prepared.plan, results=results, located=_located(prepared)
+        )
     except BaseException as exc:
         hooks.close()  # before marking it failed: PostgreSQL ends the backup with its session
         fail_backup(ctx, prepared.backup_id, exc, actor=actor)
@@ -139,6 +142,17 @@ def _run_prepared(
         heartbeat.stopped.set()
     result.job_id = prepared.job_id
     return result
+
+
+def _located(prepared: PreparedBackup) -> Located | None:
+    """Where the parent's chunks were when the backup started, if that lookup succeeded; else None, and
+    finalize looks every chunk up itself (and meets whatever made the early lookup fail)."""
+    if prepared.locating is None:
+        return None
+    try:
+        return prepared.locating.result()
+    except Exception:
+        return None
 
 
 def _kept_results(outcomes: list[UnitOutcome]) -> dict[int, dict[str, Any]]:

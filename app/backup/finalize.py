@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from app import clock
 from app.backup import manifests, objects
 from app.backup.links import drop_dangling_links
-from app.backup.packcheck import PackCheck, check_entries, forget_packs
+from app.backup.packcheck import Located, PackCheck, check_entries, forget_packs
 from app.backup.pieces import merge_pieces
 from app.backup.result import BackupResult, is_partial
 from app.backup.shrink import last_complete, shrink_warning
@@ -46,9 +46,11 @@ def finalize_backup(
     actor: str | None = None,
     plan: dict[str, Any] | None = None,
     results: dict[int, dict[str, Any]] | None = None,
+    located: Located | None = None,
 ) -> BackupResult:
     """Write the manifest from the plan and every unit's result (each read from storage unless given:
-    a backup run on one machine hands them over in memory); idempotent once complete."""
+    a backup run on one machine hands them over in memory); idempotent once complete. `located`: where
+    the index put the parent's chunks when the backup started (app/backup/packcheck.py)."""
     results = results or {}
     repo = ctx.repository
     with ctx.sessions() as session:
@@ -117,7 +119,7 @@ def finalize_backup(
     # errors) and their packs the index, so the next backup reads and stores them again.
     pack_check = PackCheck(repo.storage)
     tier = plan.get("tier", Tier.STANDARD)
-    refs = check_entries(ctx, entries, pack_check, backup_id=backup_id, tier=tier)
+    refs = check_entries(ctx, entries, pack_check, backup_id=backup_id, tier=tier, located=located)
     if not refs.sound:
         forget_packs(ctx, refs.missing_packs, backup_id=backup_id, files_of=refs.files_of, actor=actor)
         entries = [e for e in entries if e["path"] not in refs.broken]

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import socket
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -16,6 +16,7 @@ from app import clock
 from app.archive import lock
 from app.backup import objects
 from app.backup.hooks import SourceHooks, hooks_for, load_source
+from app.backup.packcheck import Located, locate_packs
 from app.backup.plan import Parent, Unit, plan_reads, split_units, unit_bytes_for
 from app.backup.reconcile import reconcile
 from app.catalog import jobs, locks
@@ -64,6 +65,9 @@ class PreparedBackup:
     retain_until: str | None = None
     #: Each unit's input, by number, when they are kept in memory (`keep_plan` on remote storage).
     inputs: dict[int, dict[str, Any]] | None = None
+    #: Where the index puts the parent's chunks, looked up on a thread while the walk runs (`keep_plan`
+    #: with a parent): finalize's pack check takes it for an unchanged tree (app/backup/packcheck.py).
+    locating: Future[Located] | None = None
 
 
 #: A source's lease in the catalog's `locks` table is named LEASE_PREFIX + the source's name.
@@ -92,6 +96,17 @@ def _parent_of(ctx: Context, parent: Backup | None) -> Parent | None:
     started = clock.as_utc(parent.started_at).timestamp()
     files = {d["path"]: d for d in manifest["entries"] if d["type"] == "file"}
     return Parent(files, int(started * 1_000_000_000))
+
+
+def _locate_on_a_thread(ctx: Context, parent: Parent, tier: str) -> Future[Located]:
+    """Look the parent's chunks up in the index on a thread of its own: SQLite runs the lookups outside
+    the interpreter's lock, so on a second core they cost the walk nothing (0.1 CPU s of an unchanged
+    re-backup of the 1 GB bench tree)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="locate-parent")
+    try:
+        return pool.submit(locate_packs, ctx, (c for e in parent.files.values() for c in e["chunks"]), tier)
+    finally:
+        pool.shutdown(wait=False)
 
 
 @contextlib.contextmanager
@@ -200,12 +215,15 @@ def prepare_backup(
             job = jobs.start_job(session, "backup", source_id=source_id, backup_id=backup_id)
             job.task_id, job.queue = task_id, "backup"
             job_id = job.id
+        locating: Future[Located] | None = None
         with collection_paused():  # the parent's entries and the walk's: objects that all live on
             previous = None if checksum else _parent_of(ctx, parent)
+            if previous is not None and keep_plan:
+                locating = _locate_on_a_thread(ctx, previous, tier)
             if watch is not None and previous is not None:
                 watch.counts = previous.needs_reading  # what an unchanged tree costs is the walk alone
             hooks.begin(ctx, backup_id)
-            walk = hooks.walk(ctx, watch, reusable=previous.reusable if previous is not None else None)
+            walk = hooks.walk(ctx, watch, previous.reusable if previous is not None else None)
             root = walk.root
             to_read, reused = plan_reads(walk.entries, previous)
         unit_bytes = unit_bytes_for(ctx.settings.backup_unit_bytes, sum(e.size for e in to_read), parallelism)
@@ -306,4 +324,5 @@ def prepare_backup(
         tier=tier,
         retain_until=retain_until,
         inputs=inputs,
+        locating=locating,
     )

@@ -4,10 +4,14 @@ the next backup stores its content again (docs/FORMAT.md section 7). Local stora
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from app.backup import engine
 from app.backup.plan import GRANULARITY_NS
 from app.catalog import chunks
 from app.catalog.models import AuditEntry, Pack
@@ -106,3 +110,45 @@ def test_a_lost_pack_of_manifest_chunks_is_stored_again(system: BackupSystem, tm
     assert system.context.repository.read_manifest(again.id)["entries"]  # readable: its chunks exist
     system.restore(again.id, tmp_path / "out")
     assert_same_tree(src, tmp_path / "out")
+
+
+class _LosesAPackWhileWalking:
+    """The source's own walk, after which a pack is deleted from storage: an unchanged backup located
+    its parent's chunks before the walk (app/backup/prepare.py), the pack is lost after that."""
+
+    def __init__(self, inner: Any, lose: Callable[[], None]) -> None:
+        self.inner, self.lose, self.kind = inner, lose, inner.kind
+
+    def begin(self, ctx: Any, backup_id: str) -> None:
+        self.inner.begin(ctx, backup_id)
+
+    def walk(self, ctx: Any, watch: Any = None, reusable: Any = None) -> Any:
+        found = self.inner.walk(ctx, watch, reusable)
+        self.lose()
+        return found
+
+    def finish(self, ctx: Any, backup_id: str, make_writer: Any) -> None:
+        self.inner.finish(ctx, backup_id, make_writer)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_pack_lost_after_the_parents_chunks_were_located_is_still_found_missing(
+    system: BackupSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_tree(tmp_path / "src")
+    system.add_source("docs", src)
+    time.sleep(GRANULARITY_NS / 1e9 + 0.1)  # the next run reuses unchanged files without reading them
+    full = system.create_full_backup("docs")
+    lost = _pack_of(system, full.id, "docs/ledger.csv")
+    real_hooks = engine.hooks_for
+    monkeypatch.setattr(
+        engine, "hooks_for", lambda source: _LosesAPackWhileWalking(real_hooks(source), lambda: _delete_pack(system, lost))
+    )
+    inc = system.create_incremental_backup("docs")
+    assert inc.stats["files_read"] == 0
+    assert inc.state == "partial"
+    assert "docs/ledger.csv" in {e["path"] for e in inc.errors}
+    with system.context.sessions() as session:
+        assert session.get(Pack, lost) is None
