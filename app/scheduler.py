@@ -54,8 +54,11 @@ class BackupScheduler:
             )
             if kind:
                 query = query.where(Job.kind == kind)
+            found = session.execute(query).all()
+            running = [j.backup_id for j, _ in found if j.kind == "backup" and j.state == "running" and j.backup_id]
+            done = jobs.units_done(session, running)
             rows = []
-            for job, source in session.execute(query):
+            for job, source in found:
                 end = job.finished_at or clock.now()
                 rows.append(
                     {
@@ -74,7 +77,7 @@ class BackupScheduler:
                             ).total_seconds(),
                             1,
                         ),
-                        "progress": job.progress,
+                        "progress": _with_units_done(job.progress, done.get(job.backup_id or "")),
                         "error": job.error,
                     }
                 )
@@ -112,3 +115,10 @@ class BackupScheduler:
                 self.context, job.backup_id, JobCancelledError(f"job {job_id} was cancelled"), actor=actor
             )
         return result
+
+
+def _with_units_done(progress: dict[str, Any] | None, done: tuple[int, int] | None) -> dict[str, Any] | None:
+    """A running backup's progress with the units done so far (counted from its units' rows)."""
+    if done is None or progress is None:
+        return progress
+    return {**progress, "units_done": done[0], "bytes_done": done[1]}

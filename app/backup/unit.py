@@ -181,7 +181,6 @@ def prepare_process(ctx: Context) -> None:
         conn.execute(_UNIT_DONE, {**none, "done_at": clock.now(), "took": 0.0, "read": 0, "new": 0})
         conn.execute(_JOB_BEAT, {"job": "", "beat_at": clock.now()})
         conn.execute(_LEASE_RENEW, {"lease_name": "", "lease_holder": "", "lease_until": clock.now()})
-        jobs.add_backup_progress(session, "", units=0, bytes_done=0, job_id="")
         session.rollback()
 
 
@@ -191,7 +190,6 @@ class ClaimedUnit:
     number: int
     bytes: int
     worker: str
-    job_id: str | None
 
 
 def _claim(
@@ -237,7 +235,7 @@ def _claim(
             stale = beat_at is None or clock.as_utc(beat_at) < now - CLAIM_BEAT_AFTER
             if job_id is not None and job_state == "running" and stale:
                 conn.execute(_JOB_BEAT, {"job": job_id, "beat_at": now})
-        return ClaimedUnit(backup_id, number, unit_bytes, worker, job_id), lease
+        return ClaimedUnit(backup_id, number, unit_bytes, worker), lease
 
 
 def run_unit(
@@ -429,7 +427,6 @@ def _run_claimed(
                 "new": totals["new"],
             },
         )
-        jobs.add_backup_progress(session, backup_id, units=1, bytes_done=unit.bytes, job_id=unit.job_id)
     return UnitOutcome(
         backup_id,
         number,

@@ -14,6 +14,7 @@ from app.backup.finalize import finalize_backup
 from app.backup.prepare import CLUSTER_LEASE, lease_name, prepare_backup
 from app.backup.unit import CLAIM_BEAT_AFTER, prepare_process, run_unit
 from app.catalog.models import BackupUnit, Job, Lock
+from app.scheduler import BackupScheduler
 from tests.support.system import Factory
 from tests.support.trees import assert_same_tree, make_tree
 
@@ -48,9 +49,9 @@ def test_prepare_process_changes_nothing_and_units_run_after_it(
 
     for number in prepared.units:
         run_unit(ctx, prepared.backup_id, number, cluster=True)
-    with ctx.sessions() as session:
-        progress = session.scalar(select(Job.progress).where(Job.backup_id == prepared.backup_id))
-    assert progress["units_done"] == len(prepared.units)
+    [status] = BackupScheduler(context=ctx).job_status(clock.now() - timedelta(hours=1))
+    assert status["state"] == "running" and status["progress"]["units_done"] == len(prepared.units)
+    assert status["progress"]["bytes_done"] == status["progress"]["bytes_total"]
     result = finalize_backup(ctx, prepared.backup_id)
     assert result.state == "complete"
     system.restore(result.id, tmp_path / "out")
