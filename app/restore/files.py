@@ -198,6 +198,9 @@ def restore_files(
                     try:
                         plain = repo.open_chunk(cid, blob, raw_length=raw_length)
                     except IntegrityError as exc:
+                        if run:  # what was opened before it is written (--keep-partial keeps it)
+                            assert run_state is not None
+                            _write_run(tree, run_state, run, run_start, progress)
                         raise IntegrityError(
                             f"cannot restore {state.entry['path']}: chunk {cid} in pack {pack_id} is corrupt",
                             detail=exc.message,
