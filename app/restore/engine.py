@@ -136,15 +136,17 @@ class Restorer:
         make_target(target)
         with TargetTree(str(target), replace=overwrite) as tree:
             files: list[dict[str, Any]] = []
+            made: set[str] = set()  # directories made (or found) here, each looked up once
             for e in entries:
                 rel = safe_relpath(e["path"])
-                if e["type"] == "dir":
-                    with tree.dir(rel, create=True):
-                        pass
-                elif e["type"] == "file":
-                    with tree.dir(split(rel)[0], create=True):
-                        pass
-                    files.append(e)
+                kind = e["type"]
+                if kind in ("dir", "file"):
+                    folder = rel if kind == "dir" else split(rel)[0]
+                    if folder not in made:
+                        with tree.dir(folder, create=True):
+                            made.add(folder)
+                    if kind == "file":
+                        files.append(e)
             total = sum(e["size"] for e in files)
             counter = {"done": 0}
             done_lock = threading.Lock()

@@ -65,7 +65,7 @@ class _FileState:
     def __init__(self, path: str, entry: dict[str, Any], remaining: int, *, piece: bool = False) -> None:
         self.path = path
         self.parent, self.name = split(path)
-        self.partial: str = entry["partial"] if piece else partial_name(self.name)
+        self.partial: str = entry["partial"] if piece else ""  # named when created
         self.entry = entry
         self.remaining = remaining
         self.piece = piece
@@ -79,23 +79,29 @@ class _FileState:
         with tree.dir(self.parent) as dir_fd:
             if self.piece:
                 return os.open(self.partial, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            self.partial = partial_name(self.name)
             fd = create_partial(dir_fd, self.partial)
             self.created = True
             return fd
 
     def write_whole(self, tree: TargetTree, data: bytes | memoryview) -> None:
-        """A file of one chunk (most small files): create, write, metadata, close and rename with one
-        descriptor of its directory."""
+        """A file of one chunk (most small files): created, written in one call and given its metadata
+        with one descriptor of its directory. Where nothing may stand at its name (a restore that
+        replaces nothing: the target was empty, or --skip-existing left out what it holds) it is
+        created at its name (O_EXCL, never through a link), saving a rename and its directory
+        lookups; else under a partial name, renamed over what stands there."""
         with tree.dir(self.parent) as dir_fd:
+            self.partial = partial_name(self.name) if tree.replace else self.name
             fd = create_partial(dir_fd, self.partial)
-            self.created = True
+            self.created = True  # removed on failure as a partial file is
             try:
                 write_parts(fd, [data], 0)
                 metadata.apply_to_fd(fd, self.entry)
             finally:
                 os.close(fd)
             self.remaining = 0
-            tree.move_into_place(dir_fd, self.partial, self.name, self.path)
+            if self.partial != self.name:
+                tree.move_into_place(dir_fd, self.partial, self.name, self.path)
             self.created = False
 
     def write(self, tree: TargetTree, parts: list[bytes], offset: int) -> bool:

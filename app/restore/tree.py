@@ -5,15 +5,14 @@ longer than one name (PATH_MAX does not limit how deep a restore goes)."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import itertools
 import os
 import secrets
 import shutil
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
 from typing import NoReturn
 
 from app.errors import RestoreTargetError
@@ -23,6 +22,7 @@ from app.errors import RestoreTargetError
 PARTIAL_SUFFIX = ".eqdr-partial"
 NAME_MAX = 255
 _TOKEN_HEX = 12
+_TOKEN_MASK = (1 << 4 * _TOKEN_HEX) - 1
 #: The manifest's path of the source root itself (app/sources/files.py: ROOT_PATH): the target.
 ROOT = "."
 
@@ -31,9 +31,23 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 DIR_CACHE = 128
 
 
+#: Partial names' tokens: a random start for each process (drawn again in a forked child), counted up
+#: from there, so a name is never repeated by one process and two processes' names meet with a chance
+#: of about one in 2**48 / files; it is created with O_EXCL in any case.
+_tokens = itertools.count(secrets.randbits(4 * _TOKEN_HEX))
+
+
+def _new_tokens() -> None:
+    global _tokens
+    _tokens = itertools.count(secrets.randbits(4 * _TOKEN_HEX))
+
+
+os.register_at_fork(after_in_child=_new_tokens)
+
+
 def partial_name(name: str) -> str:
     """A fresh temporary name for a file being written as `name`, in the same directory."""
-    token = secrets.token_hex(_TOKEN_HEX // 2)
+    token = f"{next(_tokens) & _TOKEN_MASK:0{_TOKEN_HEX}x}"
     room = NAME_MAX - len(f"..{token}{PARTIAL_SUFFIX}")
     short = os.fsdecode(os.fsencode(name)[:room])
     return f".{short}.{token}{PARTIAL_SUFFIX}"
@@ -84,22 +98,23 @@ class TargetTree:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def dir(self, rel: str, *, create: bool = False) -> Iterator[int]:
-        """A descriptor of the directory `rel` ('' is the target), held open while in use. `create`:
-        make missing directories (mode 0700 until their metadata is applied)."""
-        rel = "" if rel == ROOT else rel
+    def dir(self, rel: str, *, create: bool = False) -> _Held:
+        """A descriptor of the directory `rel` ('' is the target), held open while in use (`with`).
+        `create`: make missing directories (mode 0700 until their metadata is applied)."""
+        return _Held(self, "" if rel == ROOT else rel, create)
+
+    def _hold(self, rel: str, create: bool) -> int:
         with self._lock:
             fd = self._open(rel, create)
             if rel:
                 self._uses[rel] = self._uses.get(rel, 0) + 1
                 self._evict()
-        try:
-            yield fd
-        finally:
-            if rel:
-                with self._lock:
-                    self._uses[rel] -= 1
+        return fd
+
+    def _release(self, rel: str) -> None:
+        if rel:
+            with self._lock:
+                self._uses[rel] -= 1
 
     def find(self, rel: str) -> int | None:
         """A descriptor of directory `rel` if it exists as a real directory, else None; the caller
@@ -199,6 +214,22 @@ class TargetTree:
                 os.replace(temp, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
             except OSError as err:
                 fail(self.root, rel, err)
+
+
+class _Held:
+    """A directory descriptor of a TargetTree held while in a `with` block (a class, not a generator:
+    a restore takes one for every file it writes)."""
+
+    __slots__ = ("create", "rel", "tree")
+
+    def __init__(self, tree: TargetTree, rel: str, create: bool) -> None:
+        self.tree, self.rel, self.create = tree, rel, create
+
+    def __enter__(self) -> int:
+        return self.tree._hold(self.rel, self.create)
+
+    def __exit__(self, *_: object) -> None:
+        self.tree._release(self.rel)
 
 
 def fail(root: str, rel: str, exc: OSError) -> NoReturn:
