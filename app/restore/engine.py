@@ -172,7 +172,8 @@ class Restorer:
                     _threads_per_process(self.ctx, threads, processes),
                 )
             else:
-                restore_files(self.repo, tree, files, where, tick, keep_partial, threads)
+                writers = _threads_per_process(self.ctx, threads, 1)
+                restore_files(self.repo, tree, files, where, tick, keep_partial, writers)
             warnings: list[dict[str, str]] = []
             for e in entries:
                 if e["type"] in SPECIAL_TYPES:
@@ -393,7 +394,7 @@ def _worker_processes(ctx: Context, entries: list[dict[str, Any]]) -> int:
 
 
 def _threads_per_process(ctx: Context, threads: int, processes: int) -> int:
-    """A worker process's threads: BACKUP_THREADS shared out on remote storage, where a thread waits
+    """A writing process's threads: BACKUP_THREADS shared out on remote storage, where a thread waits
     for each request; 1 on local storage, where a thread mostly runs Python (the others wait for its
     lock), and threads creating files in one directory at once spin on its lock in the kernel. Measured
     on 12,075 files (319 MB), a shared 2-core machine: os.open 5.0 CPU-s on 4 threads, 0.3 on one; the
