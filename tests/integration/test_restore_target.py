@@ -207,3 +207,28 @@ def test_hard_links_and_fifos_replace_links_in_the_target(system: BackupSystem, 
     assert _snapshot(outside) == before
     assert os.stat(out / "d" / "alias").st_ino == os.stat(out / "d" / "data").st_ino
     assert not (out / "d" / "pipe").is_symlink() and (out / "d" / "pipe").is_fifo()
+
+
+def test_a_small_file_left_half_written_at_its_name_by_a_killed_restore_is_replaced_by_the_rerun(
+    system: BackupSystem, tmp_path: Path
+) -> None:
+    # A one-chunk file of a restore into an empty target is created at its own name (docs/RESTORE.md
+    # section 3): what a restore killed while writing it leaves, the same restore run again replaces.
+    from app.restore.target import UNFINISHED_MARKER, mark_unfinished, restore_identity
+
+    src = make_tree(tmp_path / "src", big_mib=1, small=3)
+    age_tree(src)
+    backup_id = _backed_up(system, src)
+    out = tmp_path / "out"
+    small = next(p for p in sorted(src.rglob("*")) if p.is_file() and not p.is_symlink() and p.stat().st_size)
+    left = out / small.relative_to(src)
+    left.parent.mkdir(parents=True)
+    mark_unfinished(out, restore_identity(backup_id, None))
+    fd = os.open(left, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # created, nothing written yet
+    os.close(fd)
+    with pytest.raises(RestoreTargetError, match="unfinished"):
+        system.restore(system.create_full_backup("docs").id, out)  # another restore: refused
+    system.restore(backup_id, out)
+    assert not (out / UNFINISHED_MARKER).exists()
+    assert_same_tree(src, out)
+    assert not list(out.rglob("*" + PARTIAL_SUFFIX))
