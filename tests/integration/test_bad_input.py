@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 from pathlib import Path
 
@@ -107,6 +108,32 @@ def test_corrupt_pack_with_keep_partial_keeps_the_partial_file(system: BackupSys
     with pytest.raises(IntegrityError):
         system.restore(backup_id, tmp_path / "out", keep_partial=True)
     assert list((tmp_path / "out").rglob("*" + PARTIAL_SUFFIX))
+
+
+def test_keep_partial_keeps_the_chunks_checked_before_a_corrupt_one_of_the_same_run(
+    system: BackupSystem, tmp_path: Path
+) -> None:
+    """A file alone in its pack: its chunks follow one another, so a restore writes them as one run
+    (app/restore/engine.py); the last one corrupt, the ones before it are still written (keep_partial),
+    as they were before runs. Seen failing before the fix: no partial file at all."""
+    src = tmp_path / "src"
+    src.mkdir()
+    content = random.Random(7).randbytes(6 << 20)
+    (src / "only.bin").write_bytes(content)
+    system.add_source("one", src)
+    backup_id = system.create_full_backup("one").id
+    first = _chunk_of(system, backup_id, "only.bin", 0)
+    last = _chunk_of(system, backup_id, "only.bin", -1)
+    assert first.pack_id == last.pack_id and first.offset < last.offset  # one pack, in file order
+    pack = next(p for p in _pack_paths(system) if p.name == last.pack_id)
+    data = bytearray(pack.read_bytes())
+    data[last.offset + 100] ^= 0x01
+    pack.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError):
+        system.restore(backup_id, tmp_path / "out", keep_partial=True)
+    (partial,) = (tmp_path / "out").rglob("*" + PARTIAL_SUFFIX)
+    kept = len(content) - last.raw_length
+    assert partial.read_bytes()[:kept] == content[:kept]
 
 
 def test_missing_pack_is_named_by_dry_run_and_restore(system: BackupSystem, tmp_path: Path) -> None:
