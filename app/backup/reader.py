@@ -57,7 +57,7 @@ def read_file(
     other_file = False
     for _attempt in range(attempts):
         fd, before = source.open_file(entry.path)
-        with os.fdopen(fd, "rb", buffering=0) as handle:
+        try:
             if seen is not None and swapped(before, seen):
                 other_file = True
                 entry.mode, entry.uid, entry.gid = stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid
@@ -70,9 +70,10 @@ def read_file(
                 expected = piece[1] if piece[1] is not None else max(0, before.st_size - piece[0])
                 batches = _groups(chunker.cut(data))
             elif before.st_size <= getattr(chunker, "in_memory_bytes", SMALL_FILE):
-                data = handle.read()
+                data = _read_all(fd, before.st_size)
                 batches = _groups(chunker.cut(data))
             else:  # a streamed chunk's memory is reused by the next: stored one at a time
+                handle = os.fdopen(fd, "rb", buffering=0, closefd=False)
                 batches = ([c.data] for c in chunker.stream(handle))
                 streamed = True
             read = 0
@@ -84,6 +85,8 @@ def read_file(
                     new += len(cut) if is_new else 0
                     progress(len(cut))
             after = os.fstat(fd)
+        finally:
+            os.close(fd)
         total += read
         entry.size, entry.mtime_ns, entry.ctime_ns = before.st_size, before.st_mtime_ns, before.st_ctime_ns
         if attempts == 1:
@@ -113,6 +116,23 @@ def _groups(cuts: Iterator[memoryview]) -> Iterator[list[memoryview]]:
             group = []
     if group:
         yield group
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """The file from its start to its end: `size` bytes as its fstat said, or what it holds now if it
+    grew or shrank since. Two reads for a file that did not change (FileIO.readall, which this replaces
+    for the many small files of a tree, also seeks and stats it again)."""
+    data = os.read(fd, size + 1)  # + 1: a file that grew is read on at once
+    if not data:
+        return data
+    more = os.read(fd, max(size, 1 << 16))
+    if not more:
+        return data  # the common case: not joined, so not copied
+    parts = [data, more]
+    while more:
+        more = os.read(fd, max(size, 1 << 16))
+        parts.append(more)
+    return b"".join(parts)
 
 
 def _read_range(fd: int, offset: int, length: int | None) -> bytes:
