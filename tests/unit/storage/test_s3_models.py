@@ -48,13 +48,3 @@ def test_a_model_under_aws_data_path_comes_first(tmp_path: Path) -> None:
     (tmp_path / "s3" / version / "service-2.json").write_text(json.dumps(model))
     loaded = _ModelLoader(str(tmp_path)).load_service_model("s3", "service-2")
     assert loaded["metadata"]["serviceFullName"] == "S3 from AWS_DATA_PATH"
-
-
-def test_a_fork_servers_preload_leaves_s3s_model_loaded() -> None:
-    statement = (
-        "import app.storage.s3_preload\n"
-        "from app.storage import s3\n"
-        "print(sorted({key[1:3] for key in s3._loader._cache if key[0] == 'load_service_model'}))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", statement], capture_output=True, text=True, check=True)
-    assert "('s3', 'service-2')" in done.stdout and "('s3', 'endpoint-rule-set-1')" in done.stdout
