@@ -131,7 +131,7 @@ _CONTEXT = _WorkerContext()
 
 def context(storage_url: str | None = None, preload: list[str] | None = None) -> ForkServerContext:
     """The fork server context of a job's worker processes (WorkerProcess). A server started for a job
-    whose `storage_url` is S3 also loads botocore and S3's model (S3_PRELOAD); one already running stays
+    whose `storage_url` is S3 also loads boto3 and S3's model (S3_PRELOAD); one already running stays
     as it was started. `preload`: what it imports (PRELOAD, a backup's; RESTORE_PRELOAD)."""
     s3 = storage_url is not None and storage_url.lower().startswith("s3:")
     modules = PRELOAD if preload is None else preload

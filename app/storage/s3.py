@@ -1,14 +1,13 @@
-"""S3 storage: objects at `<prefix>/<kind>/<name>` in a bucket, through botocore (boto3's core)."""
+"""S3 storage: objects at `<prefix>/<kind>/<name>` in a bucket, through boto3."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
+import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
@@ -19,7 +18,6 @@ from botocore.exceptions import (
     ParamValidationError,
     PartialCredentialsError,
 )
-from botocore.loaders import JSONFileLoader, Loader
 
 from app.errors import ConfigurationError, ObjectNotFoundError, StorageError
 from app.storage.base import Capabilities, ObjectInfo, PutOptions, ThawState
@@ -69,102 +67,46 @@ _PERMANENT_CODES = {
 }
 
 
-class _ModelFiles(JSONFileLoader):  # type: ignore[misc]
-    """botocore's model files, parsed into plain dicts (ordered since Python 3.7): botocore parses them
-    with an OrderedDict hook in Python, ~3 ms of CPU per MB of JSON against ~1 ms, and a process's first
-    client reads ~3.6 MB of them (S3's model and endpoint rules, the partitions' endpoints)."""
-
-    def _load_file(self, full_path: str, open_method: Callable[..., Any]) -> Any:
-        if not os.path.isfile(full_path):
-            return None
-        with open_method(full_path, "rb") as fp:
-            return json.loads(fp.read())
-
-
-class _ServiceNames:
-    """The services a loader knows, asked one name at a time: botocore's own answer lists every service
-    directory of every search path (~400 of them, ~1,900 stats) to check the one name a client is for."""
-
-    def __init__(self, loader: _ModelLoader, type_name: str) -> None:
-        self._loader, self._type_name = loader, type_name
-
-    def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str) or not name or os.sep in name or name.startswith("."):
-            return False
-        for path in self._loader.search_paths:
-            service = os.path.join(path, name)
-            if os.path.isdir(service) and any(
-                self._loader.file_loader.exists(os.path.join(service, version, self._type_name))
-                for version in os.listdir(service)
-            ):
-                return True
-        return False
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._loader.all_services(self._type_name))
-
-    def __len__(self) -> int:
-        return len(self._loader.all_services(self._type_name))
-
-
-class _ModelLoader(Loader):  # type: ignore[misc]
-    """botocore's data loader, as botocore makes it (AWS_DATA_PATH first), minus two costs of the first
-    client of a process: the models' parsing (_ModelFiles) and the listing of every service to check
-    that "s3" is one (_ServiceNames). What it loads, and from where, is unchanged."""
-
-    def __init__(self, data_path: str | None) -> None:
-        paths = data_path.split(os.pathsep) if data_path else []
-        extra = [os.path.expanduser(os.path.expandvars(p)) for p in paths] or None
-        super().__init__(extra_search_paths=extra, file_loader=_ModelFiles())
-
-    def list_available_services(self, type_name: str) -> Any:
-        return _ServiceNames(self, type_name)
-
-    def all_services(self, type_name: str) -> list[str]:
-        return cast(list[str], super().list_available_services(type_name))
-
-
 _loader_lock = threading.Lock()
 _loader: Any = None
 
 
-def new_session() -> botocore.session.Session:
-    """A botocore session that shares this process's data loader (_ModelLoader): the first client a
-    process makes loads S3's service model and endpoint rules (~50 ms of CPU), every later one takes them
-    from the loader (~9 ms). The session itself is new, so it finds credentials afresh (a process whose
-    environment changed is not held to the first credentials it saw). boto3 is not used: its session
-    adds ~20 ms to a process (its import, and s3transfer's, which it attaches to every S3 client)."""
+def new_session() -> boto3.session.Session:
+    """A boto3 session that shares this process's botocore data loader: the first client a process makes
+    loads S3's service model and endpoint rules (~75 ms of CPU), every later one takes them from the
+    loader (~9 ms). The session itself is new, so it finds credentials afresh (a process whose
+    environment changed is not held to the first credentials it saw)."""
     global _loader
     core = botocore.session.Session()
     with _loader_lock:
         if _loader is None:
-            _loader = _ModelLoader(core.get_config_variable("data_path"))
-    core.register_component("data_loader", _loader)
-    return core
+            _loader = core.get_component("data_loader")
+        else:
+            core.register_component("data_loader", _loader)
+    return boto3.session.Session(botocore_session=core)
 
 
 def warm_up() -> None:
     """Load S3's service model into this process's shared loader (new_session), without credentials or
     connections: a fork server does this once, so each worker forked from it makes its client cheaply."""
-    new_session().create_client("s3", region_name="us-east-1").close()
+    new_session().client("s3", region_name="us-east-1").close()
 
 
 class S3Storage:
-    """Objects in an S3 bucket (AWS or any S3-compatible endpoint); credentials from botocore's chain
-    (the one boto3 uses: environment, profile, config files, instance role).
+    """Objects in an S3 bucket (AWS or any S3-compatible endpoint); credentials from boto3's chain.
 
     A put up to `multipart_threshold` bytes is one PutObject; a larger one a multipart upload of
     `part_size` parts, aborted if any part fails, so a reader never sees a partial object. `session`
-    defaults to a new botocore session (sharing the process's service models: new_session), which finds
-    credentials by the usual chain.
+    defaults to a new boto3 session (sharing the process's service models: new_session), which finds
+    credentials by boto3's usual chain.
 
-    Responses are not checksummed by botocore (`response_checksum_validation="when_required"`): every
+    Responses are not checksummed by boto3 (`response_checksum_validation="when_required"`): every
     object but the keyring is an AES-GCM envelope whose tag a reader checks, and the keyring is one too
     (under the master key), so damage in transit or at rest is found on opening anyway; checking a CRC
     of each 16 MiB pack again cost ~7 ms of CPU per GET. Over plain http (an endpoint on a trusted
     network, such as MinIO or moto on loopback) a PUT carries no CRC32 either: SigV4 signs the SHA-256
     of every http body and the server checks it, so the CRC was a second checksum of the same bytes
-    (~4 ms of CPU per 16 MiB pack). Over https both stay as botocore sends them.
+    (~4 ms of CPU per 16 MiB pack). Over https both stay as boto3 sends them.
     """
 
     capabilities = Capabilities(ranged_reads=True, storage_classes=True, durable_put=True, remote=True)
@@ -183,7 +125,7 @@ class S3Storage:
         max_pool_connections: int = 32,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
-        session: botocore.session.Session | None = None,
+        session: boto3.session.Session | None = None,
     ) -> None:
         if not bucket:
             raise ConfigurationError("an S3 storage needs a bucket name")
@@ -209,7 +151,7 @@ class S3Storage:
             request_checksum_calculation="when_required" if plain_http else "when_supported",
             tcp_keepalive=True,
         )
-        self._client: Any = (session or new_session()).create_client(
+        self._client: Any = (session or new_session()).client(
             "s3", endpoint_url=endpoint_url, region_name=region, config=config
         )
 

@@ -23,7 +23,7 @@ from app.storage.local import TEMP_PREFIX, LocalStorage
 from app.storage.memory import MemoryStorage
 from app.storage.retry import RetryingStorage, is_transient
 from app.storage.s3 import MiB, S3Storage
-from tests.support.s3server import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, s3_client
+from tests.support.s3server import TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, s3_client, shared_session
 
 # Lowered from 64 MiB so that the multipart path is exercised by a 12 MiB object.
 MULTIPART_THRESHOLD = 8 * MiB
@@ -46,6 +46,7 @@ def s3_storage(url: str) -> S3Storage:
         region=query["region"][0],
         multipart_threshold=MULTIPART_THRESHOLD,
         part_size=5 * MiB,
+        session=shared_session(),
     )
 
 
