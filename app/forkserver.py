@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # a restore's workers import no settings (app/restore/worker.
 PRELOAD = ["app.forkserver_process", "app.backup.procpool"]
 #: ... for a restore's workers: the file writer alone, no catalog (~0.5 CPU-second less to import).
 RESTORE_PRELOAD = ["app.forkserver_process", "app.restore.worker"]
-#: ... and, for a job whose storage is S3, botocore with S3's service model loaded (app/storage/s3_preload.py).
+#: ... and, for a job whose storage is S3, boto3 with S3's service model loaded (app/storage/s3_preload.py).
 S3_PRELOAD = "app.storage.s3_preload"
 #: A worker adds to the shared progress counter once it has this many bytes to report (it is locked).
 PROGRESS_STEP = 4 << 20
