@@ -50,7 +50,8 @@ sys.path.insert(0, str(PROJECT))
 import gen_tree  # noqa: E402
 from run import cpu_busy_seconds, log, machine, sync  # noqa: E402
 
-from tests.support.cluster import RedisServer, free_port  # noqa: E402
+from tests.support.cluster import RedisServer  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 
 MB = 1_000_000
 MiB = 1 << 20

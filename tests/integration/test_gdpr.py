@@ -21,7 +21,8 @@ from app.pitr.server import running_pid
 from app.system import BackupSystem
 from tests.support.pg import server_url
 from tests.support.pgarchive import SOURCE, Archive, write_fetch_script
-from tests.support.pgcluster import PgCluster, RecoveryArea, free_port
+from tests.support.pgcluster import PgCluster, RecoveryArea
+from tests.support.ports import free_port
 from tests.support.system import Factory
 
 pytestmark = pytest.mark.slow

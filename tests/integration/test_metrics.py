@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.monitoring.metrics import collect_metrics
 from app.monitoring.work_metrics import QUEUES
 from app.system import BackupSystem
-from tests.support.alert_servers import free_port
 from tests.support.cluster import RedisServer, redis_server  # noqa: F401
+from tests.support.ports import free_port
 from tests.support.trees import make_tree
 
 ROOT = Path(__file__).resolve().parents[2]

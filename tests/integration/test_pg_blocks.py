@@ -15,7 +15,8 @@ from app.backup import postgres
 from app.backup.engine import run_backup
 from app.pitr.manager import DisasterRecoveryManager
 from tests.support.pgarchive import SOURCE, Archive, point_source_at, write_fetch_script
-from tests.support.pgcluster import PG_BIN, PgCluster, RecoveryArea, free_port, run_as_postgres
+from tests.support.pgcluster import PG_BIN, PgCluster, RecoveryArea, run_as_postgres
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

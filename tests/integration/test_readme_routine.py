@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import socket
 import subprocess
 import time
 import urllib.request
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from tests.support.alert_servers import HookServer
 from tests.support.cli import EXE, ROOT, cli_env_for, run_cli
+from tests.support.ports import free_port
 from tests.support.trees import make_tree
 
 README = ROOT / "README.md"
@@ -50,9 +50,7 @@ def _words(line: str) -> tuple[list[str], list[str]]:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()
 
 
 def test_the_routine_names_commands_and_options_that_exist() -> None:

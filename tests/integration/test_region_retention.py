@@ -30,7 +30,8 @@ from tests.integration.test_replication_pitr import cluster  # noqa: F401
 from tests.integration.test_replication_s3 import region_bucket  # noqa: F401
 from tests.support.cli import cli_env_for, run_cli
 from tests.support.pgarchive import SOURCE, Archive, write_fetch_script
-from tests.support.pgcluster import PgCluster, RecoveryArea, chown_to_postgres, free_port
+from tests.support.pgcluster import PgCluster, RecoveryArea, chown_to_postgres
+from tests.support.ports import free_port
 from tests.support.s3server import TEST_REGION, RestartableS3Server, s3_client, second_s3_endpoint  # noqa: F401
 from tests.support.system import Factory
 from tests.support.trees import assert_same_tree, make_tree

@@ -16,7 +16,8 @@ import pytest
 
 from app import clock
 from tests.support.pgarchive import SOURCE, Archive, point_source_at, write_fetch_script
-from tests.support.pgcluster import PgCluster, RecoveryArea, chown_to_postgres, free_port
+from tests.support.pgcluster import PgCluster, RecoveryArea, chown_to_postgres
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow]
 REGION = "us-west-2"

@@ -20,7 +20,8 @@ from app.runbooks.procedures import build_steps
 from app.runbooks.run import run_procedure
 from app.system import BackupSystem
 from tests.support.pgarchive import SOURCE, Archive, write_fetch_script
-from tests.support.pgcluster import PgCluster, RecoveryArea, free_port
+from tests.support.pgcluster import PgCluster, RecoveryArea
+from tests.support.ports import free_port
 from tests.support.trees import assert_same_tree, make_tree
 
 ROOT = Path(__file__).resolve().parents[2]

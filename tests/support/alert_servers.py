@@ -7,7 +7,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,15 +17,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.ports import free_port
+
 SLACK_PATH = "/services/T000/B000/slack-secret-token"
 PAGERDUTY_PATH = "/v2/enqueue"
 PAGERDUTY_KEY = "pd-routing-key-secret-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import ROOT, Cluster, free_port
+from tests.support.cluster import ROOT, Cluster
+from tests.support.ports import free_port
 
 CHROMIUM_PACKAGE = "chromium"
 #: STACK-NOTES: these take a headless page of Flower in ~2 s as root in a container.

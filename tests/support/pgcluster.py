@@ -41,7 +41,6 @@ import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -54,6 +53,8 @@ from typing import Any
 
 import psycopg
 import pytest
+
+from tests.support.ports import free_port
 
 PG_BIN = Path(os.environ.get("EQUISPLIT_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"
@@ -91,12 +92,6 @@ def chown_to_postgres(path: Path) -> None:
         for root, dirs, files in os.walk(path):
             for name in dirs + files:
                 shutil.chown(os.path.join(root, name), PG_USER, PG_USER)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)

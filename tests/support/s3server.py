@@ -111,11 +111,9 @@ class RestartableS3Server:
     buckets keep their objects across a restart, as a real region's would."""
 
     def __init__(self) -> None:
-        import socket
+        from tests.support.ports import free_port
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self.server: ThreadedMotoServer | None = None
 
     @property

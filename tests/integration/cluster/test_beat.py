@@ -17,7 +17,8 @@ from sqlalchemy import select
 from app.catalog import locks
 from app.catalog.models import Backup, Job, ScheduleClaim, Source
 from app.system import BackupSystem
-from tests.support.cluster import ROOT, Cluster, free_port
+from tests.support.cluster import ROOT, Cluster
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import ROOT, Cluster, free_port
+from tests.support.cluster import ROOT, Cluster
+from tests.support.ports import free_port
 
 README = ROOT / "README.md"
 COMPOSE = ROOT / "docker" / "compose.yaml"
