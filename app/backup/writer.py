@@ -66,9 +66,9 @@ class ChunkWriter:
         self._tier = tier
         self._retain_until = retain_until  # S3 Object Lock of an archive's packs (docs/ARCHIVE.md)
         self._lock = threading.Lock()
-        #: Buffers of uploaded packs, for the next builders (at most max_pending_packs kept).
+        #: The buffer of an uploaded pack, for a next builder (one kept: more would only hold memory).
         self._buffers: list[bytearray] = []
-        self._max_buffers = max_pending_packs
+        self._max_buffers = 1
         self._builder = PackBuilder(self._spare_buffer())
         self._pool = ThreadPoolExecutor(upload_threads, thread_name_prefix="pack-upload")
         self._slots = threading.BoundedSemaphore(max_pending_packs)
