@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import secrets
 import threading
 from collections.abc import Callable, Sequence
@@ -67,7 +68,7 @@ class ChunkWriter:
         self._retain_until = retain_until  # S3 Object Lock of an archive's packs (docs/ARCHIVE.md)
         self._lock = threading.Lock()
         #: The buffer of an uploaded pack, for a next builder (one kept: more would only hold memory).
-        self._buffers: list[bytearray] = []
+        self._buffers: list[bytearray | mmap.mmap] = []
         self._max_buffers = 1
         self._builder = PackBuilder(self._spare_buffer())
         self._pool = ThreadPoolExecutor(upload_threads, thread_name_prefix="pack-upload")
@@ -116,12 +117,15 @@ class ChunkWriter:
             self._submit(full)
         return chunk_id, True
 
-    def _spare_buffer(self) -> bytearray:
+    def _spare_buffer(self) -> bytearray | mmap.mmap:
         """A buffer for the next pack (call with the lock held): an uploaded pack's, or a new one with
         room for a full pack, its last chunk and its index."""
         if self._buffers:
             return self._buffers.pop()
-        return bytearray(self._repo.pack_target_size + SPARE_ROOM)
+        # An anonymous mapping, not a bytearray: malloc would hand back a freed pack's heap memory and
+        # zero all of it first (calloc), paging in the spare room too; a fresh mapping's pages are zero
+        # until written, and go back to the system when the buffer is dropped.
+        return mmap.mmap(-1, self._repo.pack_target_size + SPARE_ROOM)
 
     def _submit(self, builder: PackBuilder) -> None:
         self._slots.acquire()  # bounds memory: at most max_pending_packs packs waiting or uploading

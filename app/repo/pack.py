@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -32,8 +33,8 @@ class PackBuilder:
     straight into it (`reserve`); a finished pack's buffer may be handed to the next builder (`buffer`),
     so its pages are not allocated and faulted in again for every pack."""
 
-    def __init__(self, buffer: bytearray | None = None) -> None:
-        self._buffer = buffer if buffer is not None else bytearray()
+    def __init__(self, buffer: bytearray | mmap.mmap | None = None) -> None:
+        self._buffer: bytearray | mmap.mmap = buffer if buffer is not None else bytearray()
         self._size = 0
         self.entries: list[PackEntry] = []
 
@@ -42,7 +43,7 @@ class PackBuilder:
         return self._size
 
     @property
-    def buffer(self) -> bytearray:
+    def buffer(self) -> bytearray | mmap.mmap:
         """The buffer, for a next builder once this pack's bytes (`finish`) are no longer used."""
         return self._buffer
 
@@ -58,8 +59,10 @@ class PackBuilder:
         """Room for `length` more bytes at the end of the pack, to write a blob into before `commit`;
         release the view before the next `reserve` (the buffer may grow)."""
         end = self._size + length
-        if end > len(self._buffer):
-            self._buffer += bytes(max(end - len(self._buffer), len(self._buffer) // 4))
+        if end > len(self._buffer):  # rare: a writer's buffer has room for a pack and its last blob
+            grown = bytearray(max(end, len(self._buffer) + len(self._buffer) // 4))
+            grown[: self._size] = self._buffer[: self._size]
+            self._buffer = grown
         return memoryview(self._buffer)[self._size : end]
 
     def commit(self, chunk_id: str, length: int, raw_length: int) -> None:
