@@ -42,6 +42,14 @@ def _chunk_of(system: BackupSystem, backup_id: str, path: str, index: int) -> ch
         return chunk_index.locate(session, [chunk_id])[chunk_id]
 
 
+def _corrupt(system: BackupSystem, where: chunk_index.ChunkLocation) -> None:
+    """Flip one bit inside the stored chunk at `where` (its pack in local storage)."""
+    pack = next(p for p in _pack_paths(system) if p.name == where.pack_id)
+    data = bytearray(pack.read_bytes())
+    data[where.offset + 100] ^= 0x01
+    pack.write_bytes(bytes(data))
+
+
 def _backed_up(system: BackupSystem, tmp_path: Path, **tree: int) -> tuple[Path, str]:
     src = make_tree(tmp_path / "src", **tree)
     system.add_source("docs", src)
@@ -101,10 +109,7 @@ def test_corrupt_byte_in_a_pack_names_file_and_pack_and_leaves_nothing_half_writ
 def test_corrupt_pack_with_keep_partial_keeps_the_partial_file(system: BackupSystem, tmp_path: Path) -> None:
     _src, backup_id = _backed_up(system, tmp_path, big_mib=8, small=0)
     last = _chunk_of(system, backup_id, "bin/blob.bin", -1)  # the file's chunks before it are written first
-    pack = next(p for p in _pack_paths(system) if p.name == last.pack_id)
-    data = bytearray(pack.read_bytes())
-    data[last.offset + 100] ^= 0x01
-    pack.write_bytes(bytes(data))
+    _corrupt(system, last)
     with pytest.raises(IntegrityError):
         system.restore(backup_id, tmp_path / "out", keep_partial=True)
     assert list((tmp_path / "out").rglob("*" + PARTIAL_SUFFIX))
@@ -125,10 +130,7 @@ def test_keep_partial_keeps_the_chunks_checked_before_a_corrupt_one_of_the_same_
     first = _chunk_of(system, backup_id, "only.bin", 0)
     last = _chunk_of(system, backup_id, "only.bin", -1)
     assert first.pack_id == last.pack_id and first.offset < last.offset  # one pack, in file order
-    pack = next(p for p in _pack_paths(system) if p.name == last.pack_id)
-    data = bytearray(pack.read_bytes())
-    data[last.offset + 100] ^= 0x01
-    pack.write_bytes(bytes(data))
+    _corrupt(system, last)
     with pytest.raises(IntegrityError):
         system.restore(backup_id, tmp_path / "out", keep_partial=True)
     (partial,) = (tmp_path / "out").rglob("*" + PARTIAL_SUFFIX)
