@@ -32,6 +32,28 @@ def locked_bucket(client: Any) -> str:
     return name
 
 
+def region_of(server: RestartableS3Server, locked: bool = False) -> tuple[Any, str, str]:
+    """A new bucket on the region's endpoint: its client, its name and the region's storage URL."""
+    client = s3_client(server.endpoint)
+    if locked:
+        bucket = locked_bucket(client)
+    else:
+        bucket = f"region-{secrets.token_hex(6)}"
+        client.create_bucket(Bucket=bucket)
+    return client, bucket, f"s3://{bucket}/dr?endpoint_url={server.endpoint}&region={TEST_REGION}"
+
+
+def archive_in_primary(
+    system: BackupSystem, tmp_path: Path, s3_bucket_url: str, s3_endpoint: str
+) -> tuple[Any, str, str, dict[str, tuple[str, Any, Any]]]:
+    """An archive backup of a small tree; the primary's client, bucket, prefix and heads after it."""
+    system.add_source("docs", make_tree(tmp_path / "src", big_mib=1, small=2))
+    system.create_archive_backup("docs")
+    bucket, _, rest = s3_bucket_url[len("s3://") :].partition("/")
+    prefix, client = rest.split("?")[0], s3_client(s3_endpoint)
+    return client, bucket, prefix, heads(client, bucket, prefix)
+
+
 def heads(client: Any, bucket: str, prefix: str) -> dict[str, tuple[str, Any, Any]]:
     """(StorageClass, lock mode, retain-until) of every replicated object under the prefix, by key below it."""
     found = {}
@@ -55,9 +77,8 @@ def test_a_deep_archive_waits_for_the_thaw_then_reaches_the_region_in_its_class_
     tmp_path: Path,
 ) -> None:
     primary_client = s3_client(s3_endpoint)
-    region_client = s3_client(second_s3_endpoint.endpoint)
-    primary_bucket, region_bucket = locked_bucket(primary_client), locked_bucket(region_client)
-    region_url = f"s3://{region_bucket}/dr?endpoint_url={second_s3_endpoint.endpoint}&region={TEST_REGION}"
+    primary_bucket = locked_bucket(primary_client)
+    region_client, region_bucket, region_url = region_of(second_s3_endpoint, locked=True)
     system = make_system(
         storage=f"s3://{primary_bucket}/repo?endpoint_url={s3_endpoint}&region={TEST_REGION}",
         secondary_regions=[REGION],
@@ -121,26 +142,18 @@ def test_with_thaw_requests_off_replication_only_waits_for_someone_elses_thaw(
 ) -> None:
     """BACKUP_THAW_REQUEST=false: the pass requests nothing (no Restore header in the primary), says why
     the packs wait, and copies them in their class once an operator has thawed them by hand."""
-    region_client = s3_client(second_s3_endpoint.endpoint)
-    region_bucket = f"region-{secrets.token_hex(6)}"
-    region_client.create_bucket(Bucket=region_bucket)
+    region_client, region_bucket, region_url = region_of(second_s3_endpoint)
     system = make_system(
         storage=s3_bucket_url,
         secondary_regions=[REGION],
-        backup_secondary_storage_urls={
-            REGION: f"s3://{region_bucket}/dr?endpoint_url={second_s3_endpoint.endpoint}&region={TEST_REGION}"
-        },
+        backup_secondary_storage_urls={REGION: region_url},
         backup_archive_storage_class="DEEP_ARCHIVE",
         backup_thaw_request=False,
     )
-    system.add_source("docs", make_tree(tmp_path / "src", big_mib=1, small=2))
-    system.create_archive_backup("docs")
-    primary_bucket, _, rest = s3_bucket_url[len("s3://") :].partition("/")
-    prefix = rest.split("?")[0]
-    primary_client = s3_client(s3_endpoint)
-    cold = {
-        k for k, (cls, _, _) in heads(primary_client, primary_bucket, prefix).items() if cls == "DEEP_ARCHIVE"
-    }
+    primary_client, primary_bucket, prefix, primary = archive_in_primary(
+        system, tmp_path, s3_bucket_url, s3_endpoint
+    )
+    cold = {k for k, (cls, _, _) in primary.items() if cls == "DEEP_ARCHIVE"}
     assert cold
 
     for _ in range(2):  # waiting is not failing, and asks nothing of S3
@@ -172,21 +185,14 @@ def test_a_glacier_ir_archive_is_copied_at_once_in_its_class(
 ) -> None:
     """GLACIER_IR is readable at once: one pass copies the archive, each object in the primary's class
     (before, the region's copies were all STANDARD)."""
-    region_client = s3_client(second_s3_endpoint.endpoint)
-    region_bucket = f"region-{secrets.token_hex(6)}"
-    region_client.create_bucket(Bucket=region_bucket)
+    region_client, region_bucket, region_url = region_of(second_s3_endpoint)
     system = make_system(
         storage=s3_bucket_url,
         secondary_regions=[REGION],
-        backup_secondary_storage_urls={
-            REGION: f"s3://{region_bucket}/dr?endpoint_url={second_s3_endpoint.endpoint}&region={TEST_REGION}"
-        },
+        backup_secondary_storage_urls={REGION: region_url},
         backup_archive_storage_class="GLACIER_IR",
     )
-    system.add_source("docs", make_tree(tmp_path / "src", big_mib=1, small=2))
-    system.create_archive_backup("docs")
-    primary_bucket, _, rest = s3_bucket_url[len("s3://") :].partition("/")
-    primary = heads(s3_client(s3_endpoint), primary_bucket, rest.split("?")[0])
+    primary = archive_in_primary(system, tmp_path, s3_bucket_url, s3_endpoint)[3]
     assert "GLACIER_IR" in {cls for cls, _, _ in primary.values()}
     [done] = replicate(system.context)
     assert done.error is None and done.failed == done.thawing == done.manifests_held == 0
