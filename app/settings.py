@@ -88,8 +88,9 @@ class Settings(BaseSettings):
     backup_threads: int = Field(default=0, ge=0, le=256)
     #: Worker processes of a backup run in one process (the CLI): 0 = one per core, 1 = threads only.
     backup_processes: int = Field(default=0, ge=0, le=256)
-    #: ... once the walk finds this many bytes to read; below it, threads in the backup's own process.
-    backup_processes_min_bytes: int = Field(default=64 << 20, ge=0)
+    #: ... once the walk finds this many bytes to read; below it, threads in the backup's own process
+    #: (a fork server and its workers cost ~0.5 CPU-s more than they save below ~128 MiB: docs/BACKUP.md).
+    backup_processes_min_bytes: int = Field(default=128 << 20, ge=0)
     backup_unit_bytes: int = Field(default=256 << 20, ge=1 << 20)
     #: Archive backups' file chunks go to this S3 storage class (docs/ARCHIVE.md). GLACIER_IR reads at
     #: once; GLACIER and DEEP_ARCHIVE cost less but must be thawed (restored) before a restore reads them.
