@@ -6,32 +6,49 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from app.errors import EquisplitError
 
-# Wide when piped, so tables stay readable in logs and CI output.
-console = Console() if sys.stdout.isatty() else Console(width=160)
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+class _LazyConsole:
+    """A rich Console made on first use: a command that prints JSON alone (`backup run --json`, as
+    scripts and the benchmarks run it) does not import rich, ~0.02 CPU-s of every such process."""
+
+    def __init__(self, *, stderr: bool = False) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def real(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            if self._stderr:
+                self._console = Console(stderr=True)
+            else:  # wide when piped, so tables stay readable in logs and CI output
+                self._console = Console() if sys.stdout.isatty() else Console(width=160)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+
+console = cast("Console", _LazyConsole())
+err_console = cast("Console", _LazyConsole(stderr=True))
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def fail(exc: EquisplitError) -> NoReturn:
     """Print a domain error (message, detail, hint) on stderr and exit with its exit code."""
+    from rich.markup import escape
+
     # escaped: a message may hold brackets (`s3://bucket[/prefix]`) that are not console markup
     err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
     if exc.detail:
@@ -57,6 +74,8 @@ def human(n: int | None) -> str:
 
 
 def backups_table(rows: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(show_lines=False)
     for col in (
         "id",
@@ -97,13 +116,22 @@ def progress_bar(label: str, enabled: bool) -> Iterator[Callable[[int, int], Non
     if not enabled or not err_console.is_terminal:
         yield None
         return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     with Progress(
         TextColumn(label),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=err_console,
+        console=cast(_LazyConsole, err_console).real(),
         transient=True,
     ) as bar:
         task = bar.add_task(label, total=None)

@@ -42,3 +42,13 @@ def test_a_restore_worker_imports_no_catalog_and_no_settings() -> None:
     assert "app.restore.files" in imported
     assert not {m for m in imported if m.split(".")[0] in ("sqlalchemy", "pydantic", "pydantic_settings")}
     assert not {m for m in imported if m.startswith(("app.catalog", "app.settings", "app.context"))}
+
+
+def test_the_cli_imports_rich_only_to_print_with_it() -> None:
+    # a command printing JSON alone (`backup run --json`, as scripts and the benchmarks run it) skips
+    # rich's import (~0.02 CPU-s); a console is made on its first use (app/cli/render.py: _LazyConsole)
+    imported = _imported("import app.cli.main, app.system, app.backup.engine")
+    assert "app.cli.render" in imported
+    assert not {m for m in imported if m.split(".")[0] == "rich"}
+    printed = _imported("from app.cli.render import console; console.print('x')")
+    assert "rich.console" in printed
