@@ -33,6 +33,11 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return cache[level]
 
 
+def thread_decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's zstd decompressor (one per thread: they are not safe to share)."""
+    return _decompressor()
+
+
 def _decompressor() -> zstandard.ZstdDecompressor:
     dctx: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
     if dctx is None:

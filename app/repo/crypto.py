@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from collections.abc import Callable, Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -121,6 +122,15 @@ class DataKey:
                 "its bytes were altered, or it was moved or renamed",
                 hint="the object is damaged in storage: restore it from a replica (secondary region)",
             ) from None
+
+
+def chunk_decrypts(keys: Iterable[DataKey]) -> dict[bytes, Callable[..., bytes]]:
+    """For a caller that opens many chunk envelopes in a row (app/repo/opener.py): each key's
+    `decrypt(nonce, ciphertext || tag, associated data)` by the AAD_HEADER bytes its chunk envelopes
+    start with (magic, version, type, key id), so that one lookup checks the header and finds the key.
+    The caller binds those bytes and the chunk id as associated data, as `DataKey.open` does, and
+    leaves every failure (InvalidTag included) to `open`, which names the object."""
+    return {_GOOD_START[ObjectType.CHUNK] + key.key_id: key._aead.decrypt for key in keys}
 
 
 def check_header(envelope: bytes | memoryview, object_type: ObjectType, object_id: str) -> None:

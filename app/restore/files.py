@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from app.errors import IntegrityError, RestoreTargetError
+from app.repo.opener import ChunkOpener
 from app.repo.pack import coalesce
 from app.repo.repository import Repository
 from app.restore import metadata
@@ -104,7 +105,7 @@ class _FileState:
                 tree.move_into_place(dir_fd, self.partial, self.name, self.path)
             self.created = False
 
-    def write(self, tree: TargetTree, parts: list[bytes], offset: int) -> bool:
+    def write(self, tree: TargetTree, parts: list[bytes | memoryview], offset: int) -> bool:
         """Write chunks that follow one another in the file from `offset`, with one system call where
         it can; True when they were the file's last ones (then call finish)."""
         with self.lock:
@@ -191,22 +192,24 @@ def restore_files(
             offset += raw_length
 
     def restore_pack(pack_id: str) -> None:
+        open_chunk = ChunkOpener(repo).open  # this thread's
         items = sorted(by_pack[pack_id], key=_first)
         for start, end, group in coalesce(items, _span, gap=COALESCE_GAP, limit=MAX_READ):
             data = memoryview(repo.read_blob(pack_id, start, end - start))
-            run: list[bytes] = []  # chunks that follow one another in one file, written at once
+            run: list[bytes | memoryview] = []  # chunks that follow one another in one file, written at once
             run_state: _FileState | None = None
             run_start = run_end = run_bytes = 0
-            last_cid, plain = "", b""
+            last_cid = ""
+            plain: bytes | memoryview = b""
             for pack_offset, length, raw_length, cid, file_offset, state in group:
                 if cid != last_cid:  # a chunk met twice in a row (zero pages) is opened once
                     blob = data[pack_offset - start : pack_offset - start + length]
                     try:
-                        plain = repo.open_chunk(cid, blob, raw_length=raw_length)
+                        plain = open_chunk(cid, blob, raw_length)
                     except IntegrityError as exc:
                         if run:  # what was opened before it is written (--keep-partial keeps it)
                             assert run_state is not None
-                            _write_run(tree, run_state, run, run_start, progress)
+                            _write_run(tree, run_state, run, run_start, run_bytes, progress)
                         raise IntegrityError(
                             f"cannot restore {state.entry['path']}: chunk {cid} in pack {pack_id} is corrupt",
                             detail=exc.message,
@@ -220,7 +223,7 @@ def restore_files(
                     or run_bytes >= WRITE_BYTES
                 ):
                     assert run_state is not None
-                    _write_run(tree, run_state, run, run_start, progress)
+                    _write_run(tree, run_state, run, run_start, run_bytes, progress)
                     run = []
                 if not run:
                     run_state, run_start, run_end, run_bytes = state, file_offset, file_offset, 0
@@ -229,7 +232,7 @@ def restore_files(
                 run_bytes += len(plain)
             if run:
                 assert run_state is not None
-                _write_run(tree, run_state, run, run_start, progress)
+                _write_run(tree, run_state, run, run_start, run_bytes, progress)
 
     try:
         for state in files:
@@ -276,8 +279,14 @@ def _span(item: tuple[int, int, int, str, int, _FileState]) -> tuple[int, int]:
 
 
 def _write_run(
-    tree: TargetTree, state: _FileState, run: list[bytes], offset: int, progress: Callable[[int], None]
+    tree: TargetTree,
+    state: _FileState,
+    run: list[bytes | memoryview],
+    offset: int,
+    nbytes: int,
+    progress: Callable[[int], None],
 ) -> None:
+    """Write `run` (`nbytes` in all) at `offset` of `state`'s file, finishing the file if it was its last."""
     try:
         if state.whole:
             state.write_whole(tree, run[0])
@@ -285,16 +294,20 @@ def _write_run(
             state.finish(tree)
     except OSError as exc:
         fail(tree.root, state.path, exc)
-    progress(sum(len(part) for part in run))
+    progress(nbytes)
 
 
 def write_parts(fd: int, parts: Sequence[bytes | memoryview], offset: int) -> None:
     """Write `parts` one after another from `offset` of `fd`: one pwritev, continued after a short write."""
     if len(parts) == 1:
-        view = memoryview(parts[0])
-        while view:
-            written = os.pwrite(fd, view, offset)
-            view, offset = view[written:], offset + written
+        part = parts[0]
+        written = os.pwrite(fd, part, offset)
+        if written < len(part):  # rare: the rest
+            view = memoryview(part)[written:]
+            offset += written
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
         return
     total = sum(len(part) for part in parts)
     written = os.pwritev(fd, parts, offset)

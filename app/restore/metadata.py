@@ -15,13 +15,18 @@ def apply_to_fd(fd: int, entry: dict[str, Any]) -> None:
     """Owner (as root), then mode (a chown clears set-user-id bits), xattrs and mtime of a file or a
     directory open as `fd`."""
     if _IS_ROOT:  # always: a set-group-id directory gives new files its group, not ours
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 (not contextlib.suppress: this runs once per restored file)
             os.chown(fd, entry.get("uid", 0), entry.get("gid", 0))
+        except OSError:
+            pass
     os.chmod(fd, entry["mode"])
-    for name, value in entry.get("xattrs", {}).items():
-        with contextlib.suppress(OSError):
-            os.setxattr(fd, name, base64.b64decode(value))
-    os.utime(fd, ns=(entry["mtime_ns"], entry["mtime_ns"]))
+    xattrs = entry.get("xattrs")
+    if xattrs:
+        for name, value in xattrs.items():
+            with contextlib.suppress(OSError):
+                os.setxattr(fd, name, base64.b64decode(value))
+    mtime = entry["mtime_ns"]
+    os.utime(fd, ns=(mtime, mtime))
 
 
 def apply_to_link(dir_fd: int, name: str, entry: dict[str, Any]) -> None:
