@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from app.backup.blocks import BlockChunker
 from app.backup.writer import ChunkWriter, DeferredStore
 from app.repo.chunker import Chunker
 from app.sources.confined import SWAPPED, Seen, SourceRoot, swapped, swapped_warning
@@ -20,6 +22,12 @@ LOOKUP_CHUNKS = 64
 
 #: Called with the bytes just read; progress bars hang off it.
 ProgressFn = Callable[[int], None]
+
+#: Bytes of a block-aligned file (app/backup/blocks.py) read and stored at once, into a buffer each
+#: thread reuses: a fresh 32 MiB `bytes` per piece cost the kernel a page fault and a zeroed page for
+#: every 4 KiB read (~8 % of a worker's CPU in a full base backup).
+BLOCK_WINDOW = 8 << 20
+_local = threading.local()
 
 
 @dataclass
@@ -65,7 +73,16 @@ def read_file(
             chunks: list[str] = []
             expected = before.st_size
             streamed = False
-            if piece is not None:
+            read = 0
+            batches: Iterator[list[memoryview]]
+            if isinstance(chunker, BlockChunker):
+                offset, length = piece if piece is not None else (0, None)
+                if piece is not None:
+                    expected = length if length is not None else max(0, before.st_size - offset)
+                chunks, read, fresh = _read_blocks(fd, chunker.size, writer, progress, offset, length)
+                new += fresh
+                batches = iter(())  # stored already
+            elif piece is not None:
                 data = _read_range(fd, piece[0], piece[1])
                 expected = piece[1] if piece[1] is not None else max(0, before.st_size - piece[0])
                 batches = _groups(chunker.cut(data))
@@ -76,7 +93,6 @@ def read_file(
                 handle = os.fdopen(fd, "rb", buffering=0, closefd=False)
                 batches = ([c.data] for c in chunker.stream(handle))
                 streamed = True
-            read = 0
             for batch in batches:
                 stored = [writer.store(batch[0])] if streamed else writer.store_many(batch)
                 for cut, (chunk_id, is_new) in zip(batch, stored, strict=True):
@@ -104,6 +120,44 @@ def read_file(
         stored=read,
         code=SWAPPED if other_file else None,
     )
+
+
+def _read_blocks(
+    fd: int,
+    size: int,
+    writer: ChunkWriter | DeferredStore,
+    progress: ProgressFn,
+    offset: int,
+    length: int | None,
+) -> tuple[list[str], int, int]:
+    """The block groups of `length` bytes of the file from `offset` (None: to its end, fewer if it
+    ends first), read BLOCK_WINDOW bytes at a time into this thread's buffer and stored a window at a
+    time (`store_blocks`): their ids, the bytes read and the bytes that were new."""
+    buffer: bytearray | None = getattr(_local, "window", None)
+    if buffer is None:
+        buffer = _local.window = bytearray(BLOCK_WINDOW)
+    step = len(buffer) - len(buffer) % size  # a whole number of groups: every window starts on one
+    chunks: list[str] = []
+    read = new = 0
+    with memoryview(buffer) as view:
+        while length is None or read < length:
+            want = step if length is None else min(step, length - read)
+            got = 0
+            while got < want:  # a short read before the end: read on
+                count = os.preadv(fd, [view[got:want]], offset + read + got)
+                if not count:
+                    break
+                got += count
+            if not got:
+                break
+            ids, fresh = writer.store_blocks(view[:got], size)
+            chunks.extend(ids)
+            read += got
+            new += fresh
+            progress(got)
+            if got < want:
+                break  # the end of the file
+    return chunks, read, new
 
 
 def _groups(cuts: Iterator[memoryview]) -> Iterator[list[memoryview]]:

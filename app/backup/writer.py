@@ -22,6 +22,12 @@ SPARE_ROOM = 5 << 20
 #: Called from an upload thread after a pack is durable, before its chunks may be referenced.
 PackRecorder = Callable[[str, int, Sequence[PackEntry]], None]
 
+#: A block group (app/backup/blocks.py) whose zstd frame keeps more than this share of its bytes
+#: (random or already-compressed pages) sends the next group of its run to zstd's fast level: on such
+#: pages level -1 gives the same size at half the CPU of level 3 (docs/FORMAT.md section 3).
+POOR_RATIO = 0.8
+FAST_LEVEL = -1
+
 
 @dataclass
 class WriterStats:
@@ -97,6 +103,66 @@ class ChunkWriter:
             unsure = [chunk_id for chunk_id in ids if chunk_id not in self.pending]
         indexed = self._known.present(unsure) if unsure else set()
         return [self._store_one(chunk_id, piece, indexed) for chunk_id, piece in zip(ids, pieces, strict=True)]
+
+    def store_blocks(self, data: memoryview, size: int) -> tuple[list[str], int]:
+        """The block groups of `data` (cut every `size` bytes, the last one shorter), each stored
+        unless the repository holds it, as `store_many` would: their ids in order and the bytes that
+        were new. One index lookup and one pass for the whole run, with no per-group object beyond
+        its view, id and frame: a relation file has 32 groups a MiB. `data` must stay valid until the
+        call returns (nothing keeps a view of it after)."""
+        groups = [data[start : start + size] for start in range(0, len(data), size)]
+        of = self._repo.chunk_ids.of
+        ids = [of(group) for group in groups]
+        with self._lock:
+            self.stats.chunks += len(ids)
+            pending = self.pending
+            unsure = [chunk_id for chunk_id in ids if chunk_id not in pending]
+        indexed = self._known.present(unsure) if unsure else set()
+        fresh: list[int] = []
+        holds, claim = self._known.holds, self._claim
+        with self._lock:
+            for number, chunk_id in enumerate(ids):
+                if chunk_id in indexed or chunk_id in pending or holds(chunk_id):
+                    continue  # (holds: its pack was indexed since the lookup)
+                if claim is not None and not claim(chunk_id):
+                    continue  # another process of this backup stores it
+                pending.add(chunk_id)
+                fresh.append(number)
+        if not fresh:
+            return ids, 0
+        encoded = self._encode_groups([groups[number] for number in fresh])  # zstd releases the GIL
+        full: list[PackBuilder] = []
+        new_bytes = 0
+        target, pack_chunk = self._repo.pack_target_size, self._repo.pack_chunk
+        with self._lock:  # sealed straight into the pack's buffer, as `_store_one` does
+            for number, frame in zip(fresh, encoded, strict=True):
+                raw_length = len(groups[number])
+                pack_chunk(self._builder, ids[number], frame, raw_length)
+                new_bytes += raw_length
+                if self._builder.size >= target:
+                    full.append(self._builder)
+                    self._builder = PackBuilder(self._spare_buffer())
+            self.stats.new_chunks += len(fresh)
+            self.stats.bytes_new += new_bytes
+        for builder in full:
+            self._submit(builder)
+        return ids, new_bytes
+
+    def _encode_groups(self, groups: list[memoryview]) -> list[tuple[codecs.Codec, bytes | memoryview]]:
+        """`codecs.compress` of each group of a run, at the writer's level, or at FAST_LEVEL for a group
+        that follows one that hardly compressed (POOR_RATIO); raw where zstd does not shrink it."""
+        level = self._level
+        if level is None:
+            return [(codecs.Codec.RAW, group) for group in groups]
+        compress = codecs.compress
+        fast = min(level, FAST_LEVEL)
+        encoded = []
+        poor = False
+        for group in groups:
+            codec, body = compress(group, fast if poor else level, probe=False)
+            poor = len(body) > POOR_RATIO * len(group)
+            encoded.append((codec, body))
+        return encoded
 
     def _store_one(self, chunk_id: str, data: bytes | memoryview, indexed: set[str]) -> tuple[str, bool]:
         with self._lock:
@@ -194,6 +260,10 @@ class DeferredStore:
         self._bytes = 0
         self._max_chunks, self._max_bytes = max_chunks, max_bytes
         self.bytes_new = 0
+
+    def store_blocks(self, data: memoryview, size: int) -> tuple[list[str], int]:
+        """`ChunkWriter.store_blocks`, at once: the caller counts the new bytes it returns."""
+        return self._writer.store_blocks(data, size)
 
     def store(self, data: bytes | memoryview) -> tuple[str, bool]:
         chunk_id, is_new = self._writer.store(data)

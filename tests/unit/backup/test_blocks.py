@@ -168,3 +168,25 @@ def test_a_piece_of_a_big_relation_file_cuts_the_groups_of_the_whole_file(ctx: C
         for c in _store(ctx, root, "16384.1", blocks, (item.offset, item.length))[0]
     ]
     assert in_pieces == whole
+
+
+def test_a_run_of_groups_stores_each_new_group_once_and_each_reads_back(ctx: Context) -> None:
+    rng = random.Random(4)
+    noise, other = rng.randbytes(GROUP), rng.randbytes(GROUP)
+    text = b"".join(b"row %08d of a table, padded out like a heap tuple;" % i for i in range(700))[:GROUP]
+    # zeros repeated, random pages (stored raw), a compressible group after a random one (a fast
+    # zstd level follows a group that hardly compressed), a repeat, and a short last group
+    groups = [bytes(GROUP), bytes(GROUP), noise, text, other, noise, bytes(GROUP), text[:5000]]
+    data = memoryview(b"".join(groups))
+    writer = ChunkWriter(ctx.repository, KnownChunks(catalog_lookup(ctx)), pack_recorder(ctx, "b-test"), level=3)
+    try:
+        ids, new = writer.store_blocks(data, GROUP)
+        writer.flush()
+        assert ids == [ctx.repository.chunk_ids.of(g) for g in groups]
+        unique = {ctx.repository.chunk_ids.of(g): len(g) for g in groups}
+        assert new == sum(unique.values()) and writer.stats.new_chunks == len(unique)
+        again, new_again = writer.store_blocks(data, GROUP)  # the index holds every group now
+        assert again == ids and new_again == 0 and writer.stats.new_chunks == len(unique)
+    finally:
+        writer.close()
+    assert [_read_chunk(ctx, chunk_id) for chunk_id in ids] == groups
