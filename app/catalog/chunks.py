@@ -157,21 +157,27 @@ def record_packs(
             for pack_id, size, entries in packs
         ],
     )
+    # The chunk rows on the DB-API cursor of the session's connection (same transaction): SQLAlchemy's
+    # bulk insert spent ~15 us of Python a row building and binding parameters, and a PostgreSQL
+    # base backup records 32 rows a MiB.
     rows = [
-        {
-            "id": e.chunk_id,
-            "pack_id": pack_id,
-            "offset": e.offset,
-            "length": e.length,
-            "raw_length": e.raw_length,
-            "tier": tier,
-        }
+        (e.chunk_id, pack_id, e.offset, e.length, e.raw_length, tier)
         for pack_id, _size, entries in packs
         for e in entries
     ]
-    stmt = _insert_ignoring_duplicates(session, Chunk)
-    for start in range(0, len(rows), _BATCH):
-        session.execute(stmt, rows[start : start + _BATCH])
+    connection = session.connection()
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    statement = _PG_INSERT_CHUNKS if connection.dialect.name == "postgresql" else _SQLITE_INSERT_CHUNKS
+    try:
+        for start in range(0, len(rows), _BATCH):
+            cursor.executemany(statement, rows[start : start + _BATCH])
+    finally:
+        cursor.close()
+
+
+_CHUNK_COLUMNS = f'{Chunk.__tablename__} (id, pack_id, "offset", length, raw_length, tier)'
+_PG_INSERT_CHUNKS = f"INSERT INTO {_CHUNK_COLUMNS} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+_SQLITE_INSERT_CHUNKS = f"INSERT INTO {_CHUNK_COLUMNS} VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 def locate(
