@@ -15,7 +15,7 @@ from typing import Any
 from app import forkserver
 from app.catalog.chunks import ChunkLocation
 from app.errors import RestoreTargetError
-from app.restore.files import Location, chunks_of, create_partial, finish_big_file
+from app.restore.files import chunks_of, create_partial, finish_big_file
 from app.restore.target import safe_relpath
 from app.restore.tree import TargetTree, fail, partial_name, split
 from app.restore.worker import WorkerHandoff, init_worker, restore_share
@@ -125,7 +125,7 @@ def restore_files_in_processes(
         ) as pool:
             futures = []
             for run in runs:
-                located = {c: Location(*where[c]) for e in run for c in chunks_of(e)}
+                located = {c: where[c][:] for e in run for c in chunks_of(e)}  # plain tuples (files.Located)
                 futures.append(
                     pool.submit(restore_share, tree.root, tree.replace, run, located, keep_partial, threads)
                 )

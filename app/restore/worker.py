@@ -1,7 +1,7 @@
 """A restore's worker process (app/restore/procpool.py): it writes a share of the files and does
 nothing else, so it imports only the repository, its storage and the file writer (app/restore/files.py):
 no catalog, no SQLAlchemy, no settings. Its fork server imports this module alone (app/forkserver.py:
-RESTORE_PRELOAD), and each share comes as plain data: manifest entries and Locations."""
+RESTORE_PRELOAD), and each share comes as plain data: manifest entries and chunk locations as plain tuples."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from app import forkserver
 from app.errors import WrongKeyError
 from app.repo.keys import MasterKey
 from app.repo.repository import Repository
-from app.restore.files import Location, restore_files
+from app.restore.files import Located, restore_files
 from app.restore.tree import TargetTree
 from app.storage import open_storage
 
@@ -61,7 +61,7 @@ def restore_share(
     root: str,
     replace: bool,
     entries: list[dict[str, Any]],
-    where: Mapping[str, Location],
+    where: Mapping[str, Located],
     keep_partial: bool,
     threads: int,
 ) -> int:
