@@ -133,6 +133,15 @@ def check_entries(
     with ctx.sessions() as session:
         if located is not None and located.tier == tier and located.ids == named:
             packs, found = set(located.packs), located.found
+        elif located is not None and located.tier == tier and located.found == len(located.ids):
+            # Every chunk of the parent was indexed when the backup started: only the chunks the parent
+            # did not have are looked up now (an incremental's new ones), and the parent's packs are
+            # stat'ed with them. A PostgreSQL incremental names ~32 chunks a MiB of the cluster, most
+            # of them its parent's.
+            rest = sorted(named - located.ids)
+            packs, found_rest = _packs_of(session, rest, tier)
+            packs |= located.packs
+            found = len(named) - len(rest) + found_rest
         else:
             packs, found = _packs_of(session, wanted, tier)
         if backup_id is not None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.backup import engine
+from app.backup import engine, packcheck
 from app.backup.plan import GRANULARITY_NS
 from app.catalog import chunks
 from app.catalog.models import AuditEntry, Pack
@@ -148,6 +148,32 @@ def test_a_pack_lost_after_the_parents_chunks_were_located_is_still_found_missin
     )
     inc = system.create_incremental_backup("docs")
     assert inc.stats["files_read"] == 0
+    assert inc.state == "partial"
+    assert "docs/ledger.csv" in {e["path"] for e in inc.errors}
+    with system.context.sessions() as session:
+        assert session.get(Pack, lost) is None
+
+
+def test_an_incremental_looks_up_only_the_chunks_its_parent_lacked_and_still_finds_a_lost_pack(
+    system: BackupSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = make_tree(tmp_path / "src")
+    system.add_source("docs", src)
+    time.sleep(GRANULARITY_NS / 1e9 + 0.1)  # the next run reuses unchanged files without reading them
+    full = system.create_full_backup("docs")
+    lost = _pack_of(system, full.id, "docs/ledger.csv")
+    (src / "docs" / "added.txt").write_bytes(b"one chunk the parent does not have\n" * 100)
+    real_hooks = engine.hooks_for
+    monkeypatch.setattr(
+        engine, "hooks_for", lambda source: _LosesAPackWhileWalking(real_hooks(source), lambda: _delete_pack(system, lost))
+    )
+    asked: list[int] = []
+    real_packs_of = packcheck._packs_of
+    monkeypatch.setattr(packcheck, "_packs_of", lambda s, ids, tier: asked.append(len(ids)) or real_packs_of(s, ids, tier))
+    inc = system.create_incremental_backup("docs")
+    assert inc.stats["files_read"] == 1
+    # the parent's chunks, located as the backup started; then finalize asks for the added file's alone
+    assert len(asked) == 2 and asked[0] > 1 and asked[1] == 1
     assert inc.state == "partial"
     assert "docs/ledger.csv" in {e["path"] for e in inc.errors}
     with system.context.sessions() as session:
