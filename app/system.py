@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # what only one command needs is imported where it runs: a co
     from app.logical.restore import ImportReport
     from app.monitoring.probes import Probe
     from app.repo.rotation import Rotation
-    from app.restore.engine import RestorePlan
+    from app.restore.plan import RestorePlan
     from app.retention.apply import ApplyReport
     from app.retention.plan import RetentionPlan
     from app.verify.report import VerificationReport

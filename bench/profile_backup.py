@@ -121,7 +121,7 @@ def key_table(stats: pstats.Stats, total: float, keys: list[tuple[str, str, bool
 RESTORE_KEY_FUNCTIONS = [
     ("read the manifest", "repo/repository.py:read_manifest", True),
     ("plan: locate chunks in the catalog", "catalog/chunks.py:locate", True),
-    ("Restorer.run", "restore/engine.py:run", True),
+    ("write_entries", "restore/writer.py:write_entries", True),
     ("  restore_files (the writer: a worker process runs the same)", "restore/files.py:restore_files", True),
     ("    restore_pack (each pack's chunks)", "restore/files.py:restore_pack", True),
     ("      read_blob (coalesced ranged pack reads)", "repo/repository.py:read_blob", True),

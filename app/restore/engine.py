@@ -1,223 +1,36 @@
-"""Restore a backup (or some of its paths) into a directory, reading packs in parallel."""
+"""Restore a backup (or some of its paths) into a directory: the checks that decide every refusal
+before anything is written, the job and audit records around it, and its worker processes started as
+early as they can be. The plan is app/restore/plan.py, the writing app/restore/writer.py."""
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app import forkserver
 from app.archive.thaw import thaw_for_backup
-from app.catalog import audit, backup_regions, chunks, jobs
+from app.catalog import audit, backup_regions, jobs
 from app.catalog.backups import resolve
 from app.catalog.db import transaction
-from app.catalog.models import Backup
 from app.catalog.readers import registered_reader
 from app.context import Context
-from app.errors import (
-    ConfigurationError,
-    EquisplitError,
-    ObjectNotFoundError,
-    RestoreTargetError,
-)
-from app.repo.format import tier_of
-from app.restore import metadata
-from app.restore.files import restore_files
-from app.restore.nodes import check_links, detach_links, make_link, make_special
+from app.errors import ConfigurationError, EquisplitError, RestoreTargetError
+from app.restore.plan import RestorePlan, locate, select, worker_processes
 from app.restore.preflight import check_packs
 from app.restore.target import (
     check_target,
-    make_target,
-    mark_finished,
     mark_unfinished,
     normalise_selection,
     remove_partials,
     restore_identity,
     resumes,
-    safe_relpath,
     scan,
-    selected,
 )
-from app.restore.tree import TargetTree, fail, partial_name, split
-from app.restore.worker import WorkerHandoff
-from app.sources.files import ENTRY_TYPES, ROOT_PATH, SPECIAL_TYPES
+from app.restore.writer import write_entries
+from app.sources.files import ROOT_PATH
 
-
-@dataclass
-class RestorePlan:
-    backup_id: str
-    source: str
-    files: int
-    dirs: int
-    symlinks: int
-    bytes: int
-    packs: int
-    missing_chunks: list[str] = field(default_factory=list)
-    hardlinks: int = 0
-    specials: int = 0  # FIFOs and device nodes
-    #: What was not restored as it was (a device node without root, an unknown entry type).
-    warnings: list[dict[str, str]] = field(default_factory=list)
-    #: Entries already in the target: left as they are (skip_existing) or replaced (overwrite).
-    skipped: int = 0
-    replaced: int = 0
-    #: Worker processes that wrote the files (1: threads in this process).
-    processes: int = 1
-    #: The thaw of its cold packs, for an archive in GLACIER or DEEP_ARCHIVE (docs/ARCHIVE.md).
-    thaw: dict[str, Any] | None = None
-
-
-def _select(manifest: dict[str, Any], paths: list[str] | None) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = manifest["entries"]
-    if paths is None:
-        check_links(entries)
-        return entries
-    chosen = [e for e in entries if selected(e["path"], paths)]
-    found = {e["path"] for e in chosen}
-    missing = [p for p in paths if p not in found and not any(f.startswith(p + "/") for f in found)]
-    if missing:
-        raise RestoreTargetError(
-            f"the backup holds no path {missing[0]!r}",
-            hint="list its files with `equisplit-dr backup show ID --files`",
-        )
-    # parents of selected entries keep their metadata too, and so does the root
-    parents = {"/".join(e["path"].split("/")[:i]) for e in chosen for i in range(1, e["path"].count("/") + 1)}
-    parents.add(ROOT_PATH)
-    chosen = detach_links(chosen, entries)
-    check_links(chosen)
-    return [e for e in entries if e["path"] in parents and e["type"] == "dir"] + chosen
-
-
-class Restorer:
-    def __init__(self, ctx: Context, backup: Backup, source: str, manifest: dict[str, Any]) -> None:
-        self.ctx, self.backup, self.source, self.manifest = ctx, backup, source, manifest
-        self.repo = ctx.repository
-
-    def _worker_handoff(self) -> WorkerHandoff:
-        return WorkerHandoff(
-            self.ctx.storage_url, self.ctx.master_key(), self.repo.keyring_blob, self.repo.config
-        )
-
-    def plan(self, entries: list[dict[str, Any]]) -> tuple[RestorePlan, dict[str, chunks.ChunkLocation]]:
-        wanted = {c for e in entries if e["type"] == "file" for c in e["chunks"]}
-        with self.ctx.sessions() as session:  # an archive reads its own (cold) copies: docs/ARCHIVE.md
-            where = chunks.locate(session, wanted, tier_of(self.manifest.get("backup", {})))
-        plan = RestorePlan(
-            self.backup.id,
-            self.source,
-            files=sum(1 for e in entries if e["type"] == "file"),
-            dirs=sum(1 for e in entries if e["type"] == "dir"),
-            symlinks=sum(1 for e in entries if e["type"] == "symlink"),
-            bytes=sum(e.get("size", 0) for e in entries if e["type"] == "file"),
-            packs=len({loc.pack_id for loc in where.values()}),
-            missing_chunks=sorted(wanted - where.keys()),
-            hardlinks=sum(1 for e in entries if e["type"] == "hardlink"),
-            specials=sum(1 for e in entries if e["type"] in SPECIAL_TYPES),
-        )
-        return plan, where
-
-    def run(
-        self,
-        target: Path,
-        entries: list[dict[str, Any]],
-        where: dict[str, chunks.ChunkLocation],
-        progress: Callable[[int, int], None] | None,
-        keep_partial: bool,
-        threads: int,
-        processes: int = 1,
-        *,
-        overwrite: bool = False,
-    ) -> list[dict[str, str]]:
-        """Write `entries` under `target` through directory descriptors only (app/restore/tree.py);
-        with `overwrite`, what stands where the backup has another kind of entry is replaced, never
-        followed. Returns the warnings (what could not be restored as it was)."""
-        make_target(target)
-        with TargetTree(str(target), replace=overwrite) as tree:
-            files: list[dict[str, Any]] = []
-            made: set[str] = set()  # directories made (or found) here, each looked up once
-            for e in entries:
-                rel = safe_relpath(e["path"])
-                kind = e["type"]
-                if kind in ("dir", "file"):
-                    folder = rel if kind == "dir" else split(rel)[0]
-                    if folder not in made:
-                        with tree.dir(folder, create=True):
-                            made.add(folder)
-                    if kind == "file":
-                        files.append(e)
-            total = sum(e["size"] for e in files)
-            counter = {"done": 0}
-            done_lock = threading.Lock()
-
-            def tick(nbytes: int) -> None:
-                if progress:
-                    with done_lock:
-                        counter["done"] += nbytes
-                        done = counter["done"]
-                    progress(done, total)
-
-            if processes > 1:
-                from app.restore.procpool import restore_files_in_processes
-
-                restore_files_in_processes(
-                    self._worker_handoff(),
-                    tree,
-                    files,
-                    where,
-                    tick,
-                    keep_partial,
-                    processes,
-                    _threads_per_process(self.ctx, threads, processes),
-                )
-            else:
-                writers = _threads_per_process(self.ctx, threads, 1)
-                restore_files(self.repo, tree, files, where, tick, keep_partial, writers)
-            warnings: list[dict[str, str]] = []
-            for e in entries:
-                if e["type"] in SPECIAL_TYPES:
-                    make_special(tree, e, warnings)
-                elif e["type"] == "hardlink":
-                    make_link(tree, e)  # shares its target's inode, so its metadata too
-                elif e["type"] not in ENTRY_TYPES:
-                    warnings.append(
-                        {"path": e["path"], "warning": f"unknown entry type {e['type']!r} not restored"}
-                    )
-            for e in entries:
-                if e["type"] == "symlink":
-                    restore_symlink(tree, e)
-            mark_finished(target)  # before the directories' metadata: the root's are the backup's
-            for e in sorted(  # deepest first, the root (ROOT_PATH) last
-                (e for e in entries if e["type"] == "dir"),
-                key=lambda e: e["path"].count("/") if e["path"] != ROOT_PATH else -1,
-                reverse=True,
-            ):
-                rel = safe_relpath(e["path"])
-                try:
-                    with tree.dir(rel) as fd:
-                        metadata.apply_to_fd(fd, e)
-                except OSError as exc:
-                    fail(tree.root, rel, exc)
-            return warnings
-
-
-def restore_symlink(tree: TargetTree, entry: dict[str, Any]) -> None:
-    """Make the link under a temporary name, give it its owner and mtime, rename it into place."""
-    rel = safe_relpath(entry["path"])
-    parent, name = split(rel)
-    temp = partial_name(name)
-    with tree.dir(parent, create=True) as dir_fd:
-        try:
-            os.symlink(entry["target"], temp, dir_fd=dir_fd)
-            try:
-                metadata.apply_to_link(dir_fd, temp, entry)
-            except OSError:
-                os.unlink(temp, dir_fd=dir_fd)
-                raise
-        except OSError as exc:
-            fail(tree.root, rel, exc)
-        tree.move_into_place(dir_fd, temp, name, rel)
+__all__ = ["RestorePlan", "check_backup_data", "finish_restore_job", "restore_backup"]
 
 
 @registered_reader("restore")
@@ -281,10 +94,10 @@ def restore_backup(
     resuming = resumes(target, identity, allow_existing=overwrite or skip_existing)
     occupied = check_target(target, allow_existing=overwrite or skip_existing or resuming)
     manifest = ctx.repository.read_manifest(backup.id, cached=True)  # root from storage, entries cached
-    entries = _select(manifest, wanted)
+    entries = select(manifest, wanted)
     # Worker processes for a big restore (docs/BACKUP.md, "Using every core"): the fork server starts
     # now, so its imports overlap the target scan, the chunks' lookup, the job row and the directories.
-    processes = 1 if dry_run or request_only else _worker_processes(ctx, entries)
+    processes = 1 if dry_run or request_only else worker_processes(ctx, entries)
     warmed = processes > 1
     if warmed:
         forkserver.warm_up(ctx.storage_url, forkserver.RESTORE_PRELOAD)
@@ -294,9 +107,8 @@ def restore_backup(
             existing = scan(target, entries, replace=overwrite or resuming)
             if skip_existing:
                 entries = [e for e in entries if e["path"] not in existing]
-                processes = min(processes, _worker_processes(ctx, entries))
-        restorer = Restorer(ctx, backup, source_name, manifest)
-        plan, where = _located(restorer, entries)
+                processes = min(processes, worker_processes(ctx, entries))
+        plan, where = locate(ctx, backup.id, source_name, manifest, entries)
         there = len(existing.keys() - {ROOT_PATH})  # the target itself is not counted
         plan.skipped = there if skip_existing else 0
         plan.replaced = there if overwrite else 0
@@ -337,7 +149,8 @@ def restore_backup(
         audit.append(session, "restore.started", backup.id, detail, actor)
     try:
         try:
-            plan.warnings = restorer.run(
+            plan.warnings = write_entries(
+                ctx,
                 target,
                 entries,
                 where,
@@ -379,52 +192,14 @@ def restore_backup(
     return plan
 
 
-def _worker_processes(ctx: Context, entries: list[dict[str, Any]]) -> int:
-    """How many worker processes write these entries' files: one per core (forkserver.processes_for)
-    for BACKUP_PROCESSES_MIN_BYTES or more in two files or more, else 1; 1 on remote storage unless
-    BACKUP_PROCESSES is set (each read a request: one process reads each pack once, grouped by pack;
-    shares of files in several processes read packs two or three times over and cost ~40 % more CPU,
-    docs/BACKUP.md)."""
-    files = [e for e in entries if e["type"] == "file"]
-    if len(files) < 2 or sum(e.get("size", 0) for e in files) < ctx.settings.backup_processes_min_bytes:
-        return 1
-    if ctx.storage.capabilities.remote and not ctx.settings.backup_processes:
-        return 1
-    return forkserver.processes_for(ctx.settings)
-
-
-def _threads_per_process(ctx: Context, threads: int, processes: int) -> int:
-    """A writing process's threads: BACKUP_THREADS shared out on remote storage, where a thread waits
-    for each request; 1 on local storage, where a thread mostly runs Python (the others wait for its
-    lock), and threads creating files in one directory at once spin on its lock in the kernel. Measured
-    on 12,075 files (319 MB), a shared 2-core machine: os.open 5.0 CPU-s on 4 threads, 0.3 on one; the
-    restore on 2 processes 4.7-5.5 CPU-s with one thread each, 5.7-9.4 with two."""
-    return max(1, threads // processes) if ctx.storage.capabilities.remote else 1
-
-
-def _located(
-    restorer: Restorer, entries: list[dict[str, Any]]
-) -> tuple[RestorePlan, dict[str, chunks.ChunkLocation]]:
-    plan, where = restorer.plan(entries)
-    if plan.missing_chunks:
-        raise ObjectNotFoundError(
-            "chunk",
-            plan.missing_chunks[0],
-            "the catalog's chunk index",
-            hint=f"{len(plan.missing_chunks)} chunk(s) unknown; run `equisplit-dr catalog rebuild`",
-        )
-    return plan, where
-
-
 def check_backup_data(ctx: Context, backup_id: str) -> RestorePlan:
     """The data half of a dry run, for callers that check their target themselves (a PITR recovery):
     the manifest reads, the catalog locates every chunk, every pack is in storage at its size."""
     with ctx.sessions() as session:
         backup = resolve(session, backup_id, None)
-    manifest = ctx.repository.read_manifest(backup.id)
-    restorer = Restorer(ctx, backup, "?", manifest)  # its header says the tier of its chunks
-    entries = _select(manifest, None)
-    plan, where = _located(restorer, entries)
+    manifest = ctx.repository.read_manifest(backup.id)  # its header says the tier of its chunks
+    entries = select(manifest, None)
+    plan, where = locate(ctx, backup.id, "?", manifest, entries)
     check_packs(ctx, entries, where)
     return plan
 
