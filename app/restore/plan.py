@@ -121,10 +121,21 @@ def processes_for(ctx: Context, files: int, size: int) -> int:
     return forkserver.processes_for(ctx.settings)
 
 
+#: A writing process's threads on remote storage when BACKUP_THREADS is not set: one waits for a pack's
+#: GET while the other opens and writes the previous pack's files. More contend for the GIL around every
+#: system call of every small file (docs/S3.md section 2).
+REMOTE_THREADS = 2
+
+
 def threads_per_process(ctx: Context, threads: int, processes: int) -> int:
-    """A writing process's threads: BACKUP_THREADS shared out on remote storage, where a thread waits
-    for each request; 1 on local storage, where a thread mostly runs Python (the others wait for its
-    lock), and threads creating files in one directory at once spin on its lock in the kernel. Measured
-    on 12,075 files (319 MB), a shared 2-core machine: os.open 5.0 CPU-s on 4 threads, 0.3 on one; the
-    restore on 2 processes 4.7-5.5 CPU-s with one thread each, 5.7-9.4 with two."""
-    return max(1, threads // processes) if ctx.storage.capabilities.remote else 1
+    """A writing process's threads: on remote storage, where a thread waits for each request,
+    BACKUP_THREADS shared out, or REMOTE_THREADS when it is not set; 1 on local storage, where a thread
+    mostly runs Python (the others wait for its lock), and threads creating files in one directory at
+    once spin on its lock in the kernel. Measured on 12,075 files (319 MB), a shared 2-core machine:
+    os.open 5.0 CPU-s on 4 threads, 0.3 on one; the restore on 2 processes 4.7-5.5 CPU-s with one
+    thread each, 5.7-9.4 with two. From S3 (moto), in one process: 53,385 futex calls on 4 threads,
+    652 on 2, 41 on 1 (strace -c -f)."""
+    if not ctx.storage.capabilities.remote:
+        return 1
+    share = max(1, threads // processes)
+    return share if ctx.settings.backup_threads else min(REMOTE_THREADS, share)
