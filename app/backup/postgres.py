@@ -4,9 +4,11 @@
   archiving is on, then `pg_backup_start(label, fast => true)` in this session, which stays open;
 * `walk`: the data directory and every tablespace, less what PostgreSQL says to leave out
   (app/sources/postgres.py); the units read the files in parallel as for any source;
-* `finish`: read pg_control last, `pg_backup_stop(wait_for_archive => true)`, store the backup label and
-  tablespace map it returns as files, and wait until the catalog holds every WAL segment from the
-  backup's start to its end. Only then does finalize write the manifest.
+* `finish`: read pg_control last, `pg_backup_stop(wait_for_archive => false)`, store the backup label
+  and tablespace map it returns as files, and wait until the catalog holds every WAL segment from the
+  backup's start to its end (the evidence that matters: durable in our storage, where PostgreSQL's own
+  wait only sees its archiver's status, in steps of a second). Only then does finalize write the
+  manifest.
 
 If the session is lost (the server restarted, the connection was cut) PostgreSQL ends the backup itself,
 so the server is never left in backup mode; `pg_backup_stop` then fails and so does the backup.
@@ -325,7 +327,9 @@ class PostgresHooks:
         try:
             self.conn.execute(f"SET statement_timeout = {int(timeout) * 1000}".encode())
             row = self.conn.execute(
-                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)"
+                # No wait inside PostgreSQL: it polls its archiver once a second, where _wait_for_wal polls
+                # the catalog, which holds a segment only once it is durable in storage (docs/POSTGRES.md).
+                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
             ).fetchone()
         except psycopg.errors.QueryCanceled:
             raise BackupFailedError(
@@ -366,7 +370,8 @@ class PostgresHooks:
     def _wait_for_wal(self, ctx: Context, needed: list[str]) -> None:
         """Until the catalog holds every segment in `needed` (pushed by archive_command to this source)."""
         timeout = ctx.settings.backup_pg_archive_timeout
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while True:
             with ctx.sessions() as session:
                 have = set(
@@ -379,16 +384,20 @@ class PostgresHooks:
             missing = [name for name in needed if name not in have]
             if not missing:
                 return
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise BackupFailedError(
                     f"WAL segment {missing[0]}"
                     + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
                     + f" that this backup needs is not in the archive of source {self.source.name} "
                     f"after {timeout} s",
-                    hint=f"PostgreSQL archived it elsewhere: archive_command must be "
-                    f"'equisplit-dr wal push %p --source {self.source.name}' (see `wal status`)",
+                    hint=f"archive_command must be 'equisplit-dr wal push %p --source {self.source.name}' "
+                    "and succeed: check `wal status`, `SELECT * FROM pg_stat_archiver` and the server log; "
+                    "raise BACKUP_PG_ARCHIVE_TIMEOUT for a slow archive",
                 )
-            time.sleep(0.2)
+            # The last segment is usually archived within a few hundred ms of pg_backup_stop's switch:
+            # poll finely at first, then every 0.2 s.
+            time.sleep(0.05 if now - started < 2.0 else 0.2)
 
     def close(self) -> None:
         """End the session; PostgreSQL aborts a backup still running in it. Idempotent."""

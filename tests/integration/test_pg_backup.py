@@ -121,3 +121,22 @@ def test_a_lost_session_fails_the_backup_and_the_next_one_succeeds(
     cluster.configure(archive_command="''")
     with pytest.raises(SourceError, match="does not archive its WAL"):
         run_backup(archive.ctx, SOURCE, "full")
+
+
+def test_a_backup_whose_wal_is_not_archived_fails_naming_the_segment_and_completes_once_it_is(
+    archive: Archive, cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pg_backup_stop does not wait for PostgreSQL's archiver: the backup's own wait for the WAL in the
+    # catalog is what keeps a backup whose WAL never reached storage from completing.
+    monkeypatch.setattr(archive.ctx.settings, "backup_pg_archive_timeout", 3)
+    archiving = cluster.sql("SHOW archive_command")[0][0]
+    cluster.configure(archive_command="'/bin/false'")
+    with pytest.raises(BackupFailedError, match=r"WAL segment [0-9A-F]{24}.* is not in the archive"):
+        run_backup(archive.ctx, SOURCE, "full")
+    with archive.ctx.sessions() as session:
+        assert [b.state for b in session.query(Backup)] == ["failed"]
+    assert not cluster.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'equisplit-dr backup'")
+    monkeypatch.undo()
+    cluster.configure(archive_command="'" + archiving.replace("'", "''") + "'")  # archiving resumes
+    again = run_backup(archive.ctx, SOURCE, "full")
+    assert again.state == "complete"
