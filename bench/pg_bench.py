@@ -804,8 +804,10 @@ def run_phase(tool: Any, cluster: Cluster, servers: Servers, work: Path, args: a
         check(state(port), at_incr, f"{tool.name}'s restore #{r + 1} (recovered to its consistency point)")
         servers.stop(target, "immediate")
         stop_prefetchers(restores)
-        shutil.rmtree(target)
         log("    verified: equal to the source at the incremental backup")
+    # Deleted after the last round, not between rounds (see alternate_restores).
+    for r in range(args.repeat):
+        shutil.rmtree(restores / f"restore{r + 1}")
 
     for r in range(args.repeat):
         timed, info, fetched = pitr(tool, target_time, at_target, restores, f"pitr{r + 1}", servers, None,
@@ -1030,11 +1032,13 @@ def alternate_restores(tools: list[Any], phases: dict[str, Phase], work: Path, a
             got[tool.key] = timed
             log(f"  {tool.name:<13} restore, round {r + 1:<8} {timed.wall:7.2f} s wall, {timed.cpu:6.2f} s CPU "
                 f"(others {timed.others:.2f} cores)")
-            shutil.rmtree(target)
         a, b = got[ours.key], got[theirs.key]
         pairs.append({"wall_ratio": b.wall / a.wall, "cpu_ratio": b.cpu / a.cpu if a.cpu else 0.0,
                       "ours_wall": a.wall, "theirs_wall": b.wall, "ours_cpu": a.cpu, "theirs_cpu": b.cpu,
                       "others": (a.others + b.others) / 2})
+    # Every target is deleted only after the last round: ext4 makes creating files slow for a minute or
+    # more after many were deleted, which would charge each restore for the deletion after the other's.
+    shutil.rmtree(area)
     phases[ours.key].figures["restore_pairs"] = pairs
     log(f"  paired restore ratios ({theirs.name} / {ours.name}, > 1: ours faster): wall "
         f"{[round(p['wall_ratio'], 2) for p in pairs]}, median {statistics.median(p['wall_ratio'] for p in pairs):.2f}x;"
