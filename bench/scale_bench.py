@@ -60,8 +60,8 @@ class Catalog:
         self.kind = kind
         self.home = work / f"home-{kind}-{role}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "DATABASE_URL"))}
-        self.env.update(EQUISPLIT_DR_HOME=str(self.home), BACKUP_ENCRYPTION_KEY=secrets.token_hex(32),
-                        PYTHONPATH=str(PROJECT))
+        # No key in the environment: `init` writes the home's own key file, so a --keep'd home still backs up.
+        self.env.update(EQUISPLIT_DR_HOME=str(self.home), PYTHONPATH=str(PROJECT))
         self.pg_db: str | None = None
         self.pg_server = pg_server
         if kind == "postgres":
