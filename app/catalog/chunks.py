@@ -98,7 +98,7 @@ def packs_holding(
         for start in range(0, len(chunk_ids), step):
             batch = list(chunk_ids[start : start + step])
             if postgres:
-                cursor.execute(_PG_PACKS, (batch, tier))
+                cursor.execute(*_pg_packs_query(batch, tier))
             else:
                 cursor.execute(_sqlite_packs_statement(len(batch)), (*batch, tier))
             for pack_id, count in cursor.fetchall():
@@ -110,6 +110,22 @@ def packs_holding(
 
 
 _PG_PACKS = f"SELECT pack_id, count(*) FROM {Chunk.__tablename__} WHERE id = ANY(%s) AND tier = %s GROUP BY pack_id"
+_PG_PACKS_JOINED = (
+    f"SELECT pack_id, count(*) FROM {Chunk.__tablename__} "
+    "WHERE id = ANY(string_to_array(%s, ',')) AND tier = %s GROUP BY pack_id"
+)
+
+
+def _pg_packs_query(batch: list[str], tier: str) -> tuple[str, tuple[Any, ...]]:
+    """`packs_holding`'s statement for one batch on PostgreSQL. The ids go as one comma-joined string
+    that the server splits (`string_to_array`, the same index scan): psycopg's array dumper spent
+    ~5 us of Python an id (0.2 of finalize's ~0.9 CPU s on the 1 GB bench tree, serial in a cluster),
+    the join a fraction of that. An id holding a comma, or one empty id (never a chunk id: hex),
+    goes as an array."""
+    joined = ",".join(batch)
+    if joined and joined.count(",") == len(batch) - 1:
+        return _PG_PACKS_JOINED, (joined, tier)
+    return _PG_PACKS, (batch, tier)
 
 
 @functools.lru_cache(maxsize=64)

@@ -120,6 +120,25 @@ def test_packs_holding_spans_batches(
     assert found == set(list(packs)[:2]) and known == 20
 
 
+@pytest.mark.postgres
+def test_packs_holding_finds_ids_the_joined_form_cannot_carry(make_system: Factory, request: pytest.FixtureRequest) -> None:
+    """On PostgreSQL the ids go to the server as one comma-joined string: a batch holding an id with a
+    comma in it, or one empty id, goes as an array instead, and every id is still found."""
+    from app.catalog import chunks
+    from app.repo.pack import PackEntry
+
+    system = make_system(catalog=request.getfixturevalue("fresh_pg_url"))
+    odd, plain = ["a,b", ""], [os.urandom(32).hex() for _ in range(3)]
+    pack = os.urandom(32).hex()
+    with transaction(system.context.sessions) as session:
+        chunks.record_packs(session, [(pack, 1, [PackEntry(c, 0, 1, 1) for c in odd + plain])], None)
+    with system.context.sessions() as session:
+        conn = session.connection()
+        assert chunks.packs_holding(conn, plain) == ({pack}, 3)
+        assert chunks.packs_holding(conn, ["a,b", *plain]) == ({pack}, 4)
+        assert chunks.packs_holding(conn, [""]) == ({pack}, 1)
+
+
 def test_rebuild_reads_the_same_index_back(system_any_backend: BackupSystem, tmp_path: Path) -> None:
     """On SQLite + local storage and PostgreSQL + S3 (moto): the index a rebuild reads back from the packs
     (8 at once, in batches) is the one the backups recorded, row for row."""
