@@ -67,8 +67,9 @@ def store_entries(
     ]
     writer = None
     if missing:
-        writer = _store(ctx, backup_id, repo, [piece for _, piece in missing], where)
-        _cache(ctx, repo, missing)
+        sealed: dict[str, bytes] = {}
+        writer = _store(ctx, backup_id, repo, [piece for _, piece in missing], where, sealed)
+        _cache(repo, sealed)
     return StoredEntries(
         len(data),
         len(entries),
@@ -92,15 +93,15 @@ def write_root(
     return repo.write_manifest_root(backup_id, root, retain_until)
 
 
-def _cache(ctx: Context, repo: Repository, stored: list[tuple[str, memoryview]]) -> None:
-    """Keep a sealed copy of each manifest chunk just stored in the local metadata cache, so the next
-    backup (its parent's entries) and a restore read none of them from storage (app/repo/cache.py)."""
+def _cache(repo: Repository, sealed: dict[str, bytes]) -> None:
+    """Keep a copy of each manifest chunk just stored, the blob sealed into its pack, in the local
+    metadata cache, so the next backup (its parent's entries) and a restore read none of them from
+    storage (app/repo/cache.py). The pack's own blob: sealing each again cost finalize, serial in a
+    cluster, ~0.05 CPU s of the 1 GB bench tree's 470 manifest chunks."""
     if repo.cache is None:
         return
-    s = ctx.settings
-    level = s.backup_compression_level if s.backup_compression else None
-    for chunk_id, piece in stored:
-        repo.cache.put_chunk(chunk_id, repo.seal_chunk(chunk_id, piece, level))
+    for chunk_id, blob in sealed.items():
+        repo.cache.put_chunk(chunk_id, blob)
     repo.cache.trim()
 
 
@@ -110,9 +111,11 @@ def _store(
     repo: Repository,
     missing: list[memoryview],
     where: dict[str, ManifestChunk],
+    sealed: dict[str, bytes],
 ) -> ChunkWriter:
     """Seal and pack the missing chunks (standard storage class), recording each pack in the catalog
-    as a unit's are, and note where each chunk went."""
+    as a unit's are, and note where each chunk went and (when the repository has a local cache) its
+    sealed blob."""
     record = pack_recorder(ctx, backup_id)
     lock = threading.Lock()
 
@@ -129,6 +132,7 @@ def _store(
         record_and_note,
         level=s.backup_compression_level if s.backup_compression else None,
         storage_class=None,  # never cold: a manifest stays readable without a retrieval
+        sealed=sealed.__setitem__ if repo.cache is not None else None,
     )
     try:
         for piece in missing:

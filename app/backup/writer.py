@@ -60,8 +60,11 @@ class ChunkWriter:
         claim: Callable[[str], bool] | None = None,
         tier: str = Tier.STANDARD,
         retain_until: datetime | None = None,
+        sealed: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self._repo = repo
+        #: Told each chunk's sealed blob as it goes into a pack (manifest chunks: for the local cache).
+        self._sealed = sealed
         self._known = known
         #: Sealed here, their pack not yet indexed.
         self.pending: set[str] = set()
@@ -174,7 +177,10 @@ class ChunkWriter:
         encoded = codecs.compress(data, self._level)  # outside the lock: zstd releases the GIL
         full = None
         with self._lock:  # sealed straight into the pack's buffer (AES-GCM: ~0.3 ms a MiB)
+            start = self._builder.size
             self._repo.pack_chunk(self._builder, chunk_id, encoded, len(data))
+            if self._sealed is not None:
+                self._sealed(chunk_id, bytes(self._builder.buffer[start : self._builder.size]))
             self.stats.new_chunks += 1
             self.stats.bytes_new += len(data)
             if self._builder.size >= self._repo.pack_target_size:
