@@ -2,19 +2,20 @@
 
 The same small incremental runs as a user runs it (the CLI in a subprocess) against two catalogs: one
 whose index holds only the tree's own chunks, one that also holds a million synthetic chunk rows. Each
-child's peak RSS comes from wait4. Loading the index into a set cost ~180 MB per million chunks; asked
+child's peak RSS comes from wait4, through a small launcher (tests/support/peakrss.py: forked straight
+from pytest, a child would report at least pytest's own RSS, and the two runs could not differ). Loading the index into a set cost ~180 MB per million chunks; asked
 in batches, the two runs differ by noise only."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.support.peakrss import run_with_peak_rss
 
 EXE = [sys.executable, "-m", "app.cli.main"]
 SYNTHETIC_CHUNKS = 1_000_000
@@ -35,13 +36,9 @@ def _env(home: Path) -> dict[str, str]:
 
 def _cli(env: dict[str, str], *args: str) -> int:
     """Run the CLI; its peak RSS in KiB (the child's, or a descendant's if larger)."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([*EXE, *args], env=env, stdout=subprocess.DEVNULL, stderr=err)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        assert proc.returncode == 0, err.read().decode()
-    return usage.ru_maxrss
+    returncode, peak_kib, stderr = run_with_peak_rss([*EXE, *args], env)
+    assert returncode == 0, stderr
+    return peak_kib
 
 
 def _fill_index(catalog: Path, count: int) -> None:
