@@ -134,9 +134,11 @@ class _LosesAPackWhileWalking:
         self.inner.close()
 
 
-def test_a_pack_lost_after_the_parents_chunks_were_located_is_still_found_missing(
+def _full_backup_then_lose_its_pack_on_the_next_walk(
     system: BackupSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[Path, str]:
+    """A full backup of a tree; the next backup's walk deletes the pack holding docs/ledger.csv (after
+    that backup located its parent's chunks). The tree and the lost pack's id."""
     src = make_tree(tmp_path / "src")
     system.add_source("docs", src)
     time.sleep(GRANULARITY_NS / 1e9 + 0.1)  # the next run reuses unchanged files without reading them
@@ -146,27 +148,30 @@ def test_a_pack_lost_after_the_parents_chunks_were_located_is_still_found_missin
     monkeypatch.setattr(
         engine, "hooks_for", lambda source: _LosesAPackWhileWalking(real_hooks(source), lambda: _delete_pack(system, lost))
     )
-    inc = system.create_incremental_backup("docs")
-    assert inc.stats["files_read"] == 0
+    return src, lost
+
+
+def _assert_partial_for_the_lost_pack(system: BackupSystem, inc: Any, lost: str) -> None:
     assert inc.state == "partial"
     assert "docs/ledger.csv" in {e["path"] for e in inc.errors}
     with system.context.sessions() as session:
         assert session.get(Pack, lost) is None
 
 
+def test_a_pack_lost_after_the_parents_chunks_were_located_is_still_found_missing(
+    system: BackupSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _src, lost = _full_backup_then_lose_its_pack_on_the_next_walk(system, tmp_path, monkeypatch)
+    inc = system.create_incremental_backup("docs")
+    assert inc.stats["files_read"] == 0
+    _assert_partial_for_the_lost_pack(system, inc, lost)
+
+
 def test_an_incremental_looks_up_only_the_chunks_its_parent_lacked_and_still_finds_a_lost_pack(
     system: BackupSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src = make_tree(tmp_path / "src")
-    system.add_source("docs", src)
-    time.sleep(GRANULARITY_NS / 1e9 + 0.1)  # the next run reuses unchanged files without reading them
-    full = system.create_full_backup("docs")
-    lost = _pack_of(system, full.id, "docs/ledger.csv")
+    src, lost = _full_backup_then_lose_its_pack_on_the_next_walk(system, tmp_path, monkeypatch)
     (src / "docs" / "added.txt").write_bytes(b"one chunk the parent does not have\n" * 100)
-    real_hooks = engine.hooks_for
-    monkeypatch.setattr(
-        engine, "hooks_for", lambda source: _LosesAPackWhileWalking(real_hooks(source), lambda: _delete_pack(system, lost))
-    )
     asked: list[int] = []
     real_packs_of = packcheck._packs_of
     monkeypatch.setattr(packcheck, "_packs_of", lambda s, ids, tier: asked.append(len(ids)) or real_packs_of(s, ids, tier))
@@ -174,7 +179,4 @@ def test_an_incremental_looks_up_only_the_chunks_its_parent_lacked_and_still_fin
     assert inc.stats["files_read"] == 1
     # the parent's chunks, located as the backup started; then finalize asks for the added file's alone
     assert len(asked) == 2 and asked[0] > 1 and asked[1] == 1
-    assert inc.state == "partial"
-    assert "docs/ledger.csv" in {e["path"] for e in inc.errors}
-    with system.context.sessions() as session:
-        assert session.get(Pack, lost) is None
+    _assert_partial_for_the_lost_pack(system, inc, lost)
