@@ -3,6 +3,7 @@ of domain errors to retry (transient) or failure (everything else)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -57,9 +58,25 @@ def warm_up() -> None:
             prepare_process(ctx)  # the engine, the migration check, a pooled connection, compiled SQL
         except Exception as exc:  # the first task opens them itself and meets the error there
             log.info("warm-up of the catalog and storage failed: %s", exc.__class__.__name__)
+        finally:
+            tune_collector()
 
     _warming = threading.Thread(target=run, name="warm-up", daemon=True)
     _warming.start()
+
+
+#: The collector's thresholds in a worker process, as in the CLI (app/cli/entry.py): young collections
+#: less often (a unit builds thousands of entries that live to its end).
+GC_THRESHOLD = (50_000, 20, 100)
+
+
+def tune_collector() -> None:
+    """Freeze what a worker process holds for its life (imports, the catalog engine, the storage client,
+    ~160,000 objects) out of the collector's sight, as the CLI does with its imports: unfrozen, every full
+    collection re-scanned them, 80-130 ms each, one every other unit of small files, paid inside the
+    unit or between its end and its result (bench/cluster_bench.py: post, docs/CLUSTER.md)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def is_transient(exc: BaseException) -> bool:

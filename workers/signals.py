@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import beat_init, celeryd_init, worker_process_init
+from celery.signals import beat_init, celeryd_init, worker_init, worker_process_init
 
 from app.settings import load_settings
 
@@ -27,6 +27,15 @@ def init_sentry(**_: Any) -> None:
 
 celeryd_init.connect(init_sentry, weak=False)
 beat_init.connect(init_sentry, weak=False)
+
+
+@worker_init.connect(weak=False)
+def _tune_collector(**_: Any) -> None:
+    """The main worker process (broker, acks, events; forks the pool): its imports frozen before the fork,
+    so every pool child inherits them frozen."""
+    from workers.base import tune_collector
+
+    tune_collector()
 
 
 @worker_process_init.connect(weak=False)
