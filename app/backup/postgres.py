@@ -26,16 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from app import clock, forkserver
 from app.backup import objects
 from app.backup.blocks import BlockRule
 from app.backup.hooks import SourceInfo, SourceWalk
+from app.backup.pgwal import wait_for_wal
 from app.backup.reader import read_file
 from app.backup.writer import ChunkWriter
 from app.catalog import wal as catalog_wal
-from app.catalog.models import Backup, WalSegment
+from app.catalog.models import Backup
 from app.context import Context
 from app.errors import BackupFailedError, SourceError, first_line
 from app.sources.confined import SourceRoot
@@ -291,7 +290,7 @@ class PostgresHooks:
         size = self.segment_size
         first, last = lsn.segno_of(label.start_lsn, size), lsn.segno_before(stop_lsn, size)
         needed = [names.segment_name(label.timeline, segno, size) for segno in range(first, last + 1)]
-        self._wait_for_wal(ctx, needed)
+        wait_for_wal(ctx, self.source.id, self.source.name, needed)
         meta = {
             "system_identifier": str(self.system_identifier),
             "server_version": self.server_version,
@@ -327,7 +326,7 @@ class PostgresHooks:
         try:
             self.conn.execute(f"SET statement_timeout = {int(timeout) * 1000}".encode())
             row = self.conn.execute(
-                # No wait inside PostgreSQL: it polls its archiver once a second, where _wait_for_wal polls
+                # No wait inside PostgreSQL: it polls its archiver once a second, where wait_for_wal (pgwal.py) polls
                 # the catalog, which holds a segment only once it is durable in storage (docs/POSTGRES.md).
                 "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
             ).fetchone()
@@ -366,38 +365,6 @@ class PostgresHooks:
             size=len(data),
             chunks=chunks,
         )
-
-    def _wait_for_wal(self, ctx: Context, needed: list[str]) -> None:
-        """Until the catalog holds every segment in `needed` (pushed by archive_command to this source)."""
-        timeout = ctx.settings.backup_pg_archive_timeout
-        started = time.monotonic()
-        deadline = started + timeout
-        while True:
-            with ctx.sessions() as session:
-                have = set(
-                    session.scalars(
-                        select(WalSegment.name).where(
-                            WalSegment.source_id == self.source.id, WalSegment.name.in_(needed)
-                        )
-                    )
-                )
-            missing = [name for name in needed if name not in have]
-            if not missing:
-                return
-            now = time.monotonic()
-            if now > deadline:
-                raise BackupFailedError(
-                    f"WAL segment {missing[0]}"
-                    + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-                    + f" that this backup needs is not in the archive of source {self.source.name} "
-                    f"after {timeout} s",
-                    hint=f"archive_command must be 'equisplit-dr wal push %p --source {self.source.name}' "
-                    "and succeed: check `wal status`, `SELECT * FROM pg_stat_archiver` and the server log; "
-                    "raise BACKUP_PG_ARCHIVE_TIMEOUT for a slow archive",
-                )
-            # The last segment is usually archived within a few hundred ms of pg_backup_stop's switch:
-            # poll finely at first, then every 0.2 s.
-            time.sleep(0.05 if now - started < 2.0 else 0.2)
 
     def close(self) -> None:
         """End the session; PostgreSQL aborts a backup still running in it. Idempotent."""
