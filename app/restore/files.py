@@ -257,7 +257,8 @@ def restore_files(
         raise
 
 
-#: A run of chunks written with one pwritev: at most this many (IOV_MAX is 1024) and about this many bytes.
+#: A run of chunks handed to `write_parts` at once (which writes it in calls of WRITE_CALL_BYTES): at
+#: most this many chunks and about this many bytes.
 WRITE_PARTS = 256
 WRITE_BYTES = 8 << 20
 
@@ -289,23 +290,49 @@ def _write_run(
     progress(nbytes)
 
 
+#: The most one write system call hands the kernel. The page cache keeps a file in folios as large as
+#: the writes that filled it (this kernel: up to a few MiB), and a later small write into a large folio
+#: costs the kernel a walk of the whole folio (`ext4_block_write_begin`): PostgreSQL's 8 KiB page writes
+#: into a data directory restored in 8 MiB calls took 58 % of its recovery's startup process. Measured
+#: here, 30,000 random 8 KiB writes into a 512 MiB file: 0.39-0.42 s of system time after it was written
+#: in 1 MiB calls, 0.14-0.16 s after 64 KiB calls, while writing it cost the same 0.11-0.12 s either way.
+WRITE_CALL_BYTES = 64 << 10
+
+
 def write_parts(fd: int, parts: Sequence[bytes | memoryview], offset: int) -> None:
-    """Write `parts` one after another from `offset` of `fd`: one pwritev, continued after a short write."""
-    if len(parts) == 1:
-        part = parts[0]
-        written = os.pwrite(fd, part, offset)
-        if written < len(part):  # rare: the rest
-            view = memoryview(part)[written:]
-            offset += written
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view, offset = view[written:], offset + written
-        return
-    total = sum(len(part) for part in parts)
-    written = os.pwritev(fd, parts, offset)
-    if written < total:  # rare (a signal, a full disk on its way): the rest, part by part
-        rest = memoryview(b"".join(parts))[written:]
-        write_parts(fd, [rest], offset + written)
+    """Write `parts` one after another from `offset` of `fd`, in calls of at most WRITE_CALL_BYTES
+    (pwritev of several parts where they fit), each continued after a short write."""
+    batch: list[bytes | memoryview] = []
+    batch_bytes = 0
+    for part in parts:
+        if len(part) <= WRITE_CALL_BYTES:
+            pieces: Sequence[bytes | memoryview] = (part,)
+        else:
+            view = memoryview(part)
+            pieces = [
+                view[start : start + WRITE_CALL_BYTES] for start in range(0, len(view), WRITE_CALL_BYTES)
+            ]
+        for piece in pieces:
+            if batch and batch_bytes + len(piece) > WRITE_CALL_BYTES:
+                _write_call(fd, batch, offset, batch_bytes)
+                offset += batch_bytes
+                batch, batch_bytes = [], 0
+            batch.append(piece)
+            batch_bytes += len(piece)
+    if batch:
+        _write_call(fd, batch, offset, batch_bytes)
+
+
+def _write_call(fd: int, batch: list[bytes | memoryview], offset: int, nbytes: int) -> None:
+    """One pwrite (pwritev for several parts) of `batch`; the rest after a short write (rare: a signal,
+    a full disk on its way)."""
+    written = os.pwrite(fd, batch[0], offset) if len(batch) == 1 else os.pwritev(fd, batch, offset)
+    if written < nbytes:
+        rest = memoryview(b"".join(batch))[written:]
+        offset += written
+        while rest:
+            written = os.pwrite(fd, rest, offset)
+            rest, offset = rest[written:], offset + written
 
 
 def finish_big_file(tree: TargetTree, entry: dict[str, Any]) -> None:
