@@ -101,10 +101,7 @@ class ChunkWriter:
         self, ids: Sequence[str], pieces: Sequence[bytes | memoryview]
     ) -> list[tuple[str, bool]]:
         """`store_many` of pieces whose ids (`chunk_ids.of`) the caller computed already."""
-        with self._lock:
-            self.stats.chunks += len(ids)
-            unsure = [chunk_id for chunk_id in ids if chunk_id not in self.pending]
-        indexed = self._known.present(unsure) if unsure else set()
+        indexed = self._lookup(ids)
         return [self._store_one(chunk_id, piece, indexed) for chunk_id, piece in zip(ids, pieces, strict=True)]
 
     def store_blocks(self, data: memoryview, size: int) -> tuple[list[str], int]:
@@ -116,40 +113,20 @@ class ChunkWriter:
         groups = [data[start : start + size] for start in range(0, len(data), size)]
         of = self._repo.chunk_ids.of
         ids = [of(group) for group in groups]
+        indexed = self._lookup(ids)
         with self._lock:
-            self.stats.chunks += len(ids)
-            pending = self.pending
-            unsure = [chunk_id for chunk_id in ids if chunk_id not in pending]
-        indexed = self._known.present(unsure) if unsure else set()
-        fresh: list[int] = []
-        holds, claim = self._known.holds, self._claim
-        with self._lock:
-            for number, chunk_id in enumerate(ids):
-                if chunk_id in indexed or chunk_id in pending or holds(chunk_id):
-                    continue  # (holds: its pack was indexed since the lookup)
-                if claim is not None and not claim(chunk_id):
-                    continue  # another process of this backup stores it
-                pending.add(chunk_id)
-                fresh.append(number)
+            fresh = [number for number, chunk_id in enumerate(ids) if self._take(chunk_id, indexed)]
         if not fresh:
             return ids, 0
         encoded = self._encode_groups([groups[number] for number in fresh])  # zstd releases the GIL
         full: list[PackBuilder] = []
-        new_bytes = 0
-        target, pack_chunk = self._repo.pack_target_size, self._repo.pack_chunk
-        with self._lock:  # sealed straight into the pack's buffer, as `_store_one` does
+        with self._lock:
             for number, frame in zip(fresh, encoded, strict=True):
-                raw_length = len(groups[number])
-                pack_chunk(self._builder, ids[number], frame, raw_length)
-                new_bytes += raw_length
-                if self._builder.size >= target:
-                    full.append(self._builder)
-                    self._builder = PackBuilder(self._spare_buffer())
-            self.stats.new_chunks += len(fresh)
-            self.stats.bytes_new += new_bytes
+                if (builder := self._seal(ids[number], frame, len(groups[number]))) is not None:
+                    full.append(builder)
         for builder in full:
             self._submit(builder)
-        return ids, new_bytes
+        return ids, sum(len(groups[number]) for number in fresh)
 
     def _encode_groups(self, groups: list[memoryview]) -> list[tuple[codecs.Codec, bytes | memoryview]]:
         """`codecs.compress` of each group of a run, at the writer's level, or at FAST_LEVEL for a group
@@ -169,25 +146,49 @@ class ChunkWriter:
 
     def _store_one(self, chunk_id: str, data: bytes | memoryview, indexed: set[str]) -> tuple[str, bool]:
         with self._lock:
-            if chunk_id in indexed or chunk_id in self.pending or self._known.holds(chunk_id):
-                return chunk_id, False  # (holds: its pack was indexed since this call looked)
-            if self._claim is not None and not self._claim(chunk_id):
-                return chunk_id, False  # another process of this backup stores it
-            self.pending.add(chunk_id)
+            if not self._take(chunk_id, indexed):
+                return chunk_id, False
         encoded = codecs.compress(data, self._level)  # outside the lock: zstd releases the GIL
-        full = None
-        with self._lock:  # sealed straight into the pack's buffer (AES-GCM: ~0.3 ms a MiB)
-            start = self._builder.size
-            self._repo.pack_chunk(self._builder, chunk_id, encoded, len(data))
-            if self._sealed is not None:
-                self._sealed(chunk_id, bytes(self._builder.buffer[start : self._builder.size]))
-            self.stats.new_chunks += 1
-            self.stats.bytes_new += len(data)
-            if self._builder.size >= self._repo.pack_target_size:
-                full, self._builder = self._builder, PackBuilder(self._spare_buffer())
+        with self._lock:
+            full = self._seal(chunk_id, encoded, len(data))
         if full is not None:
             self._submit(full)
         return chunk_id, True
+
+    def _lookup(self, ids: Sequence[str]) -> set[str]:
+        """Counts `ids` as this writer's chunks; those of them the index holds, asked once (ids pending
+        here are not asked: `_take` skips them)."""
+        with self._lock:
+            self.stats.chunks += len(ids)
+            unsure = [chunk_id for chunk_id in ids if chunk_id not in self.pending]
+        return self._known.present(unsure) if unsure else set()
+
+    def _take(self, chunk_id: str, indexed: set[str]) -> bool:
+        """(Lock held.) Whether this writer stores `chunk_id`, which is then pending: not if the index
+        answered it present, this writer has it pending, a pack indexed since the lookup holds it
+        (`holds`), or another process of this backup claimed it."""
+        if chunk_id in indexed or chunk_id in self.pending or self._known.holds(chunk_id):
+            return False
+        if self._claim is not None and not self._claim(chunk_id):
+            return False
+        self.pending.add(chunk_id)
+        return True
+
+    def _seal(
+        self, chunk_id: str, encoded: tuple[codecs.Codec, bytes | memoryview], raw_length: int
+    ) -> PackBuilder | None:
+        """(Lock held.) Seal a chunk straight into the open pack's buffer (AES-GCM: ~0.3 ms a MiB); the
+        pack if that filled it, for the caller to submit outside the lock."""
+        start = self._builder.size
+        self._repo.pack_chunk(self._builder, chunk_id, encoded, raw_length)
+        if self._sealed is not None:
+            self._sealed(chunk_id, bytes(self._builder.buffer[start : self._builder.size]))
+        self.stats.new_chunks += 1
+        self.stats.bytes_new += raw_length
+        if self._builder.size < self._repo.pack_target_size:
+            return None
+        full, self._builder = self._builder, PackBuilder(self._spare_buffer())
+        return full
 
     def _spare_buffer(self) -> bytearray | mmap.mmap:
         """A buffer for the next pack (call with the lock held): an uploaded pack's, or a new one with
